@@ -1,0 +1,81 @@
+"""The hooks a janus-sdk plugin can implement.
+
+Each register hook receives a `register` callback; call it once per component::
+
+    @hookimpl
+    def register_visual_encoders(register):
+        register("my-encoder", build_my_encoder, config=MyEncoderConfig, aliases=("MyEncoderClass",))
+
+`build_my_encoder(config, context)` gets the validated config model instance and a `BuildContext`
+(checkpoint directory, device, dtype, attention backend) and returns an object satisfying the kind's interface.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from janus_sdk.registry import Register
+
+PROJECT = "janus_sdk"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_visual_encoders(register: Register) -> None:
+    """Register understanding encoders (pixels -> patch features)."""
+
+
+@hookspec
+def register_aligners(register: Register) -> None:
+    """Register aligners / projectors (features -> LLM embedding space)."""
+
+
+@hookspec
+def register_image_tokenizers(register: Register) -> None:
+    """Register discrete image tokenizers (image <-> code grid)."""
+
+
+@hookspec
+def register_generation_heads(register: Register) -> None:
+    """Register image-token heads (LLM hidden state -> image-code logits)."""
+
+
+@hookspec
+def register_text_tokenizers(register: Register) -> None:
+    """Register text tokenizers."""
+
+
+@hookspec
+def register_chat_templates(register: Register) -> None:
+    """Register conversation formats (turns -> prompt string)."""
+
+
+@hookspec
+def register_llm_backbones(register: Register) -> None:
+    """Register language-model backbones (input embeddings -> hidden states, with a KV cache)."""
+
+
+@hookspec
+def register_samplers(register: Register) -> None:
+    """Register sampling strategies (logits -> token ids)."""
+
+
+@hookspec
+def register_guidances(register: Register) -> None:
+    """Register guidance strategies (rows per sample, and how their logits combine)."""
+
+
+@hookspec
+def register_attention_backends(register: Register) -> None:
+    """Register attention backends."""
+
+
+@hookspec(firstresult=True)
+def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Name the attention backend to use when a config says "auto"; the first plugin with an answer decides."""

@@ -1,0 +1,169 @@
+"""Component contracts: what each kind of component takes and returns, at the tensor level.
+
+The pipelines are written against these Protocols only, never against a concrete plugin, so any component
+can be replaced by a third-party plugin that satisfies the same contract. Shapes use B for batch rows,
+T for sequence positions, D for feature widths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class VisualEncoder(Protocol):
+    """Understanding encoder: normalised pixels [B, 3, S, S] -> patch features [B, num_tokens, feature_dim]."""
+
+    image_size: int
+    num_tokens: int
+    feature_dim: int
+
+    def __call__(self, pixel_values: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Aligner(Protocol):
+    """Projector (the paper's "adaptor"): features [..., input_dim] -> LLM embeddings [..., output_dim]."""
+
+    input_dim: int
+    output_dim: int
+
+    def __call__(self, features: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class ImageTokenizer(Protocol):
+    """Discrete image tokenizer (VQ): images in [-1, 1] <-> code grids flattened in raster order."""
+
+    codebook_size: int
+    code_dim: int
+    image_size: int
+    grid_size: int
+
+    def encode(self, pixels: Tensor) -> Tensor:
+        """[B, 3, image_size, image_size] in [-1, 1] -> codes [B, grid_size**2] (int64)."""
+        ...
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """codes [B, grid_size**2] -> images [B, 3, image_size, image_size], roughly in [-1, 1], unclipped."""
+        ...
+
+
+@runtime_checkable
+class GenerationHead(Protocol):
+    """Image-token head: LLM hidden states [..., hidden] -> image-code logits [..., codebook_size]."""
+
+    codebook_size: int
+
+    def __call__(self, hidden: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class TextTokenizer(Protocol):
+    """Text <-> token ids. `encode` adds BOS the way the checkpoint's tokenizer does."""
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
+
+    def token_id(self, token: str) -> int:
+        """The id of a special token, looked up by its string (ids differ between checkpoints)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class ChatTemplate(Protocol):
+    """Turns a conversation into the prompt string the model was trained on."""
+
+    image_tag: str
+    user_role: str
+    assistant_role: str
+
+    def render(self, turns: Sequence[tuple[str, str]], system_prompt: str) -> str:
+        """(role, content) turns -> prompt; an empty last assistant turn leaves the prompt open for the answer."""
+        ...
+
+
+@runtime_checkable
+class KVCache(Protocol):
+    """Opaque key/value cache owned by a backbone; only the backbone reads or writes it."""
+
+    max_length: int
+
+
+@runtime_checkable
+class LLMBackbone(Protocol):
+    """Decoder-only language model driven by input embeddings, with an explicit KV cache."""
+
+    hidden_size: int
+    vocab_size: int
+    max_context: int
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """[B, T] int64 -> [B, T, hidden_size]."""
+        ...
+
+    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
+        """A cache for `batch_size` rows and up to `max_length` positions, on the model's device and dtype."""
+        ...
+
+    def forward(self, inputs_embeds: Tensor, cache: KVCache, start: int) -> Tensor:
+        """Run positions start..start+T-1 ([B, T, hidden]), append them to `cache`, return the final-norm hidden
+        states [B, T, hidden]."""
+        ...
+
+    def lm_head(self, hidden: Tensor) -> Tensor:
+        """[..., hidden] -> text logits [..., vocab_size]."""
+        ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Strategy that picks the next token: logits [B, V] -> ids [B] (int64). Randomness comes only from the
+    explicit generator, so a seed reproduces a run."""
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None) -> Tensor: ...
+
+
+@runtime_checkable
+class Guidance(Protocol):
+    """How many LLM rows one sample needs, and how their logits combine into one.
+
+    Rows of one sample are adjacent: [cond, uncond] for classifier-free guidance (num_branches = 2);
+    no guidance has num_branches = 1 and `combine` is the identity.
+    """
+
+    num_branches: int
+
+    def combine(self, logits: Tensor) -> Tensor:
+        """[B * num_branches, V] -> [B, V]."""
+        ...
+
+
+@runtime_checkable
+class AttentionBackend(Protocol):
+    """Scaled dot-product attention: q [B, H, Tq, Dh], k/v [B, H, Tk, Dh] -> [B, H, Tq, Dh].
+
+    `mask` is additive (0 / -inf), broadcastable to [B, H, Tq, Tk]; `causal` aligns the query block with the
+    END of the key block (queries are the last Tq positions)."""
+
+    name: str
+
+    def check(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Raise BackendUnavailableError (saying why and what to use instead) if this backend cannot run here."""
+        ...
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Tensor | None = None, scale: float | None = None
+    ) -> Tensor: ...
+

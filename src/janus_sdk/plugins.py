@@ -1,0 +1,193 @@
+"""Plugin discovery and the host that turns plugins' register hooks into a Registry.
+
+Every plugin, built-in or third-party, is an entry point in the ``janus_sdk`` group. Environment switches:
+
+- ``JANUS_SDK_DISABLE_PLUGIN_AUTOLOAD=1``: load only the plugins that ship with janus-sdk itself;
+- ``JANUS_SDK_PLUGINS=name1,name2``: load only the entry points with these names.
+
+A plugin that fails to import or raises in a hook is reported (a `PluginWarning` naming the plugin and its
+distribution, and in `janus plugins`), and everything else keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+import torch
+from pydantic import BaseModel
+
+from janus_sdk import hookspecs
+from janus_sdk.errors import PluginError
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.registry import Factory, Registration, Registry
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "janus_sdk"
+ENV_DISABLE_AUTOLOAD = "JANUS_SDK_DISABLE_PLUGIN_AUTOLOAD"
+ENV_ONLY = "JANUS_SDK_PLUGINS"
+BUILTIN_DISTRIBUTION = "janus-sdk"
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded or one of its hooks failed; the rest of the SDK still works."""
+
+
+@dataclass
+class PluginInfo:
+    """What `janus plugins` reports about one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    components: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class PluginHost:
+    """A pluggy manager plus the registry built from its register hooks."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._info: dict[str, PluginInfo] = {}
+        self._registry: Registry | None = None
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    def register(self, plugin: object, name: str, distribution: str = "(in-process)", version: str = "") -> None:
+        """Register a plugin object or module in-process (tests, apps that bundle their own components)."""
+        if name in self._info and self.pm.get_plugin(name) is not None:
+            raise PluginError(f"a plugin named {name!r} is already registered ({self._info[name].distribution})")
+        self.pm.register(plugin, name=name)
+        module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+        self._info[name] = PluginInfo(name, distribution, version, module)
+        self._registry = None
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin registered earlier; its components disappear from the registry."""
+        self.pm.unregister(name=name)
+        self._info.pop(name, None)
+        self._registry = None
+
+    def load_entry_points(self) -> None:
+        """Import and register every `janus_sdk` entry point the environment switches allow."""
+        only = {n.strip() for n in os.environ.get(ENV_ONLY, "").split(",") if n.strip()}
+        builtin_only = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() in ("1", "true", "yes")
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
+            version = ep.dist.version if ep.dist is not None else ""
+            if (only and ep.name not in only) or (builtin_only and dist != BUILTIN_DISTRIBUTION):
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self._fail(PluginInfo(ep.name, dist, version, ep.value), f"Error importing plugin {ep.name!r}: {exc}")
+                continue
+            self.register(plugin, ep.name, dist, version)
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.errors.append(message)
+        self._info.setdefault(info.name, info)
+        warnings.warn(f"{message} (distribution {info.distribution}); skipped", PluginWarning, stacklevel=3)
+
+    # -- the registry ----------------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        """All components, collected from every plugin's register hooks (built once, rebuilt after changes)."""
+        if self._registry is None:
+            self._registry = self._collect()
+        return self._registry
+
+    def _collect(self) -> Registry:
+        registry = Registry()
+        for info in self._info.values():
+            info.components.clear()
+        for kind in ComponentKind:
+            caller = getattr(self.pm.hook, kind.hook_name)
+            for impl in caller.get_hookimpls():
+                info = self._info[impl.plugin_name]
+                try:
+                    for reg in self._call_register_hook(impl.function, kind, info):
+                        registry.add(reg)
+                        info.components.append((kind.value, reg.name))
+                except PluginError as exc:
+                    if "registered twice" in str(exc):
+                        raise
+                    self._fail(info, str(exc))
+        return registry
+
+    def _call_register_hook(self, hook: Any, kind: ComponentKind, info: PluginInfo) -> list[Registration]:
+        collected: list[Registration] = []
+
+        def register(
+            name: str,
+            factory: Factory,
+            *,
+            config: type[BaseModel],
+            aliases: Iterable[str] = (),
+            override: bool = False,
+            description: str = "",
+        ) -> None:
+            where = f"plugin {info.name!r} in {kind.hook_name}"
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"{where}: the name must be a non-empty string, got {name!r}")
+            if not callable(factory):
+                raise PluginError(f"{where}: the factory of {name!r} is not callable ({factory!r})")
+            if not (isinstance(config, type) and issubclass(config, BaseModel)):
+                raise PluginError(f"{where}: config= of {name!r} must be a pydantic BaseModel subclass, got {config!r}")
+            collected.append(
+                Registration(kind, name, factory, config, info.name, info.distribution, tuple(aliases), override,
+                             description or (factory.__doc__ or "").strip().split("\n")[0])
+            )
+
+        try:
+            hook(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {info.name!r} raised in {kind.hook_name}: {type(exc).__name__}: {exc}") from exc
+        return collected
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen (loaded or failed), with the components it registers."""
+        self.registry  # noqa: B018 - make sure `components` is filled in
+        return sorted(self._info.values(), key=lambda i: i.name)
+
+    def choose_attention_backend(self, device: torch.device, dtype: torch.dtype) -> str:
+        """Ask the plugins which attention backend to use for "auto"; SDPA when none has an opinion."""
+        choice = self.pm.hook.choose_attention_backend(device=device, dtype=dtype)
+        return str(choice) if choice else "sdpa"
+
+
+_default_host: PluginHost | None = None
+
+
+def get_plugin_host() -> PluginHost:
+    """The process-wide host, with entry points loaded on first use."""
+    global _default_host
+    if _default_host is None:
+        host = PluginHost()
+        host.load_entry_points()
+        _default_host = host
+    return _default_host
+
+
+def get_registry() -> Registry:
+    """The process-wide registry of components."""
+    return get_plugin_host().registry
+
+
+def get_component(kind: ComponentKind | str, name: str) -> Registration:
+    """Look up one component by kind and name or alias, e.g. ``get_component("visual_encoder", "CLIPVisionTower")``."""
+    return get_registry().get(kind, name)
