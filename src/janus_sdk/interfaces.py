@@ -117,7 +117,7 @@ class LLMBackbone(Protocol):
         """A cache for `batch_size` rows and up to `max_length` positions, on the model's device and dtype."""
         ...
 
-    def forward(self, inputs_embeds: Tensor, cache: KVCache, start: int) -> Tensor:
+    def hidden_states(self, inputs_embeds: Tensor, cache: KVCache, start: int) -> Tensor:
         """Run positions start..start+T-1 ([B, T, hidden]), append them to `cache`, return the final-norm hidden
         states [B, T, hidden]."""
         ...

@@ -103,7 +103,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "", subject: s
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "(root)")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
         allowed = (err.get("ctx") or {}).get("expected")

@@ -1,0 +1,26 @@
+"""Built-in plugin: the DeepSeek-LLM backbone of Janus-Pro (LLaMA architecture, 1.5B and 7B)."""
+
+from __future__ import annotations
+
+
+from janus_sdk.hookspecs import hookimpl
+from janus_sdk.registry import BuildContext, Register
+from janus_plugins.attention import SDPAAttention
+from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
+from janus_plugins.deepseek_llm.model import DeepSeekLLM
+
+__all__ = ["DeepSeekLLM", "DeepSeekLLMConfig"]
+
+
+def build_deepseek_llm(config: DeepSeekLLMConfig, context: BuildContext) -> DeepSeekLLM:
+    """DeepSeek-LLM backbone (LLaMA architecture) with a static KV cache."""
+    attention = context.attention if context.attention is not None else SDPAAttention()
+    return DeepSeekLLM(config, attention)
+
+
+@hookimpl
+def register_llm_backbones(register: Register) -> None:
+    register("deepseek-llm", build_deepseek_llm, config=DeepSeekLLMConfig,
+             aliases=("llama", "LlamaForCausalLM", "deepseek_llm"))
+
+

@@ -1,0 +1,53 @@
+"""Typed config of the DeepSeek-LLM backbone: the official `language_config` keys, LlamaConfig's defaults."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import LlamaConfig
+
+
+class DeepSeekLLMConfig(BaseModel):
+    """Sizes of the LLaMA-architecture backbone.
+
+    Defaults are transformers' `LlamaConfig` defaults on purpose: the official Janus-Pro-7B config.json omits
+    hidden_size, intermediate_size and the head counts and relies on them (4096 / 11008 / 32).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(4096, gt=0, description="Width of the residual stream.")
+    intermediate_size: int = Field(11008, gt=0, description="Width of the SwiGLU MLP.")
+    num_hidden_layers: int = Field(32, gt=0, description="Number of decoder layers.")
+    num_attention_heads: int = Field(32, gt=0, description="Query heads per layer.")
+    num_key_value_heads: int | None = Field(
+        None, gt=0, description="Key/value heads (grouped-query attention); None means num_attention_heads."
+    )
+    vocab_size: int = Field(32000, gt=0, description="Rows of the token embedding and the LM head.")
+    max_position_embeddings: int = Field(
+        2048, gt=0, description="Longest sequence the rotary embedding is set up for (Janus-Pro: 16384)."
+    )
+    max_context: int = Field(
+        4096, gt=0, description="Longest prompt + answer the SDK accepts: the context DeepSeek-LLM was trained with."
+    )
+    rms_norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the RMSNorm layers.")
+    rope_theta: float = Field(10000.0, gt=0, description="Base of the rotary position embedding.")
+    hidden_act: str = Field("silu", description="MLP activation (LLaMA: silu).")
+    attention_bias: bool = Field(False, description="Whether q/k/v/o projections have a bias.")
+    mlp_bias: bool = Field(False, description="Whether the MLP projections have a bias.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> DeepSeekLLMConfig:
+        kv = self.num_key_value_heads or self.num_attention_heads
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_attention_heads % kv:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {kv}")
+        return self
+
+    def to_llama_config(self) -> LlamaConfig:
+        """The equivalent transformers LlamaConfig (for its building blocks: RMSNorm, MLP, rotary tables)."""
+        fields = self.model_dump(exclude={"rope_theta", "max_context"})
+        return LlamaConfig(**fields, rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta})

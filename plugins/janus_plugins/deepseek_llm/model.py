@@ -1,0 +1,141 @@
+"""DeepSeek-LLM (LLaMA architecture) driven by input embeddings, with a preallocated (static) KV cache.
+
+Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention block and the cache are written
+here so that every step writes keys/values in place (no concatenation, no per-step allocation) and attention goes
+through the pipeline's AttentionBackend. Parameter names equal the official `language_model.*` checkpoint keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers.models.llama.modeling_llama import (
+    LlamaMLP,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+    apply_rotary_pos_emb,
+)
+
+from janus_sdk.errors import InputError
+from janus_sdk.interfaces import AttentionBackend
+from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
+
+
+@dataclass
+class StaticKVCache:
+    """Keys and values of every layer, [layers, B, kv_heads, max_length, head_dim], written by position."""
+
+    keys: Tensor
+    values: Tensor
+
+    @property
+    def max_length(self) -> int:
+        return int(self.keys.shape[3])
+
+
+class Attention(nn.Module):
+    """Multi-head (grouped-query capable) self-attention writing into a StaticKVCache."""
+
+    def __init__(self, cfg: DeepSeekLLMConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads or cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=cfg.attention_bias)
+
+    def forward(
+        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StaticKVCache, start: int, attention: AttentionBackend
+    ) -> Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+        end = start + t
+        cache.keys[self.layer_idx, :, :, start:end] = k
+        cache.values[self.layer_idx, :, :, start:end] = v
+        keys = cache.keys[self.layer_idx, :, :, :end]
+        values = cache.values[self.layer_idx, :, :, :end]
+        if self.n_kv != self.n_heads:
+            keys = keys.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            values = values.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        out = attention.attend(q, keys, values, causal=t > 1)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm LLaMA block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: DeepSeekLLMConfig, layer_idx: int) -> None:
+        super().__init__()
+        llama = cfg.to_llama_config()
+        self.input_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.mlp = LlamaMLP(llama)
+
+    def forward(
+        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StaticKVCache, start: int, attention: AttentionBackend
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaStack(nn.Module):
+    """Embedding, decoder layers and final norm (the official `language_model.model`)."""
+
+    def __init__(self, cfg: DeepSeekLLMConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        with torch.device("cpu"):  # computed, not loaded: must exist even when the weights are built on meta
+            self.rotary_emb = LlamaRotaryEmbedding(cfg.to_llama_config())
+
+
+class DeepSeekLLM(nn.Module):
+    """The LLMBackbone: `model.*` and `lm_head.*` exactly as in the official `language_model.*` keys."""
+
+    def __init__(self, cfg: DeepSeekLLMConfig, attention: AttentionBackend) -> None:
+        super().__init__()
+        self.config = cfg
+        self.attention = attention
+        self.hidden_size = cfg.hidden_size
+        self.vocab_size = cfg.vocab_size
+        self.max_context = cfg.max_context
+        self.model = LlamaStack(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        return self.model.embed_tokens(input_ids)  # type: ignore[no-any-return]
+
+    def new_cache(self, batch_size: int, max_length: int) -> StaticKVCache:
+        cfg = self.config
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        kv = cfg.num_key_value_heads or cfg.num_attention_heads
+        weight = self.lm_head.weight
+        shape = (cfg.num_hidden_layers, batch_size, kv, max_length, head_dim)
+        return StaticKVCache(
+            torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+            torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+        )
+
+    def hidden_states(self, inputs_embeds: Tensor, cache: StaticKVCache, start: int) -> Tensor:
+        t = inputs_embeds.shape[1]
+        if start + t > cache.max_length:
+            raise InputError(
+                f"sequence of {start + t} positions does not fit the KV cache of {cache.max_length}; "
+                f"shorten the prompt or lower max_new_tokens"
+            )
+        positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
+        rope = self.model.rotary_emb(inputs_embeds, positions)
+        x = inputs_embeds
+        for layer in self.model.layers:
+            x = layer(x, rope, cache, start, self.attention)
+        return self.model.norm(x)  # type: ignore[no-any-return]

@@ -1,0 +1,77 @@
+"""janus-sdk: run DeepSeek's Janus-Pro (image understanding and text-to-image) from Python and the command line.
+
+The library API::
+
+    from janus_sdk import JanusPipeline
+    pipe = JanusPipeline.from_pretrained("deepseek-ai/Janus-Pro-1B")
+    pipe.chat("Describe this image.", images=["cat.png"])
+    pipe.generate_images("a red fox in snow", n=4, seed=0)
+
+Components come from plugins (`janus plugins` lists them); see `janus_sdk.hookspecs` to write one.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from janus_sdk.config import ComponentSpec, GenerationConfig, ImageGenerationConfig, PipelineConfig
+from janus_sdk.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    ConfigError,
+    GenerationCancelled,
+    InputError,
+    JanusError,
+    PluginError,
+    UnknownComponentError,
+)
+from janus_sdk.hookspecs import hookimpl
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.plugins import PluginWarning, get_component, get_plugin_host, get_registry
+from janus_sdk.registry import BuildContext, Registration
+
+if TYPE_CHECKING:
+    from janus_sdk.pipeline.decoding import Progress
+    from janus_sdk.pipeline.janus import JanusPipeline
+
+_LAZY = {"JanusPipeline": "janus_sdk.pipeline.janus", "Progress": "janus_sdk.pipeline.decoding"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the pipeline on first use, so that `import janus_sdk` (and `janus plugins`) stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'janus_sdk' has no attribute {name!r}")
+
+
+try:
+    __version__ = version("janus-sdk")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "BuildContext",
+    "CheckpointError",
+    "ComponentKind",
+    "ComponentSpec",
+    "ConfigError",
+    "GenerationCancelled",
+    "GenerationConfig",
+    "ImageGenerationConfig",
+    "InputError",
+    "JanusError",
+    "JanusPipeline",
+    "PipelineConfig",
+    "PluginError",
+    "PluginWarning",
+    "Progress",
+    "Registration",
+    "UnknownComponentError",
+    "__version__",
+    "get_component",
+    "get_plugin_host",
+    "get_registry",
+    "hookimpl",
+]

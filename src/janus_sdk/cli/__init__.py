@@ -1,0 +1,1 @@
+"""The `janus` command line."""

@@ -1,0 +1,6 @@
+"""Typed configuration: the pipeline's components and settings, files, official checkpoints, presets."""
+
+from janus_sdk.config.generation import GenerationConfig, ImageGenerationConfig
+from janus_sdk.config.pipeline import ComponentSpec, PipelineConfig
+
+__all__ = ["ComponentSpec", "GenerationConfig", "ImageGenerationConfig", "PipelineConfig"]

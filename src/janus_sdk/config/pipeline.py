@@ -1,0 +1,151 @@
+"""`PipelineConfig`: which component fills each slot of a Janus pipeline, with what parameters, and the settings.
+
+Each component's `params` are validated against that component's own config model (from the plugin that
+registered it), so a typo in a SigLIP option is reported with its full path, e.g. `visual_encoder.params.width`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from janus_sdk.config.files import read_config_file
+from janus_sdk.config.generation import GenerationConfig, ImageGenerationConfig
+from janus_sdk.errors import ConfigError, UnknownComponentError
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.processing import ImageProcessorConfig, ProcessorConfig
+from janus_sdk.registry import describe_validation_error
+
+
+class ComponentSpec(BaseModel):
+    """A component by registered name (or alias, e.g. a checkpoint's own class name) and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered name or alias of the component (see `janus plugins`).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Options, validated against the component's own config model."
+    )
+
+
+def _checked(kind: ComponentKind) -> AfterValidator:
+    """Validate a ComponentSpec's params against the registered component of `kind`, filling in defaults."""
+
+    def check(spec: ComponentSpec) -> ComponentSpec:
+        from janus_sdk.plugins import get_registry
+
+        try:
+            registration = get_registry().get(kind, spec.name)
+            params = registration.validate_params(spec.params).model_dump(mode="json")
+        except (UnknownComponentError, ConfigError) as exc:
+            raise ValueError(str(exc)) from None
+        return ComponentSpec(name=spec.name, params=params)
+
+    return AfterValidator(check)
+
+
+def _spec(name: str, **params: Any) -> ComponentSpec:
+    return ComponentSpec(name=name, params=params)
+
+
+class PipelineConfig(BaseModel):
+    """Everything needed to build a Janus pipeline. Defaults describe Janus-Pro-1B."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(
+        None,
+        description="Where the weights and tokenizer files are: a local directory in the official layout or a "
+        "Hugging Face Hub id such as 'deepseek-ai/Janus-Pro-1B'. None builds the components without weights.",
+    )
+    device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: str = Field(
+        "auto",
+        description="'auto' (bfloat16 on CUDA with bf16 support, float32 on CPU), 'float32', 'bfloat16', "
+        "'float16' (CUDA only).",
+    )
+    attention: Annotated[ComponentSpec, _checked(ComponentKind.ATTENTION_BACKEND)] = Field(
+        default_factory=lambda: _spec("sdpa"), description="Attention backend: 'sdpa', 'eager' or 'xformers'."
+    )
+    visual_encoder: Annotated[ComponentSpec, _checked(ComponentKind.VISUAL_ENCODER)] = Field(
+        default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> patch features)."
+    )
+    aligner: Annotated[ComponentSpec, _checked(ComponentKind.ALIGNER)] = Field(
+        default_factory=lambda: _spec("mlp", projector_type="mlp_gelu", depth=2, input_dim=1024, n_embed=2048),
+        description="Understanding aligner (patch features -> LLM embeddings).",
+    )
+    image_tokenizer: Annotated[ComponentSpec, _checked(ComponentKind.IMAGE_TOKENIZER)] = Field(
+        default_factory=lambda: _spec("vq16"), description="Image tokenizer for generation (codes <-> images)."
+    )
+    gen_aligner: Annotated[ComponentSpec, _checked(ComponentKind.ALIGNER)] = Field(
+        default_factory=lambda: _spec("mlp", projector_type="mlp_gelu", depth=2, input_dim=8, n_embed=2048),
+        description="Generation aligner (image-code embeddings -> LLM embeddings).",
+    )
+    generation_head: Annotated[ComponentSpec, _checked(ComponentKind.GENERATION_HEAD)] = Field(
+        default_factory=lambda: _spec("vision_head", n_embed=2048, image_token_embed=2048, image_token_size=16384),
+        description="Image-token head (LLM hidden state -> image-code logits).",
+    )
+    llm_backbone: Annotated[ComponentSpec, _checked(ComponentKind.LLM_BACKBONE)] = Field(
+        default_factory=lambda: _spec(
+            "deepseek-llm", hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
+            num_key_value_heads=16, vocab_size=102400, max_position_embeddings=16384,
+        ),
+        description="Language-model backbone.",
+    )
+    text_tokenizer: Annotated[ComponentSpec, _checked(ComponentKind.TEXT_TOKENIZER)] = Field(
+        default_factory=lambda: _spec("hf-tokenizer"), description="Text tokenizer (read from the checkpoint)."
+    )
+    chat_template: Annotated[ComponentSpec, _checked(ComponentKind.CHAT_TEMPLATE)] = Field(
+        default_factory=lambda: _spec("deepseek"), description="Conversation format."
+    )
+    image_processor: ImageProcessorConfig = Field(
+        default_factory=ImageProcessorConfig, description="Image preprocessing for understanding."
+    )
+    processor: ProcessorConfig = Field(default_factory=ProcessorConfig, description="Prompt assembly settings.")
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="Default settings of chat answers."
+    )
+    image_generation: ImageGenerationConfig = Field(
+        default_factory=ImageGenerationConfig, description="Default settings of text-to-image."
+    )
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], source: str = "config") -> PipelineConfig:
+        """Validate a dict, turning Pydantic's error into a ConfigError naming each bad field path."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, subject=source)) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PipelineConfig:
+        """Load a JSON, YAML or TOML pipeline config."""
+        return cls.parse(read_config_file(path), source=str(path))
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, **overrides: Any) -> PipelineConfig:
+        """Derive the config from a checkpoint directory in the official layout (its own config.json)."""
+        from janus_sdk.config.official import official_to_pipeline_dict
+
+        data = official_to_pipeline_dict(Path(directory))
+        data.update(overrides)
+        return cls.parse(data, source=f"{directory}/config.json")
+
+    def component_specs(self) -> dict[str, tuple[ComponentKind, ComponentSpec]]:
+        """Every component slot: slot name -> (kind, spec)."""
+        return {slot: (SLOT_KINDS[slot], getattr(self, slot)) for slot in SLOT_KINDS}
+
+
+SLOT_KINDS: dict[str, ComponentKind] = {
+    "attention": ComponentKind.ATTENTION_BACKEND,
+    "visual_encoder": ComponentKind.VISUAL_ENCODER,
+    "aligner": ComponentKind.ALIGNER,
+    "image_tokenizer": ComponentKind.IMAGE_TOKENIZER,
+    "gen_aligner": ComponentKind.ALIGNER,
+    "generation_head": ComponentKind.GENERATION_HEAD,
+    "llm_backbone": ComponentKind.LLM_BACKBONE,
+    "text_tokenizer": ComponentKind.TEXT_TOKENIZER,
+    "chat_template": ComponentKind.CHAT_TEMPLATE,
+}

@@ -1,0 +1,296 @@
+"""`JanusPipeline`: one object that owns the components of a Janus model and answers chat and text-to-image.
+
+It is written against the component interfaces only; which class fills each slot comes from the PipelineConfig
+and the plugin registry. Calls are serialised by a lock, so one pipeline can be shared between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+from torch import Tensor
+
+from janus_sdk.checkpoint import load_state_into, open_checkpoint, resolve_model_source
+from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
+from janus_sdk.devices import resolve_device, resolve_dtype
+from janus_sdk.errors import ConfigError, InputError
+from janus_sdk.imageio import to_pil, to_uint8
+from janus_sdk.images import ImageSource
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
+from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
+from janus_sdk.plugins import get_registry
+from janus_sdk.processing import (
+    ImageProcessor,
+    Message,
+    build_generation_prompt_ids,
+    build_understanding_inputs,
+    guidance_rows,
+)
+from janus_sdk.registry import BuildContext, Registry, describe_validation_error
+
+log = logging.getLogger(__name__)
+
+Seed = int | torch.Generator | None
+
+
+class JanusPipeline:
+    """Chat about images and generate images with a Janus model.
+
+    >>> pipe = JanusPipeline.from_pretrained("path/to/Janus-Pro-1B")          # doctest: +SKIP
+    >>> pipe.chat("Describe this image.", images=["cat.png"])                 # doctest: +SKIP
+    >>> pipe.generate_images("a red fox in snow", n=4, seed=0)                # doctest: +SKIP
+    """
+
+    def __init__(self, config: PipelineConfig, model: JanusModel, tokenizer: Any, chat_template: Any,
+                 registry: Registry) -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.registry = registry
+        self.image_processor = ImageProcessor(config.image_processor)
+        weight = model.language_model.lm_head.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self._lock = threading.RLock()
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, source: str | Path, *, device: str = "auto", dtype: str = "auto", attention: str | None = None,
+        registry: Registry | None = None,
+    ) -> JanusPipeline:
+        """Load a checkpoint in the official layout from a local directory or a Hugging Face Hub id."""
+        path = resolve_model_source(source)
+        overrides: dict[str, Any] = {"device": device, "dtype": dtype}
+        if attention is not None:
+            overrides["attention"] = {"name": attention}
+        return cls.from_config(PipelineConfig.from_checkpoint(path, **overrides), registry=registry)
+
+    @classmethod
+    def from_config(
+        cls, config: PipelineConfig | dict[str, Any] | str | Path, *, registry: Registry | None = None
+    ) -> JanusPipeline:
+        """Build every component the config names and load the checkpoint's weights into them."""
+        if isinstance(config, (str, Path)):
+            config = PipelineConfig.from_file(config)
+        elif isinstance(config, dict):
+            config = PipelineConfig.parse(config)
+        if config.checkpoint is None:
+            raise ConfigError("the config names no checkpoint: set `checkpoint` to a model directory or hub id")
+        registry = registry or get_registry()
+        path = resolve_model_source(config.checkpoint)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        attention = registry.get(ComponentKind.ATTENTION_BACKEND, config.attention.name).build(
+            config.attention.params, BuildContext(path, device, dtype)
+        )
+        attention.check(device, dtype)
+        context = BuildContext(path, device, dtype, attention)
+        model = build_model(config, registry, context)
+        load_state_into(model, open_checkpoint(path), dtype=dtype, device=device)
+        model.eval()
+        tokenizer = _build(registry, ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name,
+                           config.text_tokenizer.params, context)
+        template = _build(registry, ComponentKind.CHAT_TEMPLATE, config.chat_template.name,
+                          config.chat_template.params, context)
+        log.info("loaded %s on %s as %s", path, device, dtype)
+        return cls(config, model, tokenizer, template, registry)
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """Every component by slot name, e.g. to inspect or to share weights with another pipeline."""
+        slots = {slot: getattr(self.model, module) for module, slot in MODULE_SLOTS.items()}
+        return {**slots, "gen_embed": self.model.gen_embed, "attention": self.model.language_model.attention,
+                "text_tokenizer": self.tokenizer, "chat_template": self.chat_template}
+
+    # -- understanding ---------------------------------------------------------------------------------------
+    def chat(self, prompt: str | None = None, *, images: Sequence[ImageSource] = (),
+             messages: Sequence[Message | dict[str, Any]] | None = None, system_prompt: str | None = None,
+             seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any) -> str:
+        """Answer a prompt (with optional images) or continue a conversation; returns the whole answer."""
+        return "".join(self.stream_chat(prompt, images=images, messages=messages, system_prompt=system_prompt,
+                                        seed=seed, on_step=on_step, **settings))
+
+    def stream_chat(self, prompt: str | None = None, *, images: Sequence[ImageSource] = (),
+                    messages: Sequence[Message | dict[str, Any]] | None = None, system_prompt: str | None = None,
+                    seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any) -> Iterator[str]:
+        """Like `chat`, yielding the answer's text as it is decoded.
+
+        settings: any GenerationConfig field (max_new_tokens, do_sample, temperature, top_k, top_p).
+        """
+        gen = _merged(self.config.generation, settings, GenerationConfig)
+        conversation = _conversation(prompt, images, messages)
+        inputs = build_understanding_inputs(
+            conversation, self.tokenizer, self.chat_template, self.image_processor, self.config.processor,
+            system_prompt=system_prompt,
+        )
+        prompt_len = inputs.input_ids.shape[1]
+        room = self.model.language_model.max_context - prompt_len
+        if room < 1:
+            raise InputError(
+                f"the prompt is {prompt_len} tokens long but the model's context is "
+                f"{self.model.language_model.max_context}; shorten the text or send fewer images"
+            )
+        max_new_tokens = min(gen.max_new_tokens, room)
+        sampler = self._sampler(*gen.sampler)
+        generator = _generator(seed if seed is not None else gen.seed, self.device)
+        with self._lock, torch.inference_mode():
+            embeds = self._understanding_embeds(inputs)
+            decoder = self.tokenizer.stream_decoder()
+            ids = generate_text_ids(
+                self.model.language_model, embeds, sampler, max_new_tokens=max_new_tokens,
+                eos_id=self.tokenizer.eos_id, generator=generator, on_step=on_step,
+            )
+            for token in ids:
+                piece = decoder.push(token)
+                if piece:
+                    yield piece
+            tail = decoder.flush()
+            if tail:
+                yield tail
+
+    def _understanding_embeds(self, inputs: Any) -> Tensor:
+        """Token embeddings with each image's aligned SigLIP features in place of its placeholder tokens."""
+        input_ids = inputs.input_ids.to(self.device)
+        embeds = self.model.language_model.embed_tokens(input_ids)
+        if inputs.pixel_values.shape[1]:
+            size = self.image_processor.config.image_size
+            pixels = inputs.pixel_values.to(self.device, self.dtype).view(-1, 3, size, size)
+            features = self.model.aligner(self.model.vision_model(pixels))
+            seq_mask = inputs.images_seq_mask.to(self.device)
+            emb_mask = inputs.images_emb_mask.to(self.device).view(-1, features.shape[1])
+            embeds[seq_mask] = features[emb_mask].to(embeds.dtype)
+        return embeds  # type: ignore[no-any-return]
+
+    # -- generation ------------------------------------------------------------------------------------------
+    def generate_images(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
+                        **settings: Any) -> list[Image.Image]:
+        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, cfg_weight, temperature,
+        top_k, top_p, guidance, max_batch)."""
+        codes = self.generate_image_codes(prompt, seed=seed, on_step=on_step, **settings)
+        return to_pil(self.decode_images(codes))
+
+    def generate_image_codes(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
+                             **settings: Any) -> Tensor:
+        """The image-token half of `generate_images`: codes [n, grid**2] (int64), decoded by `decode_images`."""
+        gen = _merged(self.config.image_generation, settings, ImageGenerationConfig)
+        tokenizer_component = self.model.gen_vision_model
+        num_tokens = tokenizer_component.grid_size ** 2
+        prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
+        total = len(prompt_ids) + num_tokens
+        if total > self.model.language_model.max_context:
+            raise InputError(
+                f"the prompt is {len(prompt_ids)} tokens; with the {num_tokens} image tokens that is {total}, "
+                f"beyond the model's context of {self.model.language_model.max_context}; shorten the prompt"
+            )
+        guidance = self._component(ComponentKind.GUIDANCE, gen.guidance,
+                                   {"cfg_weight": gen.cfg_weight} if gen.guidance == "cfg" else {})
+        sampler = self._sampler(*gen.sampler)
+        generator = _generator(seed if seed is not None else gen.seed, self.device)
+        chunk = gen.max_batch or gen.n
+        results = []
+        with self._lock, torch.inference_mode():
+            for first in range(0, gen.n, chunk):
+                count = min(chunk, gen.n - first)
+                rows = guidance_rows(prompt_ids, count, guidance.num_branches, self.tokenizer.pad_id).to(self.device)
+                results.append(generate_image_codes(
+                    self.model.language_model, self.model.language_model.embed_tokens(rows),
+                    gen_head=self.model.gen_head, gen_embed=self.model.gen_embed, gen_aligner=self.model.gen_aligner,
+                    guidance=guidance, sampler=sampler, num_tokens=num_tokens, generator=generator, on_step=on_step,
+                ))
+        return torch.cat(results)
+
+    def decode_images(self, codes: Tensor) -> Tensor:
+        """Image codes [n, grid**2] -> uint8 images [n, H, W, 3], converted exactly as the reference script."""
+        with self._lock, torch.inference_mode():
+            return to_uint8(self.model.gen_vision_model.decode(codes.to(self.device)).float().cpu())
+
+    def encode_image(self, image: ImageSource) -> Tensor:
+        """An image -> its VQ codes [grid**2] (after the understanding preprocessing: resize, pad, normalise)."""
+        pixels = self.image_processor([_load(image)]).to(self.device, self.dtype)
+        with self._lock, torch.inference_mode():
+            return self.model.gen_vision_model.encode(pixels)[0]  # type: ignore[no-any-return]
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _component(self, kind: ComponentKind, name: str, params: dict[str, Any]) -> Any:
+        return _build(self.registry, kind, name, params, BuildContext(device=self.device, dtype=self.dtype))
+
+    def _sampler(self, name: str, params: dict[str, Any]) -> Any:
+        return self._component(ComponentKind.SAMPLER, name, params)
+
+    def info(self) -> dict[str, Any]:
+        """Device, dtype, components and parameter counts (what `janus info` prints)."""
+        return model_info(self.config, self.model) | {"device": str(self.device), "dtype": str(self.dtype)}
+
+
+def build_model(config: PipelineConfig, registry: Registry, context: BuildContext) -> JanusModel:
+    """Build the weight-bearing components on the meta device (no memory), ready for `load_state_into`."""
+    with torch.device("meta"):
+        modules = {
+            slot: _build(registry, kind, spec.name, spec.params, context)
+            for slot, (kind, spec) in config.component_specs().items()
+            if slot in MODULE_SLOTS.values()
+        }
+        return JanusModel(modules)
+
+
+def model_info(config: PipelineConfig, model: JanusModel) -> dict[str, Any]:
+    """Components and parameter counts of a model (built on meta or loaded)."""
+    counts = model.parameter_counts()
+    components = {slot: getattr(config, slot).name for slot in config.component_specs()}
+    return {"components": components, "parameters": counts, "total_parameters": sum(counts.values())}
+
+
+def _build(registry: Registry, kind: ComponentKind, name: str, params: dict[str, Any], context: BuildContext) -> Any:
+    return registry.get(kind, name).build(params, context)
+
+
+def _merged(defaults: BaseModel, overrides: dict[str, Any], model: type[BaseModel]) -> Any:
+    """Per-call settings on top of the pipeline's defaults, validated before any model work starts."""
+    unknown = sorted(set(overrides) - set(model.model_fields))
+    if unknown:
+        raise InputError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(model.model_fields)}")
+    try:
+        return model.model_validate({**defaults.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, subject="generation settings")) from None
+
+
+def _conversation(prompt: str | None, images: Sequence[ImageSource],
+                  messages: Sequence[Message | dict[str, Any]] | None) -> list[Message]:
+    if messages is not None:
+        if prompt is not None or images:
+            raise InputError("pass either prompt (with images) or messages, not both")
+        try:
+            return [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+        except ValidationError as exc:
+            raise InputError(describe_validation_error(exc, subject="messages")) from None
+    if prompt is None:
+        raise InputError("nothing to answer: pass a prompt or messages")
+    return [Message(role="user", content=prompt, images=list(images))]
+
+
+def _load(image: ImageSource) -> Image.Image:
+    from janus_sdk.images import load_image
+
+    return load_image(image)
+
+
+def _generator(seed: Seed, device: torch.device) -> torch.Generator:
+    """A generator on the pipeline's device: seeded when asked, else from fresh entropy."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator

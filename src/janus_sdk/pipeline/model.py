@@ -1,0 +1,42 @@
+"""The torch side of a pipeline: the weight-bearing components under the official checkpoint names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+# Official top-level module name -> PipelineConfig slot.
+MODULE_SLOTS = {
+    "vision_model": "visual_encoder",
+    "aligner": "aligner",
+    "gen_vision_model": "image_tokenizer",
+    "gen_aligner": "gen_aligner",
+    "gen_head": "generation_head",
+    "language_model": "llm_backbone",
+}
+
+
+class JanusModel(nn.Module):
+    """Holds the components so that `state_dict()` keys equal the official checkpoint's (`vision_model.*`, ...).
+
+    `gen_embed` (image code -> code embedding fed to the gen aligner) has no component of its own upstream either:
+    it is sized by the image tokenizer's codebook and the gen aligner's input width.
+    """
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        super().__init__()
+        for module_name, slot in MODULE_SLOTS.items():
+            component = components[slot]
+            if not isinstance(component, nn.Module):
+                raise TypeError(f"{slot} component {type(component).__name__} is not a torch.nn.Module")
+            self.add_module(module_name, component)
+        self.gen_embed = nn.Embedding(components["image_tokenizer"].codebook_size, components["gen_aligner"].input_dim)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Values (parameters + persistent buffers) per top-level module, as stored in a checkpoint."""
+        counts: dict[str, int] = {}
+        for key, tensor in self.state_dict(keep_vars=True).items():
+            top = key.split(".", 1)[0]
+            counts[top] = counts.get(top, 0) + tensor.numel()
+        return counts
