@@ -7,7 +7,8 @@ Each register hook receives a `register` callback; call it once per component::
         register("my-encoder", build_my_encoder, config=MyEncoderConfig, aliases=("MyEncoderClass",))
 
 `build_my_encoder(config, context)` gets the validated config model instance and a `BuildContext`
-(checkpoint directory, device, dtype, attention backend) and returns an object satisfying the kind's interface.
+(checkpoint directory, device, dtype, attention backend) and returns an object satisfying the kind's
+interface.
 """
 
 from __future__ import annotations
@@ -78,4 +79,4 @@ def register_attention_backends(register: Register) -> None:
 
 @hookspec(firstresult=True)
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Name the attention backend to use when a config says "auto"; the first plugin with an answer decides."""
+    """Name the attention backend to use when a config says "auto"; the first plugin that answers decides."""

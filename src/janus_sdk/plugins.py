@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "janus_sdk"
 ENV_DISABLE_AUTOLOAD = "JANUS_SDK_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY = "JANUS_SDK_PLUGINS"
 BUILTIN_DISTRIBUTION = "janus-sdk"
+IN_PROCESS = "(in-process)"
 
 
 class PluginWarning(UserWarning):
@@ -63,14 +64,26 @@ class PluginHost:
         self._registry: Registry | None = None
 
     # -- loading ---------------------------------------------------------------------------------------------
-    def register(self, plugin: object, name: str, distribution: str = "(in-process)", version: str = "") -> None:
+    def register(
+        self, plugin: object, name: str, distribution: str = IN_PROCESS, version: str = ""
+    ) -> None:
         """Register a plugin object or module in-process (tests, apps that bundle their own components)."""
-        if name in self._info and self.pm.get_plugin(name) is not None:
-            raise PluginError(f"a plugin named {name!r} is already registered ({self._info[name].distribution})")
-        self.pm.register(plugin, name=name)
+        if self.pm.get_plugin(name) is not None:
+            raise PluginError(
+                f"a plugin named {name!r} is already registered ({self._info[name].distribution})"
+            )
+        try:
+            self.pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"plugin {name!r} ({distribution}) cannot be registered: {exc}") from exc
         module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-        self._info[name] = PluginInfo(name, distribution, version, module)
+        info = PluginInfo(name, distribution, version, module)
+        self._info[name] = info
         self._registry = None
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            if not caller.has_spec():  # pluggy accepts unknown hook names silently; a typo would do nothing
+                self._fail(info, f"plugin {name!r} implements {caller.name!r}, which is not a janus-sdk hook "
+                                 f"(known: {', '.join(_HOOK_NAMES)})")
 
     def unregister(self, name: str) -> None:
         """Remove a plugin registered earlier; its components disappear from the registry."""
@@ -82,49 +95,71 @@ class PluginHost:
         """Import and register every `janus_sdk` entry point the environment switches allow."""
         only = {n.strip() for n in os.environ.get(ENV_ONLY, "").split(",") if n.strip()}
         builtin_only = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() in ("1", "true", "yes")
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        unknown = sorted(only - {ep.name for ep in entry_points})
+        if unknown:
+            installed = ", ".join(ep.name for ep in entry_points) or "none"
+            warnings.warn(
+                f"{ENV_ONLY} names {', '.join(unknown)}, but no installed distribution has a "
+                f"{ENTRY_POINT_GROUP!r} entry point of that name (installed: {installed})",
+                PluginWarning, stacklevel=2,
+            )
+        for ep in entry_points:
             dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
             version = ep.dist.version if ep.dist is not None else ""
             if (only and ep.name not in only) or (builtin_only and dist != BUILTIN_DISTRIBUTION):
                 continue
             if self.pm.get_plugin(ep.name) is not None:
+                loaded = self._info[ep.name].distribution
+                if loaded != dist:
+                    warnings.warn(f"plugin {ep.name!r} of distribution {dist} is skipped: a plugin of that "
+                                  f"name comes from {loaded}", PluginWarning, stacklevel=2)
                 continue
+            info = PluginInfo(ep.name, dist, version, ep.value)
             try:
                 plugin = ep.load()
             except Exception as exc:
-                self._fail(PluginInfo(ep.name, dist, version, ep.value), f"Error importing plugin {ep.name!r}: {exc}")
+                self._fail(info, f"Error importing plugin {ep.name!r}: {type(exc).__name__}: {exc}")
                 continue
-            self.register(plugin, ep.name, dist, version)
+            try:
+                self.register(plugin, ep.name, dist, version)
+            except PluginError as exc:
+                self._fail(info, str(exc))
 
     def _fail(self, info: PluginInfo, message: str) -> None:
+        """Record and warn about a plugin problem once (the registry may be rebuilt many times)."""
+        info = self._info.setdefault(info.name, info)
+        if message in info.errors:
+            return
         info.errors.append(message)
-        self._info.setdefault(info.name, info)
-        warnings.warn(f"{message} (distribution {info.distribution}); skipped", PluginWarning, stacklevel=3)
+        warnings.warn(f"{message} (distribution {info.distribution})", PluginWarning, stacklevel=3)
 
     # -- the registry ----------------------------------------------------------------------------------------
     @property
     def registry(self) -> Registry:
-        """All components, collected from every plugin's register hooks (built once, rebuilt after changes)."""
+        """All components, collected from every plugin's register hooks (built once, rebuilt after changes).
+
+        A hook that raises or registers something invalid loses its components (with a PluginWarning); two
+        plugins claiming one name raise PluginError naming both.
+        """
         if self._registry is None:
             self._registry = self._collect()
         return self._registry
 
     def _collect(self) -> Registry:
         registry = Registry()
-        for info in self._info.values():
-            info.components.clear()
         for kind in ComponentKind:
-            caller = getattr(self.pm.hook, kind.hook_name)
-            for impl in caller.get_hookimpls():
+            for impl in getattr(self.pm.hook, kind.hook_name).get_hookimpls():
                 info = self._info[impl.plugin_name]
                 try:
-                    for reg in self._call_register_hook(impl.function, kind, info):
-                        registry.add(reg)
-                        info.components.append((kind.value, reg.name))
+                    registrations = self._call_register_hook(impl.function, kind, info)
                 except PluginError as exc:
-                    if "registered twice" in str(exc):
-                        raise
                     self._fail(info, str(exc))
+                    continue
+                for reg in registrations:
+                    registry.add(reg)
+        for info in self._info.values():
+            info.components = [(r.kind.value, r.name) for r in registry.all() if r.plugin == info.name]
         return registry
 
     def _call_register_hook(self, hook: Any, kind: ComponentKind, info: PluginInfo) -> list[Registration]:
@@ -140,23 +175,30 @@ class PluginHost:
             description: str = "",
         ) -> None:
             where = f"plugin {info.name!r} in {kind.hook_name}"
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name.strip():
                 raise PluginError(f"{where}: the name must be a non-empty string, got {name!r}")
             if not callable(factory):
                 raise PluginError(f"{where}: the factory of {name!r} is not callable ({factory!r})")
             if not (isinstance(config, type) and issubclass(config, BaseModel)):
-                raise PluginError(f"{where}: config= of {name!r} must be a pydantic BaseModel subclass, got {config!r}")
-            collected.append(
-                Registration(kind, name, factory, config, info.name, info.distribution, tuple(aliases), override,
-                             description or (factory.__doc__ or "").strip().split("\n")[0])
-            )
+                raise PluginError(
+                    f"{where}: config= of {name!r} must be a pydantic BaseModel subclass, got {config!r}"
+                )
+            if isinstance(aliases, str) or not all(isinstance(a, str) and a.strip() for a in aliases):
+                raise PluginError(f"{where}: aliases= of {name!r} must be a sequence of non-empty names, "
+                                  f"got {aliases!r}")
+            summary = description or (factory.__doc__ or "").strip().split("\n")[0]
+            collected.append(Registration(
+                kind, name, factory, config, info.name, info.distribution, tuple(aliases), override, summary
+            ))
 
         try:
             hook(register=register)
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"plugin {info.name!r} raised in {kind.hook_name}: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                f"plugin {info.name!r} raised in {kind.hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
         return collected
 
     def plugins(self) -> list[PluginInfo]:
@@ -165,9 +207,25 @@ class PluginHost:
         return sorted(self._info.values(), key=lambda i: i.name)
 
     def choose_attention_backend(self, device: torch.device, dtype: torch.dtype) -> str:
-        """Ask the plugins which attention backend to use for "auto"; SDPA when none has an opinion."""
-        choice = self.pm.hook.choose_attention_backend(device=device, dtype=dtype)
-        return str(choice) if choice else "sdpa"
+        """Ask the plugins which attention backend to use for "auto"; SDPA when none has an opinion.
+
+        Implementations are asked in pluggy's order (last registered first); one that raises is reported and
+        skipped like a failing register hook.
+        """
+        for impl in reversed(self.pm.hook.choose_attention_backend.get_hookimpls()):
+            try:
+                choice = impl.function(device=device, dtype=dtype)
+            except Exception as exc:
+                info = self._info[impl.plugin_name]
+                self._fail(info, f"plugin {info.name!r} raised in choose_attention_backend: "
+                                 f"{type(exc).__name__}: {exc}")
+                continue
+            if choice:
+                return str(choice)
+        return "sdpa"
+
+
+_HOOK_NAMES = sorted(name for name in dir(hookspecs) if name.startswith(("register_", "choose_")))
 
 
 _default_host: PluginHost | None = None
@@ -189,5 +247,5 @@ def get_registry() -> Registry:
 
 
 def get_component(kind: ComponentKind | str, name: str) -> Registration:
-    """Look up one component by kind and name or alias, e.g. ``get_component("visual_encoder", "CLIPVisionTower")``."""
+    """One component by kind and name or alias: ``get_component("visual_encoder", "CLIPVisionTower")``."""
     return get_registry().get(kind, name)

@@ -1,4 +1,5 @@
-"""`janus config`: the JSON Schema of pipeline configs, validating a config file, deriving one from a checkpoint."""
+"""`janus config`: the JSON Schema of pipeline configs, validating a config file, deriving one from a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser = sub.add_parser(
         "config", help="pipeline config schema, validation and derivation",
         description="Work with pipeline config files (JSON, YAML or TOML).",
-        epilog="examples:\n  janus config schema > pipeline.schema.json\n  janus config validate pipeline.yaml\n"
+        epilog="examples:\n  janus config schema > pipeline.schema.json\n"
+        "  janus config validate pipeline.yaml\n"
         "  janus config show --model tests/fixtures/janus-tiny/checkpoint --format yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config_sub = parser.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    schema = config_sub.add_parser("schema", help="print the JSON Schema of pipeline configs")
+    schema = config_sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline configs (components of the installed plugins)"
+    )
     schema.set_defaults(handler=run_schema)
-    validate = config_sub.add_parser("validate", help="check a config file; exit 1 with the reasons if invalid")
+    validate = config_sub.add_parser(
+        "validate", help="check a config file; exit 1 with each bad field's path if invalid"
+    )
     validate.add_argument("file", help="a .json, .yaml/.yml or .toml pipeline config")
     validate.set_defaults(handler=run_validate)
     show = config_sub.add_parser("show", help="print the full config derived from a checkpoint's own files")

@@ -24,7 +24,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a config file into a dict, with errors that name the file and the line where possible."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
-        raise ConfigError(f"{path}: unsupported config format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+        raise ConfigError(
+            f"{path}: unsupported config format {path.suffix!r}; use one of {', '.join(SUFFIXES)}"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_NEW_TOKENS = 16384
 MAX_IMAGES_PER_REQUEST = 64
+MAX_CFG_WEIGHT = 100
 
 
 class GenerationConfig(BaseModel):
@@ -12,12 +14,22 @@ class GenerationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = Field(512, ge=1, le=16384, description="Most tokens to generate; stops earlier at EOS.")
-    do_sample: bool = Field(False, description="Sample (temperature / top-k / top-p) instead of greedy decoding.")
-    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="Softmax temperature when sampling; > 0.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 = no limit.")
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling mass in (0, 1].")
-    seed: int | None = Field(None, ge=0, description="Seed of the sampling generator; None = nondeterministic.")
+    max_new_tokens: int = Field(
+        default=512, ge=1, le=MAX_NEW_TOKENS, description="Most tokens to generate; stops earlier at EOS."
+    )
+    do_sample: bool = Field(
+        default=False, description="Sample (temperature / top-k / top-p) instead of greedy decoding."
+    )
+    temperature: float = Field(
+        default=1.0, gt=0, allow_inf_nan=False, description="Softmax temperature when sampling; > 0."
+    )
+    top_k: int = Field(default=0, ge=0, description="Sample among the k most likely tokens; 0 = no limit.")
+    top_p: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling mass in (0, 1]."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed of the sampling generator; None = nondeterministic."
+    )
 
     @property
     def sampler(self) -> tuple[str, dict[str, float | int]]:
@@ -32,25 +44,37 @@ class ImageGenerationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(1, ge=1, le=MAX_IMAGES_PER_REQUEST, description="Images to generate for the prompt.")
+    n: int = Field(
+        default=1, ge=1, le=MAX_IMAGES_PER_REQUEST, description="Images to generate for the prompt."
+    )
     cfg_weight: float = Field(
-        5.0, ge=0, le=100, allow_inf_nan=False,
+        default=5.0, ge=0, le=MAX_CFG_WEIGHT, allow_inf_nan=False,
         description="Classifier-free guidance weight: 0 = unconditional, 1 = no guidance, Janus-Pro uses 5.",
     )
-    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="Softmax temperature of the image sampler.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely codes; 0 = all (the official sampler).")
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus mass; 1 = all (official).")
-    seed: int | None = Field(None, ge=0, description="Seed of the sampling generator; None = nondeterministic.")
-    guidance: str = Field("cfg", description="Guidance strategy component: 'cfg' (classifier-free) or 'none'.")
+    temperature: float = Field(
+        default=1.0, gt=0, allow_inf_nan=False, description="Softmax temperature of the image sampler."
+    )
+    top_k: int = Field(
+        default=0, ge=0, description="Sample among the k most likely codes; 0 = all (the official sampler)."
+    )
+    top_p: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus mass; 1 = all (official)."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed of the sampling generator; None = nondeterministic."
+    )
+    guidance: str = Field(
+        default="cfg", description="Guidance strategy component: 'cfg' (classifier-free) or 'none'."
+    )
     max_batch: int | None = Field(
-        None, ge=1,
+        default=None, ge=1,
         description="Most images sampled together (each needs one or two LLM rows); larger n runs in chunks. "
         "Each chunk draws from the same generator in turn, so a seed reproduces the whole run for the same "
         "n and max_batch; the tokens equal the reference's only when all n images are in one chunk.",
     )
 
     @model_validator(mode="after")
-    def _guidance_known(self) -> ImageGenerationConfig:
+    def _guidance_named(self) -> ImageGenerationConfig:
         if not self.guidance:
             raise ValueError("guidance must name a guidance component, e.g. 'cfg' or 'none'")
         return self

@@ -1,8 +1,9 @@
 """Reading a checkpoint in DeepSeek's official layout (config.json with language_config, vision_config, ...,
 plus preprocessor_config.json, processor_config.json, tokenizer_config.json) as a PipelineConfig dict.
 
-Sub-config `cls` names (CLIPVisionTower, MlpProjector, VQ-16, vision_head) and the LLM's `model_type` (llama) are
-looked up as registry aliases, so a plugin that registers another class name is picked up without changes here.
+Sub-config `cls` names (CLIPVisionTower, MlpProjector, VQ-16, vision_head) and the LLM's `model_type` (llama)
+are looked up as registry aliases, so a plugin that registers another class name is picked up without changes
+here.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ OFFICIAL_SLOTS = {
 }
 
 # Bookkeeping keys of transformers configs that describe the file, not the model.
-_LLM_BOOKKEEPING = {"model_type", "torch_dtype", "dtype", "_name_or_path", "architectures", "transformers_version",
-                    "_attn_implementation", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id"}
+_LLM_BOOKKEEPING = {
+    "model_type", "torch_dtype", "dtype", "_name_or_path", "architectures", "transformers_version",
+    "_attn_implementation", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id",
+}
 _PROCESSOR_BOOKKEEPING = {"processor_class", "image_processor_type"}
 
 
@@ -66,7 +69,9 @@ def official_config_to_pipeline_dict(
     """Map the contents of the official config files to PipelineConfig fields (unvalidated)."""
     missing = [key for key in (*OFFICIAL_SLOTS, "language_config") if key not in config]
     if missing:
-        raise CheckpointError(f"{source} is not a Janus config in the official layout: missing {', '.join(missing)}")
+        raise CheckpointError(
+            f"{source} is not a Janus config in the official layout: missing {', '.join(missing)}"
+        )
     data: dict[str, Any] = {}
     for key, slot in OFFICIAL_SLOTS.items():
         sub = config[key]
@@ -81,7 +86,9 @@ def official_config_to_pipeline_dict(
     if tokenizer_config and tokenizer_config.get("tokenizer_class"):
         data["text_tokenizer"] = {"name": tokenizer_config["tokenizer_class"]}
     if preprocessor_config:
-        data["image_processor"] = {k: v for k, v in preprocessor_config.items() if k not in _PROCESSOR_BOOKKEEPING}
+        data["image_processor"] = {
+            k: v for k, v in preprocessor_config.items() if k not in _PROCESSOR_BOOKKEEPING
+        }
     if processor_config:
         fields = {k: v for k, v in processor_config.items() if k not in _PROCESSOR_BOOKKEEPING}
         data["processor"] = fields

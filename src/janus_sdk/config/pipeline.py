@@ -1,7 +1,9 @@
-"""`PipelineConfig`: which component fills each slot of a Janus pipeline, with what parameters, and the settings.
+"""`PipelineConfig`: which component fills each slot of a Janus pipeline, with what parameters, and the
+settings.
 
 Each component's `params` are validated against that component's own config model (from the plugin that
-registered it), so a typo in a SigLIP option is reported with its full path, e.g. `visual_encoder.params.width`.
+registered it), so a typo in a SigLIP option is reported with its full path, e.g.
+`visual_encoder.params.width`.
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from janus_sdk.config.files import read_config_file
 from janus_sdk.config.generation import GenerationConfig, ImageGenerationConfig
 from janus_sdk.errors import ConfigError, UnknownComponentError
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.processing import ImageProcessorConfig, ProcessorConfig
-from janus_sdk.registry import describe_validation_error
+from janus_sdk.registry import (
+    COMPONENT_PARAMS_ERROR,
+    UNKNOWN_COMPONENT_ERROR,
+    Registry,
+    describe_validation_error,
+)
 
 
 class ComponentSpec(BaseModel):
@@ -30,20 +38,44 @@ class ComponentSpec(BaseModel):
     )
 
 
+def _registry(info: ValidationInfo) -> Registry:
+    """The registry given as validation context (`parse(..., registry=...)`), else the global one."""
+    context = info.context if isinstance(info.context, dict) else {}
+    registry = context.get("registry")
+    if isinstance(registry, Registry):
+        return registry
+    from janus_sdk.plugins import get_registry
+
+    return get_registry()
+
+
 def _checked(kind: ComponentKind) -> AfterValidator:
     """Validate a ComponentSpec's params against the registered component of `kind`, filling in defaults."""
 
-    def check(spec: ComponentSpec) -> ComponentSpec:
-        from janus_sdk.plugins import get_registry
-
+    def check(spec: ComponentSpec, info: ValidationInfo) -> ComponentSpec:
         try:
-            registration = get_registry().get(kind, spec.name)
-            params = registration.validate_params(spec.params).model_dump(mode="json")
-        except (UnknownComponentError, ConfigError) as exc:
-            raise ValueError(str(exc)) from None
+            registration = _registry(info).get(kind, spec.name)
+        except UnknownComponentError as exc:
+            raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", {"reason": str(exc)}) from None
+        try:
+            params = registration.config.model_validate(spec.params).model_dump(mode="json")
+        except ValidationError as exc:  # reported with full paths, e.g. visual_encoder.params.width
+            context = {"component": f"{kind.value} {spec.name!r}", "errors": exc.errors(),
+                       "model": registration.config}
+            message = "invalid params of {component}"
+            raise PydanticCustomError(COMPONENT_PARAMS_ERROR, message, context) from None
         return ComponentSpec(name=spec.name, params=params)
 
     return AfterValidator(check)
+
+
+def _known_guidance(settings: ImageGenerationConfig, info: ValidationInfo) -> ImageGenerationConfig:
+    """The guidance strategy of the image settings must be a registered component (listed when it is not)."""
+    try:
+        _registry(info).get(ComponentKind.GUIDANCE, settings.guidance)
+    except UnknownComponentError as exc:
+        raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", {"reason": str(exc)}) from None
+    return settings
 
 
 def _spec(name: str, **params: Any) -> ComponentSpec:
@@ -53,16 +85,19 @@ def _spec(name: str, **params: Any) -> ComponentSpec:
 class PipelineConfig(BaseModel):
     """Everything needed to build a Janus pipeline. Defaults describe Janus-Pro-1B."""
 
-    model_config = ConfigDict(extra="forbid")
+    # validate_default: the default components get their params checked and filled in like given ones.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     checkpoint: str | None = Field(
-        None,
-        description="Where the weights and tokenizer files are: a local directory in the official layout or a "
-        "Hugging Face Hub id such as 'deepseek-ai/Janus-Pro-1B'. None builds the components without weights.",
+        default=None,
+        description="Where the weights and tokenizer files are: a local directory in the official layout or "
+        "a Hugging Face Hub id such as 'deepseek-ai/Janus-Pro-1B'.",
     )
-    device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = Field(
+        default="auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ..."
+    )
     dtype: str = Field(
-        "auto",
+        default="auto",
         description="'auto' (bfloat16 on CUDA with bf16 support, float32 on CPU), 'float32', 'bfloat16', "
         "'float16' (CUDA only).",
     )
@@ -70,32 +105,36 @@ class PipelineConfig(BaseModel):
         default_factory=lambda: _spec("sdpa"), description="Attention backend: 'sdpa', 'eager' or 'xformers'."
     )
     visual_encoder: Annotated[ComponentSpec, _checked(ComponentKind.VISUAL_ENCODER)] = Field(
-        default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> patch features)."
+        default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> features)."
     )
     aligner: Annotated[ComponentSpec, _checked(ComponentKind.ALIGNER)] = Field(
-        default_factory=lambda: _spec("mlp", projector_type="mlp_gelu", depth=2, input_dim=1024, n_embed=2048),
+        default_factory=lambda: _spec(
+            "mlp", projector_type="mlp_gelu", depth=2, input_dim=1024, n_embed=2048
+        ),
         description="Understanding aligner (patch features -> LLM embeddings).",
     )
     image_tokenizer: Annotated[ComponentSpec, _checked(ComponentKind.IMAGE_TOKENIZER)] = Field(
-        default_factory=lambda: _spec("vq16"), description="Image tokenizer for generation (codes <-> images)."
+        default_factory=lambda: _spec("vq16"), description="Image tokenizer of generation (codes <-> images)."
     )
     gen_aligner: Annotated[ComponentSpec, _checked(ComponentKind.ALIGNER)] = Field(
         default_factory=lambda: _spec("mlp", projector_type="mlp_gelu", depth=2, input_dim=8, n_embed=2048),
         description="Generation aligner (image-code embeddings -> LLM embeddings).",
     )
     generation_head: Annotated[ComponentSpec, _checked(ComponentKind.GENERATION_HEAD)] = Field(
-        default_factory=lambda: _spec("vision_head", n_embed=2048, image_token_embed=2048, image_token_size=16384),
+        default_factory=lambda: _spec(
+            "vision_head", n_embed=2048, image_token_embed=2048, image_token_size=16384
+        ),
         description="Image-token head (LLM hidden state -> image-code logits).",
     )
     llm_backbone: Annotated[ComponentSpec, _checked(ComponentKind.LLM_BACKBONE)] = Field(
         default_factory=lambda: _spec(
-            "deepseek-llm", hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
-            num_key_value_heads=16, vocab_size=102400, max_position_embeddings=16384,
+            "deepseek-llm", hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
+            num_attention_heads=16, num_key_value_heads=16, vocab_size=102400, max_position_embeddings=16384,
         ),
         description="Language-model backbone.",
     )
     text_tokenizer: Annotated[ComponentSpec, _checked(ComponentKind.TEXT_TOKENIZER)] = Field(
-        default_factory=lambda: _spec("hf-tokenizer"), description="Text tokenizer (read from the checkpoint)."
+        default_factory=lambda: _spec("hf-tokenizer"), description="Text tokenizer (from the checkpoint)."
     )
     chat_template: Annotated[ComponentSpec, _checked(ComponentKind.CHAT_TEMPLATE)] = Field(
         default_factory=lambda: _spec("deepseek"), description="Conversation format."
@@ -103,35 +142,49 @@ class PipelineConfig(BaseModel):
     image_processor: ImageProcessorConfig = Field(
         default_factory=ImageProcessorConfig, description="Image preprocessing for understanding."
     )
-    processor: ProcessorConfig = Field(default_factory=ProcessorConfig, description="Prompt assembly settings.")
+    processor: ProcessorConfig = Field(
+        default_factory=ProcessorConfig, description="Prompt assembly settings."
+    )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="Default settings of chat answers."
     )
-    image_generation: ImageGenerationConfig = Field(
+    image_generation: Annotated[ImageGenerationConfig, AfterValidator(_known_guidance)] = Field(
         default_factory=ImageGenerationConfig, description="Default settings of text-to-image."
     )
 
     @classmethod
-    def parse(cls, data: dict[str, Any], source: str = "config") -> PipelineConfig:
-        """Validate a dict, turning Pydantic's error into a ConfigError naming each bad field path."""
+    def parse(
+        cls, data: dict[str, Any], source: str = "config", *, registry: Registry | None = None
+    ) -> PipelineConfig:
+        """Validate a dict, turning Pydantic's error into a ConfigError naming each bad field path.
+
+        Components are looked up in `registry` (default: the process-wide one of the installed plugins).
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"invalid {source}: expected a mapping of settings, got {type(data).__name__}")
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context={"registry": registry} if registry is not None else None)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, subject=source)) from None
+            raise ConfigError(describe_validation_error(exc, subject=source, model=cls)) from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> PipelineConfig:
+    def from_file(cls, path: str | Path, *, registry: Registry | None = None) -> PipelineConfig:
         """Load a JSON, YAML or TOML pipeline config."""
-        return cls.parse(read_config_file(path), source=str(path))
+        return cls.parse(read_config_file(path), source=str(path), registry=registry)
 
     @classmethod
-    def from_checkpoint(cls, directory: str | Path, **overrides: Any) -> PipelineConfig:
-        """Derive the config from a checkpoint directory in the official layout (its own config.json)."""
+    def from_checkpoint(
+        cls, directory: str | Path, *, registry: Registry | None = None, **overrides: Any
+    ) -> PipelineConfig:
+        """Derive the config from a checkpoint directory in the official layout (its own config.json).
+
+        `overrides` replace whole top-level fields, e.g. ``device="cpu"`` or ``visual_encoder={"name": ...}``.
+        """
         from janus_sdk.config.official import official_to_pipeline_dict
 
         data = official_to_pipeline_dict(Path(directory))
         data.update(overrides)
-        return cls.parse(data, source=f"{directory}/config.json")
+        return cls.parse(data, source=f"{directory}/config.json", registry=registry)
 
     def component_specs(self) -> dict[str, tuple[ComponentKind, ComponentSpec]]:
         """Every component slot: slot name -> (kind, spec)."""

@@ -1,4 +1,4 @@
-"""The config.json of each released Janus model, as DeepSeek publishes it (only the keys that shape the model).
+"""The config.json of each released Janus model as DeepSeek publishes it (only the keys that shape the model).
 
 Used to build the real architectures on the meta device (parameter counts, `janus info --preset`) without any
 download. Note that Janus-Pro-7B's language_config omits the LLaMA sizes: LlamaConfig's defaults fill them in.
@@ -52,7 +52,7 @@ def preset_names() -> list[str]:
 
 
 def official_preset(name: str) -> dict[str, Any]:
-    """The official config.json contents of a released model, by hub id or its last part (e.g. 'Janus-Pro-7B')."""
+    """The official config.json contents of a released model, by hub id or its last part ('Janus-Pro-7B')."""
     for key, value in OFFICIAL_CONFIGS.items():
         if name in (key, key.split("/")[-1]):
             return value

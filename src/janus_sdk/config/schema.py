@@ -27,7 +27,10 @@ def pipeline_json_schema(registry: Registry) -> dict[str, Any]:
                 "type": "object",
                 "title": reg.name,
                 "description": reg.description or f"{reg.kind.value} from plugin {reg.plugin}",
-                "properties": {"name": {"enum": [reg.name, *reg.aliases]}, "params": {"$ref": f"#/$defs/{ref}"}},
+                "properties": {
+                    "name": {"enum": [reg.name, *reg.aliases]},
+                    "params": {"$ref": f"#/$defs/{ref}"},
+                },
                 "required": ["name"],
                 "additionalProperties": False,
             })

@@ -22,7 +22,7 @@ from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineCo
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.imageio import to_pil, to_uint8
-from janus_sdk.images import ImageSource
+from janus_sdk.images import ImageSource, load_image
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
@@ -35,6 +35,7 @@ from janus_sdk.processing import (
     guidance_rows,
 )
 from janus_sdk.registry import BuildContext, Registry, describe_validation_error
+from janus_sdk.text_stream import StreamDecoder
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class JanusPipeline:
         generator = _generator(seed if seed is not None else gen.seed, self.device)
         with self._lock, torch.inference_mode():
             embeds = self._understanding_embeds(inputs)
-            decoder = self.tokenizer.stream_decoder()
+            decoder = StreamDecoder(self.tokenizer)
             ids = generate_text_ids(
                 self.model.language_model, embeds, sampler, max_new_tokens=max_new_tokens,
                 eos_id=self.tokenizer.eos_id, generator=generator, on_step=on_step,
@@ -215,7 +216,7 @@ class JanusPipeline:
 
     def encode_image(self, image: ImageSource) -> Tensor:
         """An image -> its VQ codes [grid**2] (after the understanding preprocessing: resize, pad, normalise)."""
-        pixels = self.image_processor([_load(image)]).to(self.device, self.dtype)
+        pixels = self.image_processor([load_image(image)]).to(self.device, self.dtype)
         with self._lock, torch.inference_mode():
             return self.model.gen_vision_model.encode(pixels)[0]  # type: ignore[no-any-return]
 
@@ -276,12 +277,6 @@ def _conversation(prompt: str | None, images: Sequence[ImageSource],
     if prompt is None:
         raise InputError("nothing to answer: pass a prompt or messages")
     return [Message(role="user", content=prompt, images=list(images))]
-
-
-def _load(image: ImageSource) -> Image.Image:
-    from janus_sdk.images import load_image
-
-    return load_image(image)
 
 
 def _generator(seed: Seed, device: torch.device) -> torch.Generator:

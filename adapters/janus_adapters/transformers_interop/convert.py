@@ -1,0 +1,319 @@
+"""Converting a Janus checkpoint between DeepSeek's official layout and transformers' `JanusForConditionalGeneration`
+layout (the `deepseek-community/Janus-Pro-*` repos), in either direction, detected from config.json.
+
+official -> transformers writes: `config.json` and `generation_config.json` (see `config.py`), the weights as
+safetensors with transformers' names, and the processor files exactly as the installed transformers saves a
+`JanusProcessor` (tokenizer.json carried over, tokenizer_config.json, processor_config.json with the image
+processor settings, chat_template.jinja rendering the official prompt format). The official tensors transformers
+has no place for (the unused SigLIP `attn_pool.*` head and the VQ `codebook_used` buffer) go into the side file
+`janus_official_extras.safetensors`, which transformers ignores.
+
+transformers -> official writes the official `config.json`, `model.safetensors` (restoring the side file when
+there is one; otherwise `codebook_used` is regenerated as the zeros the official checkpoints hold and, with no
+attention-pool weights to restore, the vision config says `global_pool: ""`), `tokenizer.json` as is and the
+official tokenizer/processor settings files. A checkpoint whose config ties the LM head to the embeddings gets
+`lm_head` as a copy of them, as transformers would build it.
+
+Tensors are copied bit for bit (same dtype); the destination is written into a temporary sibling directory and
+renamed into place when complete, and an existing one is replaced only with `overwrite=True`.
+
+Known behaviour differences of transformers' Janus port from the official code (the weights are not the cause):
+- image generation applies transformers' default top-k 50 after CFG (pass `top_k=0` or `top_k=None` to
+  `generate` to sample like the official script, which uses no top-k), and is greedy unless `do_sample=True`;
+- `JanusVQVAE.encode` compares the latent with the codebook without the L2 normalisation the official VQ-16 applies
+  to both (its decode does normalise, so decoding matches);
+- `JanusImageProcessor` rounds the resized short side where the official processor truncates it, so for some
+  aspect ratios the image is one pixel taller or wider (e.g. 300x203 -> 260 rows instead of 259).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+from transformers import JanusProcessor, PreTrainedTokenizerFast
+from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+from janus_adapters.transformers_interop import config as meta
+from janus_adapters.transformers_interop import keymap
+from janus_sdk.checkpoint import CheckpointWeights, open_checkpoint, parse_size
+from janus_sdk.errors import CheckpointError, ConfigError
+
+Layout = Literal["official", "transformers"]
+LAYOUTS: tuple[Layout, ...] = ("official", "transformers")
+
+EXTRAS_FILE = "janus_official_extras.safetensors"
+"""Side file of a transformers-layout checkpoint holding the official tensors transformers drops."""
+_MODEL_TYPES: dict[str, Layout] = {"multi_modality": "official", "janus": "transformers"}
+_DEFAULT_NUM_IMAGE_TOKENS = 576
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n", encoding="utf-8")
+
+
+def detect_layout(directory: str | Path) -> Layout:
+    """'official' or 'transformers', from the `model_type` of the checkpoint's config.json."""
+    path = Path(directory).expanduser() / "config.json"
+    model_type = _read_json(path).get("model_type")
+    if model_type not in _MODEL_TYPES:
+        raise CheckpointError(
+            f"{path}: model_type {model_type!r} is neither the official Janus 'multi_modality' "
+            "nor transformers' 'janus'"
+        )
+    return _MODEL_TYPES[model_type]
+
+
+def convert_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    to: Layout = "transformers",
+    overwrite: bool = False,
+    *,
+    max_shard_size: int | str = "5GB",
+) -> Path:
+    """Write the checkpoint `src` to `dst` in the `to` layout (the source layout is detected); returns `dst`.
+
+    Weights are sharded at `max_shard_size` bytes per file (a single `model.safetensors` when they fit).
+    """
+    if to not in LAYOUTS:
+        raise ConfigError(f"to must be one of {', '.join(LAYOUTS)}, got {to!r}")
+    source = Path(src).expanduser().resolve()
+    target = Path(dst).expanduser().resolve()
+    layout = detect_layout(source)
+    if layout == to:
+        raise CheckpointError(f"{source} is already in the {to} layout")
+    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+        raise CheckpointError(f"destination {target} must be outside the source checkpoint {source}")
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"destination {target} is a file; pass a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise CheckpointError(f"destination {target} already exists; pass overwrite=True to replace it")
+    limit = parse_size(max_shard_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        staging.chmod(0o755)
+        with open_checkpoint(source) as weights:
+            if to == "transformers":
+                _to_transformers(source, weights, staging, limit)
+            else:
+                _to_official(source, weights, staging, limit)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Output tensors made from some source tensors; `nbytes` (their total size) plans the shards unread."""
+
+    nbytes: int
+    make: Callable[[], dict[str, torch.Tensor]]
+
+
+def _write_weights(out: Path, jobs: list[_Job], limit: int) -> None:
+    """`model.safetensors`, or greedy shards of at most `limit` bytes plus transformers' index file."""
+    shards: list[list[_Job]] = [[]]
+    size = 0
+    for job in jobs:
+        if shards[-1] and size + job.nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(job)
+        size += job.nbytes
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    )
+    weight_map: dict[str, str] = {}
+    for filename, shard in zip(names, shards):
+        tensors = _unshared({name: t for job in shard for name, t in job.make().items()})
+        save_file(tensors, str(out / filename), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, filename))
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(j.nbytes for j in jobs)}, "weight_map": dict(sorted(weight_map.items()))}
+        _write_json(out / "model.safetensors.index.json", index)
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing storage (as pickled tied weights may): give each its own."""
+    seen: set[int] = set()
+    result: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        result[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return result
+
+
+def _swap_in(staging: Path, dst: Path) -> None:
+    """Put the finished `staging` at `dst`; an old `dst` is moved aside first and deleted afterwards."""
+    if not dst.exists():
+        staging.rename(dst)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+    retired.rmdir()
+    dst.rename(retired)
+    try:
+        staging.rename(dst)
+    except OSError:
+        retired.rename(dst)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+# -- official -> transformers ---------------------------------------------------------------------------------
+
+
+def _load_tokenizer(src: Path) -> PreTrainedTokenizerFast:
+    """The checkpoint's tokenizer.json through the `tokenizers` backend (transformers 5's LlamaTokenizerFast would
+    re-pre-tokenise the byte-level BPE and give other ids), with the image tokens JanusProcessor needs."""
+    if not (src / "tokenizer.json").is_file():
+        raise CheckpointError(f"{src / 'tokenizer.json'} is missing: the converter needs the fast tokenizer file")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(
+        str(src),
+        extra_special_tokens={
+            "image_token": meta.IMAGE_TOKEN,
+            "boi_token": meta.BEGIN_OF_IMAGE,
+            "eoi_token": meta.END_OF_IMAGE,
+        },
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = meta.PAD_TOKEN
+    return tokenizer
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerFast) -> meta.TokenIds:
+    vocab = tokenizer.get_vocab()
+
+    def id_of(token: str | None, role: str) -> int:
+        if token is None or token not in vocab:
+            raise CheckpointError(f"the tokenizer has no {role} token {token!r}")
+        return int(vocab[token])
+
+    return meta.TokenIds(
+        bos=id_of(tokenizer.bos_token, "begin-of-sentence"),
+        eos=id_of(tokenizer.eos_token, "end-of-sentence"),
+        pad=id_of(tokenizer.pad_token, "padding"),
+        image=id_of(meta.IMAGE_TOKEN, "image placeholder"),
+        begin_of_image=id_of(meta.BEGIN_OF_IMAGE, "begin-of-image"),
+        end_of_image=id_of(meta.END_OF_IMAGE, "end-of-image"),
+    )
+
+
+def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: int) -> None:
+    tokenizer = _load_tokenizer(src)
+    ids = _token_ids(tokenizer)
+    _write_json(out / "config.json", meta.official_to_transformers(_read_json(src / "config.json"), ids))
+    _write_json(out / "generation_config.json", meta.generation_config(ids))
+    preprocessor = _read_json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").exists() else {}
+    processor = _read_json(src / "processor_config.json") if (src / "processor_config.json").exists() else {}
+    JanusProcessor(
+        image_processor=JanusImageProcessorPil(**meta.image_processor_kwargs(preprocessor)),
+        tokenizer=tokenizer,
+        chat_template=meta.CHAT_TEMPLATE,
+        use_default_system_prompt=True,
+        num_image_tokens=int(processor.get("num_image_tokens", _DEFAULT_NUM_IMAGE_TOKENS)),
+    ).save_pretrained(str(out))
+
+    routes = [keymap.route_official(name) for name in weights]
+    kept = [route for route in routes if route.reshape is not keymap.Reshape.DROPPED]
+    jobs = [
+        _Job(weights.nbytes_of(route.official), partial(_to_transformers_part, weights, route)) for route in kept
+    ]
+    _write_weights(out, jobs, limit)
+    dropped = {r.official: weights.get(r.official) for r in routes if r.reshape is keymap.Reshape.DROPPED}
+    if dropped:
+        save_file(_unshared(dropped), str(out / EXTRAS_FILE), metadata={"format": "pt"})
+
+
+# -- transformers -> official ---------------------------------------------------------------------------------
+
+
+def _extras(src: Path) -> dict[str, torch.Tensor]:
+    path = src / EXTRAS_FILE
+    return load_file(str(path)) if path.is_file() else {}
+
+
+def _to_transformers_part(weights: CheckpointWeights, route: keymap.Route) -> dict[str, torch.Tensor]:
+    return keymap.to_transformers(route, weights.get(route.official))
+
+
+def _to_official_part(weights: CheckpointWeights, route: keymap.Route) -> dict[str, torch.Tensor]:
+    return {route.official: keymap.to_official(route, [weights.get(name) for name in route.transformers])}
+
+
+def _fixed(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {name: tensor}
+
+
+def _official_jobs(
+    weights: CheckpointWeights, extras: Mapping[str, torch.Tensor], ties_lm_head: bool
+) -> Iterator[_Job]:
+    routes: dict[str, keymap.Route] = {}
+    for name in weights:
+        route = keymap.route_transformers(name)
+        routes.setdefault(route.official, route)
+    for route in routes.values():
+        missing = [name for name in route.transformers if name not in weights]
+        if missing:
+            raise CheckpointError(f"{weights.directory}: {route.official} needs {', '.join(missing)}, not found")
+        nbytes = sum(weights.nbytes_of(name) for name in route.transformers)
+        yield _Job(nbytes, partial(_to_official_part, weights, route))
+    if keymap.OFFICIAL_LM_HEAD not in routes:
+        if not ties_lm_head:
+            raise CheckpointError(f"{weights.directory} has no lm_head.weight and its config does not tie it")
+        embed = keymap.route_official(keymap.OFFICIAL_EMBED_TOKENS).transformers[0]
+        yield _Job(weights.nbytes_of(embed), lambda: {keymap.OFFICIAL_LM_HEAD: weights.get(embed).clone()})
+    for name, tensor in extras.items():
+        yield _Job(tensor.numel() * tensor.element_size(), partial(_fixed, name, tensor))
+    if keymap.CODEBOOK_USED not in extras:
+        dtype = weights.dtype_of(keymap.route_official("gen_vision_model.quantize.embedding.weight").transformers[0])
+        zeros = torch.zeros(keymap.CODEBOOK_USED_SIZE, dtype=dtype)
+        yield _Job(zeros.numel() * zeros.element_size(), partial(_fixed, keymap.CODEBOOK_USED, zeros))
+
+
+def _to_official(src: Path, weights: CheckpointWeights, out: Path, limit: int) -> None:
+    hf_config = _read_json(src / "config.json")
+    extras = _extras(src)
+    official = meta.transformers_to_official(hf_config, transformers.__version__)
+    if not any(name.startswith("vision_model.vision_tower.attn_pool.") for name in extras):
+        official["vision_config"]["params"]["global_pool"] = ""
+    _write_json(out / "config.json", official)
+    _write_weights(out, list(_official_jobs(weights, extras, meta.transformers_ties_lm_head(hf_config))), limit)
+
+    shutil.copy2(src / "tokenizer.json", out / "tokenizer.json")
+    for filename, data in meta.official_tokenizer_files(_read_json(src / "tokenizer_config.json")).items():
+        _write_json(out / filename, data, sort_keys=True)
+    processor = _read_json(src / "processor_config.json") if (src / "processor_config.json").exists() else {}
+    image_processor = processor.get("image_processor")
+    if not isinstance(image_processor, dict):
+        image_processor = _read_json(src / "preprocessor_config.json")
+    num_image_tokens = int(processor.get("num_image_tokens", _DEFAULT_NUM_IMAGE_TOKENS))
+    for filename, data in meta.official_processor_files(image_processor, num_image_tokens).items():
+        _write_json(out / filename, data, sort_keys=True)

@@ -1,0 +1,28 @@
+"""Built-in plugin: the VQ-16 image tokenizer of Janus-Pro (image <-> 24x24 grid of 16384 codes)."""
+
+from __future__ import annotations
+
+from janus_plugins.attention import SDPAAttention
+from janus_plugins.vq16.config import VQ16Config
+from janus_plugins.vq16.model import VQ16
+from janus_sdk.hookspecs import hookimpl
+from janus_sdk.registry import BuildContext, Register
+
+__all__ = ["VQ16", "VQ16Config", "build_vq16"]
+
+
+def build_vq16(config: VQ16Config, context: BuildContext) -> VQ16:
+    """VQ-16 tokenizer whose spatial attention runs on the pipeline's backend (SDPA when none is given)."""
+    attention = context.attention if context.attention is not None else SDPAAttention()
+    return VQ16(config, attention)
+
+
+@hookimpl
+def register_image_tokenizers(register: Register) -> None:
+    register(
+        "vq16",
+        build_vq16,
+        config=VQ16Config,
+        aliases=("VQ-16",),
+        description="VQ-16 (LlamaGen VQGAN): 384x384 images <-> 24x24 codes, L2-normalised 16384x8 codebook",
+    )

@@ -1,0 +1,102 @@
+"""Loading user images: a path, bytes or PIL image becomes an RGB PIL image, or else an InputError.
+
+Faithful to the official `janus.utils.io.load_pil_images`, which is `PIL.Image.open(path).convert("RGB")`:
+
+- Colour: everything becomes RGB; alpha is dropped (not composited), as `.convert("RGB")` does.
+- Animations (GIF, APNG, WebP, multi-page TIFF): the first frame, which is the one PIL opens on.
+- EXIF orientation: NOT applied by default, because the official code does not apply it and the model was run
+  that way; a phone photo stored sideways therefore reaches the model sideways, exactly as with the reference
+  code. Pass ``apply_exif_orientation=True`` to rotate it upright first (a deliberate deviation).
+- Safety: the pixel count is checked against ``max_pixels`` from the header, before any pixel is decoded, so a
+  decompression bomb costs nothing. PIL's own global limit (``Image.MAX_IMAGE_PIXELS``; an error above twice
+  that value) still applies on top and is reported the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import IO, TypeAlias
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from janus_sdk.errors import InputError
+
+ImageSource: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
+"""What `load_image` accepts: a file path, the encoded file's bytes, or an already opened PIL image."""
+
+DEFAULT_MAX_PIXELS = 89_478_485
+"""Largest width x height accepted by default: PIL's own decompression-bomb warning threshold (about 89.5
+megapixels). Janus shrinks every image to 384 x 384, so bigger inputs would only cost memory and time."""
+
+# What PIL raises on unreadable, corrupt or truncated data (SyntaxError is its "broken header" signal).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+
+
+def load_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, apply_exif_orientation: bool = False
+) -> Image.Image:
+    """Open `source` as an RGB image (first frame); InputError naming the problem and the source if not."""
+    if isinstance(source, Image.Image):
+        return _decode(source, "the given PIL image", max_pixels, apply_exif_orientation)
+    name, stream = _open_stream(source)
+    with stream:
+        return _decode(stream, name, max_pixels, apply_exif_orientation)
+
+
+def _decode(
+    source: Image.Image | IO[bytes], name: str, max_pixels: int, apply_exif_orientation: bool
+) -> Image.Image:
+    """Check the size from the header, then decode; every PIL failure becomes an InputError naming `name`."""
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own limit; PIL's warning for sizes between its two thresholds is noise here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = source if isinstance(source, Image.Image) else Image.open(source)
+            _check_size(image, name, max_pixels)
+            if apply_exif_orientation:
+                image = ImageOps.exif_transpose(image)
+            # `convert` returns a new, fully decoded image, so a caller's image is never modified.
+            return image.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{name} is too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{name} is not an image file PIL can read (unknown format or corrupt header)"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{name} is corrupt or truncated and could not be decoded ({exc})") from None
+
+
+def _open_stream(source: str | os.PathLike[str] | bytes) -> tuple[str, IO[bytes]]:
+    """A readable binary stream for `source` and a name for it in error messages."""
+    if isinstance(source, bytes):
+        if not source:
+            raise InputError("image bytes are empty")
+        return f"image bytes ({len(source)} bytes)", io.BytesIO(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(
+            f"an image must be a file path, bytes or a PIL.Image.Image, got {type(source).__name__}"
+        )
+    path = Path(source)
+    name = f"image file {str(path)!r}"
+    if not path.is_file():
+        raise InputError(f"{name} does not exist" if not path.exists() else f"{name} is not a regular file")
+    try:
+        return name, path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{name} cannot be opened: {exc.strerror or exc}") from None
+
+
+def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InputError(f"{name} has zero size ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name} has {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,} "
+            f"(pass a larger max_pixels if the image is trusted)"
+        )

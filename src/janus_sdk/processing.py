@@ -1,0 +1,382 @@
+"""From conversations and images to model inputs, as the official VLChatProcessor / VLMImageProcessor do.
+
+Image path (understanding): RGB image -> resize so the long side is `image_size` (truncating size rule, PIL
+bicubic) -> centre on a square canvas of the mean colour -> rescale by 1/255 (float64, then float32) ->
+normalise with mean/std (float32).
+
+Text path: conversation -> prompt string (chat template, system prompt first) -> token ids with BOS -> each
+image tag id becomes <begin_of_image>, `num_image_tokens` x the image tag id, <end_of_image>; the model later
+overwrites exactly those `num_image_tokens` positions (`images_seq_mask`) with image embeddings.
+
+Text-to-image path: one user turn with an empty system prompt, then <begin_of_image>; classifier-free
+guidance adds an unconditional row per sample in which everything between BOS and <begin_of_image> is padding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import Tensor
+
+from janus_sdk.errors import ConfigError, InputError
+from janus_sdk.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
+from janus_sdk.interfaces import ChatTemplate, TextTokenizer
+from janus_sdk.registry import describe_validation_error
+
+IMAGE_TAG = "<image_placeholder>"
+IMAGE_START_TAG = "<begin_of_image>"
+IMAGE_END_TAG = "<end_of_image>"
+
+_Config = TypeVar("_Config", bound=BaseModel)
+
+
+def _read_config(cls: type[_Config], path: str | os.PathLike[str], bookkeeping: tuple[str, ...]) -> _Config:
+    """Validate a JSON config file against `cls`, minus the HF bookkeeping keys the official files carry."""
+    where = str(Path(path))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where!r} must hold a JSON object, got {type(data).__name__}")
+    for key in bookkeeping:
+        data.pop(key, None)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, subject=where)) from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Images
+
+
+class ImageProcessorConfig(BaseModel):
+    """preprocessor_config.json of a Janus checkpoint (official `VLMImageProcessor` arguments)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int = Field(default=384, gt=0, description="Side of the square image the encoder takes.")
+    min_size: int = Field(
+        default=14, gt=0, description="Smallest side after resizing (thin images are stretched)."
+    )
+    image_mean: tuple[float, float, float] = Field(
+        default=(0.5, 0.5, 0.5),
+        description="Per-channel mean subtracted after rescaling; also sets the pad colour.",
+    )
+    image_std: tuple[float, float, float] = Field(
+        default=(0.5, 0.5, 0.5),
+        description="Per-channel standard deviation divided out after subtracting the mean.",
+    )
+    rescale_factor: float = Field(
+        default=1.0 / 255.0, gt=0, description="Factor from uint8 values to [0, 1]."
+    )
+    do_normalize: bool = Field(default=True, description="Whether to apply the mean/std normalisation.")
+    background_color: tuple[int, int, int] | None = Field(
+        default=None,
+        description="Informational only: the official processor ignores this key and pads with "
+        "int(255 * image_mean); if present it must agree with that colour.",
+    )
+
+    @property
+    def fill_color(self) -> tuple[int, int, int]:
+        """Colour of the square canvas, derived from `image_mean` exactly as the official processor does."""
+        red, green, blue = (int(255 * m) for m in self.image_mean)
+        return red, green, blue
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageProcessorConfig:
+        if self.background_color is not None and tuple(self.background_color) != self.fill_color:
+            raise ValueError(
+                f"background_color {list(self.background_color)} disagrees with the colour the official "
+                f"processor derives from image_mean, {list(self.fill_color)}; remove it or make the two agree"
+            )
+        if any(s == 0 for s in self.image_std):
+            raise ValueError(f"image_std must not contain 0, got {list(self.image_std)}")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ImageProcessorConfig:
+        """Read a checkpoint's preprocessor_config.json, minus `image_processor_type`, `processor_class`."""
+        return _read_config(cls, path, ("image_processor_type", "processor_class"))
+
+
+class ImageProcessor:
+    """Official VLMImageProcessor: resize + pad to a square, then rescale and normalise to [N, 3, S, S]."""
+
+    def __init__(self, config: ImageProcessorConfig | None = None) -> None:
+        self.config = config or ImageProcessorConfig()
+        self.image_size = self.config.image_size
+        self._mean = torch.tensor(self.config.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.config.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after resizing: long side -> image_size, truncated (not rounded), >= min_size."""
+        side, floor, longest = self.config.image_size, self.config.min_size, max(width, height)
+        return max(int(width / longest * side), floor), max(int(height / longest * side), floor)
+
+    def resize_and_pad(self, image: Image.Image) -> np.ndarray:
+        """uint8 [S, S, 3]: PIL bicubic resize (torchvision's path for PIL images), centred on the canvas."""
+        if image.width <= 0 or image.height <= 0:
+            raise InputError(f"cannot process an image of zero size ({image.width}x{image.height})")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        width, height = self.resized_size(rgb.width, rgb.height)
+        resized = np.asarray(rgb.resize((width, height), Image.Resampling.BICUBIC))
+        side = max(width, height)  # == image_size unless image_size < min_size
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        canvas[...] = self.config.fill_color
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = resized
+        return canvas
+
+    def __call__(self, images: Sequence[Image.Image]) -> Tensor:
+        """float32 [N, 3, S, S] pixel values (N may be 0)."""
+        side = self.config.image_size
+        batch = (
+            np.stack([self.resize_and_pad(image) for image in images])
+            if images
+            else np.empty((0, side, side, 3), dtype=np.uint8)
+        )
+        # HF `rescale` multiplies in float64 and casts to float32; `normalize` then works in float32.
+        pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).to(torch.float64)
+        pixels = pixels.mul_(self.config.rescale_factor).to(torch.float32)
+        if self.config.do_normalize:
+            pixels = (pixels - self._mean) / self._std
+        return pixels.contiguous()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Conversations
+
+
+class ProcessorConfig(BaseModel):
+    """processor_config.json of a Janus checkpoint (official `VLChatProcessor` arguments)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_tag: str = Field(default=IMAGE_TAG, description="Token marking an image in the prompt text.")
+    image_start_tag: str = Field(default=IMAGE_START_TAG, description="Token opening an image's token span.")
+    image_end_tag: str = Field(default=IMAGE_END_TAG, description="Token closing an image's token span.")
+    num_image_tokens: int = Field(
+        default=576, gt=0, description="Embedding positions per image (24 x 24 patches)."
+    )
+    add_special_token: bool = Field(
+        default=False,
+        description="Keep the tag token before each image span; only False is supported (with True the "
+        "official processor counts the kept tag as an image position, one more than there are embeddings).",
+    )
+    sft_format: str = Field(
+        default="deepseek", description="Name of the chat template the model was tuned with."
+    )
+    mask_prompt: bool = Field(default=True, description="Training only: mask prompt tokens out of the loss.")
+    ignore_id: int = Field(default=-100, description="Training only: label id ignored by the loss.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProcessorConfig:
+        if self.add_special_token:
+            raise ValueError("add_special_token=True is not supported (see the field description); use false")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ProcessorConfig:
+        """Read a checkpoint's processor_config.json (its `processor_class` is dropped)."""
+        return _read_config(cls, path, ("processor_class",))
+
+
+class Message(BaseModel):
+    """One conversation turn; see `build_understanding_inputs` for where its images' tags go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    role: Literal["user", "assistant", "system"] = Field(
+        description="Who speaks; a system message sets the system prompt."
+    )
+    content: str = Field(default="", description="The turn's text; may hold image tags.")
+    images: Sequence[ImageSource] = Field(
+        default=(), description="Images of this turn, in order: file paths, encoded bytes or PIL images."
+    )
+
+
+@dataclass(frozen=True)
+class UnderstandingInputs:
+    """Model inputs for one conversation (batch of 1, the official `BatchedVLChatProcessorOutput` layout).
+
+    Unlike the official batchify, a conversation without images has n = 0 images (the official code pads
+    with one all-zero image whose embeddings are never used).
+    """
+
+    input_ids: Tensor  # [1, T] int64
+    attention_mask: Tensor  # [1, T] int64, all ones
+    images_seq_mask: Tensor  # [1, T] bool, True at the image embedding positions
+    images_emb_mask: Tensor  # [1, n, num_image_tokens] bool
+    pixel_values: Tensor  # [1, n, 3, S, S] float32
+    prompt: str  # the rendered prompt (official `sft_format`)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> UnderstandingInputs:
+        """Move every tensor to `device`; `dtype` (if given) casts pixel_values only, like the official."""
+        return UnderstandingInputs(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            images_seq_mask=self.images_seq_mask.to(device),
+            images_emb_mask=self.images_emb_mask.to(device),
+            pixel_values=self.pixel_values.to(device=device, dtype=dtype or self.pixel_values.dtype),
+            prompt=self.prompt,
+        )
+
+
+def build_understanding_inputs(
+    messages: Sequence[Message],
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    image_processor: ImageProcessor,
+    processor_config: ProcessorConfig,
+    system_prompt: str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> UnderstandingInputs:
+    """Render, tokenise and expand one conversation, and preprocess its images.
+
+    - The system prompt is, in order of precedence: a leading system message, `system_prompt`, the template's
+      `default_system_prompt` (the official Janus-Pro one for the "deepseek" template).
+    - Other messages alternate user / assistant, starting with a user turn; a conversation ending with a user
+      turn gets an empty assistant turn, so the prompt ends with the assistant role and ":".
+    - A message with images whose text has no image tag gets one tag per image in front of its text, then a
+      newline (what the official inference script writes). Tags in the whole prompt must match the images.
+    """
+    system, turns = _split_system(messages, system_prompt, template)
+    tag = processor_config.image_tag
+    contents = [_with_image_tags(m, tag) for m in turns]
+    images = [source for m in turns for source in m.images]
+    if not images and not any(c.strip() for c in contents):
+        raise InputError("the prompt is empty: give some text or at least one image")
+    roles = {"user": template.user_role, "assistant": template.assistant_role}
+    prompt = template.render([(roles[m.role], c) for m, c in zip(turns, contents, strict=True)], system)
+
+    ids = torch.tensor(tokenizer.encode(prompt), dtype=torch.long)
+    image_id = tokenizer.token_id(tag)
+    num_tags = int((ids == image_id).sum())
+    if num_tags != len(images):
+        raise InputError(
+            f"the conversation has {num_tags} image tag(s) {tag!r} but {len(images)} image(s); "
+            f"give one image per tag, or leave the tags out to have them placed before each message's text"
+        )
+    pixel_values = image_processor([load_image(source, max_pixels=max_pixels) for source in images])
+
+    n = processor_config.num_image_tokens
+    start_id = tokenizer.token_id(processor_config.image_start_tag)
+    end_id = tokenizer.token_id(processor_config.image_end_tag)
+    input_ids = expand_image_tokens(ids, image_id, start_id, end_id, n).unsqueeze(0)
+    return UnderstandingInputs(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        images_seq_mask=input_ids == image_id,
+        images_emb_mask=torch.ones((1, len(images), n), dtype=torch.bool),
+        pixel_values=pixel_values.unsqueeze(0),
+        prompt=prompt,
+    )
+
+
+def _split_system(
+    messages: Sequence[Message], system_prompt: str | None, template: ChatTemplate
+) -> tuple[str, list[Message]]:
+    """The system prompt to use and the user/assistant turns, validated and closed with an assistant turn."""
+    turns = list(messages)
+    system = system_prompt
+    if turns and turns[0].role == "system":
+        if system_prompt is not None:
+            raise InputError(
+                "give the system prompt either as a system message or as system_prompt=, not both"
+            )
+        if turns[0].images:
+            raise InputError("a system message cannot carry images")
+        system, turns = turns[0].content, turns[1:]
+    if not turns:
+        raise InputError("the conversation has no user message")
+    for i, message in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message.role != expected:
+            where = "a system message must come first" if message.role == "system" else "turns must alternate"
+            raise InputError(
+                f"message {i} (after any system message) has role {message.role!r} where {expected!r} was "
+                f"expected: {where}, starting with a user turn"
+            )
+    if turns[-1].role == "user":
+        turns.append(Message(role="assistant"))
+    if system is None:
+        system = str(getattr(template, "default_system_prompt", ""))
+    return system, turns
+
+
+def _with_image_tags(message: Message, tag: str) -> str:
+    """The message text, with one tag per image and a newline put in front when the text has no tag."""
+    if not message.images or tag in message.content:
+        return message.content
+    return tag * len(message.images) + "\n" + message.content
+
+
+def expand_image_tokens(
+    ids: Tensor, image_id: int, start_id: int, end_id: int, num_image_tokens: int
+) -> Tensor:
+    """[T] ids; each `image_id` becomes start_id, num_image_tokens x image_id, end_id (as add_image_token)."""
+    is_tag = ids == image_id
+    repeats = torch.where(is_tag, num_image_tokens + 2, 1)
+    expanded = ids.repeat_interleave(repeats)
+    starts = (torch.cumsum(repeats, 0) - repeats)[is_tag]
+    expanded[starts] = start_id
+    expanded[starts + num_image_tokens + 1] = end_id
+    return expanded
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Text-to-image prompts
+
+
+def format_generation_prompt(
+    prompt: str, template: ChatTemplate, image_start_tag: str = IMAGE_START_TAG
+) -> str:
+    """The official text-to-image prompt: one user turn, empty system prompt, then the image start tag."""
+    if not prompt.strip():
+        raise InputError("the text-to-image prompt is empty")
+    turns = [(template.user_role, prompt), (template.assistant_role, "")]
+    return template.render(turns, system_prompt="") + image_start_tag
+
+
+def build_generation_prompt_ids(
+    prompt: str, tokenizer: TextTokenizer, template: ChatTemplate, image_start_tag: str = IMAGE_START_TAG
+) -> list[int]:
+    """Token ids of `format_generation_prompt` (BOS first, the image start token last)."""
+    return tokenizer.encode(format_generation_prompt(prompt, template, image_start_tag))
+
+
+def guidance_rows(
+    prompt_ids: Sequence[int] | Tensor, num_samples: int, num_branches: int, pad_id: int
+) -> Tensor:
+    """int64 [num_samples * num_branches, L]: per sample the prompt, then (num_branches = 2, classifier-free
+    guidance) its unconditional copy with positions 1..L-2 padded, keeping BOS and the image start token.
+    num_branches = 1 gives the conditional rows only."""
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(-1)
+    if num_branches not in (1, 2):
+        raise ConfigError(
+            f"guidance with {num_branches} branches is not supported (1 = none, 2 = [cond, uncond])"
+        )
+    if num_samples < 1:
+        raise InputError(f"the number of images to generate must be at least 1, got {num_samples}")
+    if ids.numel() < 2:
+        raise InputError(
+            f"a generation prompt needs at least BOS and the image start token, got {ids.tolist()}"
+        )
+    rows = ids.repeat(num_samples * num_branches, 1)
+    if num_branches == 2:
+        rows[1::2, 1:-1] = pad_id
+    return rows

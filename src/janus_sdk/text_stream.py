@@ -1,0 +1,45 @@
+"""Streaming detokenisation: turning token ids into text as they are generated, one final piece at a time."""
+
+from __future__ import annotations
+
+from janus_sdk.interfaces import TextTokenizer
+
+
+class StreamDecoder:
+    """Incremental detokeniser: feed ids one at a time, get back only text that is final.
+
+    A byte-level token can end in the middle of a UTF-8 character, and decoders may treat the first token of
+    a text specially, so decoding tokens one by one is wrong. Each step decodes a short window of recent
+    tokens twice (without and with the new ones) and emits the difference, holding text back while it ends
+    in U+FFFD (an unfinished character). The window only moves past text that was emitted cleanly, so the
+    concatenated output equals `tokenizer.decode(all_ids)`; `flush` releases whatever is still held back.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, skip_special_tokens: bool = True) -> None:
+        self._tokenizer = tokenizer
+        self._skip = skip_special_tokens
+        self._ids: list[int] = []
+        self._prefix = 0  # start of the context window
+        self._read = 0  # ids before this index have been emitted
+
+    def push(self, token_id: int) -> str:
+        """Add one token id; return the text it completes (often "", e.g. inside a multi-byte character)."""
+        self._ids.append(int(token_id))
+        emitted, new = self._pending()
+        if len(new) > len(emitted) and not new.endswith("\ufffd") and new.startswith(emitted):
+            self._prefix, self._read = self._read, len(self._ids)
+            return new[len(emitted) :]
+        return ""
+
+    def flush(self) -> str:
+        """Return the text still held back (e.g. a genuinely invalid byte sequence at the end) and reset."""
+        emitted, new = self._pending()
+        self._ids.clear()
+        self._prefix = self._read = 0
+        return new[len(emitted) :]
+
+    def _pending(self) -> tuple[str, str]:
+        """Window text up to the emitted point, and window text including the tokens not yet emitted."""
+        window = self._ids[self._prefix :]
+        emitted = self._tokenizer.decode(window[: self._read - self._prefix], self._skip)
+        return emitted, self._tokenizer.decode(window, self._skip)
