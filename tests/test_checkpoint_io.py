@@ -265,8 +265,10 @@ def test_loaded_tensors_do_not_alias_the_checkpoint_mapping() -> None:
         module = Aligner()
     load_state_into(module, weights, dtype=torch.bfloat16, device="cpu", prefix="aligner.")
     before = weights.get("aligner.layers.0.bias").clone()
+    first = module.layers[0]
+    assert isinstance(first, nn.Linear)
     with torch.no_grad():
-        module.layers[0].bias.add_(1.0)
+        first.bias.add_(1.0)
     assert torch.equal(weights.get("aligner.layers.0.bias"), before)
 
 
@@ -274,6 +276,8 @@ def test_integer_tensors_keep_their_dtype(tmp_path: Path) -> None:
     directory = make_checkpoint(tmp_path / "ck", {"w": torch.randn(2, 2), "steps": torch.tensor([3, 4])})
 
     class WithCounter(nn.Module):
+        steps: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.w = nn.Parameter(torch.empty(2, 2))
@@ -346,7 +350,9 @@ def test_ignored_checkpoint_names() -> None:
     load_state_into(
         module, weights, dtype=torch.float32, device="cpu", prefix="aligner.", ignore=["aligner.layers.2.*"]
     )
-    assert torch.equal(module.layers[0].weight, weights.get("aligner.layers.0.weight").float())
+    first = module.layers[0]
+    assert isinstance(first, nn.Linear)
+    assert torch.equal(first.weight, weights.get("aligner.layers.0.weight").float())
 
 
 def test_model_dtype_must_be_floating() -> None:
@@ -358,6 +364,8 @@ def test_model_dtype_must_be_floating() -> None:
 
 class Rotary(nn.Module):
     """A module with a computed, non-persistent table (like rotary inv_freq) next to a checkpoint weight."""
+
+    inv_freq: torch.Tensor
 
     def __init__(self, rebuild: bool) -> None:
         super().__init__()
@@ -389,6 +397,7 @@ def test_computed_buffers_are_rebuilt_after_a_meta_build() -> None:
     assert isinstance(module.layers["0"], RebuildsBuffers)
     load_state_into(module, open_checkpoint(ST_DIR), dtype=torch.bfloat16, device="cpu", prefix="aligner.")
     rotary = module.layers["0"]
+    assert isinstance(rotary, Rotary)
     assert rotary.inv_freq.dtype == torch.float32 and torch.equal(rotary.inv_freq, Rotary.table())
     assert rotary.weight.dtype == torch.bfloat16
 

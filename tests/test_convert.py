@@ -61,8 +61,8 @@ def test_bin_to_sharded_safetensors(tmp_path: Path) -> None:
     dst = convert_to_safetensors(BIN_DIR, tmp_path / "out", max_shard_size="4MB")
     shards = sorted(p.name for p in dst.glob("*.safetensors"))
     assert shards == [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
-    for shard in shards:  # greedy packing: a shard only exceeds the limit when one tensor alone does
-        with open_checkpoint(dst) as weights:
+    with open_checkpoint(dst) as weights:  # greedy: a shard exceeds the limit only when one tensor does
+        for shard in shards:
             in_shard = [n for n in weights if weights.file_of(n).name == shard]
             total = sum(weights.nbytes_of(n) for n in in_shard)
             assert total <= 4_000_000 or len(in_shard) == 1

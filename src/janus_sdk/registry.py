@@ -2,11 +2,14 @@
 
 Conflict rule (documented in docs/plugins.md): two plugins registering the same name (or alias) for the same
 kind is an error naming both, unless exactly one of them registers with ``override=True``; that one replaces
-the other, which is how a third party swaps out a built-in without touching it.
+the other and takes over its names and aliases, which is how a third party swaps out a built-in without
+touching it (a checkpoint naming `CLIPVisionTower` then gets the replacement). Two overrides of one component
+are an error too. The result does not depend on the order in which plugins are loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +123,8 @@ def _protocol_attrs(protocol: type) -> set[str]:
 #: Error type a PipelineConfig slot reports when a component's params fail the component's own config model;
 #: its context carries the inner `errors` and the `model`, so the description can give full paths.
 COMPONENT_PARAMS_ERROR = "component_params"
-#: Error type a slot of PipelineConfig reports when no plugin registers the component it names.
+#: Error type a PipelineConfig field reports when no plugin registers the component it names (context:
+#: `field`, the key holding the name when it is not "name").
 UNKNOWN_COMPONENT_ERROR = "unknown_component"
 _NO_INPUT_SHOWN = ("missing", "extra_forbidden", UNKNOWN_COMPONENT_ERROR)
 _MAX_SHOWN = 80
@@ -145,7 +149,7 @@ def _describe(errors: Iterable[Any], prefix: str, model: type[BaseModel] | None)
             lines += _describe(ctx["errors"], _path(prefix, *loc, "params"), ctx["model"])
             continue
         if err["type"] == UNKNOWN_COMPONENT_ERROR:
-            loc.append("name")
+            loc.append(ctx.get("field", "name"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             keys = _allowed_keys(model, loc[:-1])
@@ -197,12 +201,26 @@ class Registry:
             shared = sorted(set(reg.names) & set(other.names))
             if shared and other.override == reg.override:
                 raise PluginError(_conflict_message(reg, other, shared[0]))
-        if active and not reg.override:  # an override registered earlier replaces this one
+        if reg.override:  # it replaces every registration it clashes with
+            for other in active:
+                self._remove(other)
+                self._replaced[reg.kind].append(other)
+            self._insert(reg, adopted=active)
+        elif len(active) > 1:  # two overrides, each replacing part of this one
+            raise PluginError(_conflict_message(active[1], active[0], reg.name))
+        elif active:  # an override registered earlier replaces this one
             self._replaced[reg.kind].append(reg)
-            return
-        for other in active:
-            self._remove(other)
-            self._replaced[reg.kind].append(other)
+            self._remove(active[0])
+            self._insert(active[0], adopted=[reg])
+        else:
+            self._insert(reg, adopted=[])
+
+    def _insert(self, reg: Registration, adopted: list[Registration]) -> None:
+        """Index `reg` under its names, plus the still free names of the registrations it replaces."""
+        names = self._names[reg.kind]
+        extra = [n for r in adopted for n in r.names if n not in names and n not in reg.names]
+        if extra:
+            reg = dataclasses.replace(reg, aliases=(*reg.aliases, *dict.fromkeys(extra)))
         self._by_kind[reg.kind][reg.name] = reg
         for n in reg.names:
             names[n] = reg.name
@@ -215,7 +233,7 @@ class Registry:
 
     def get(self, kind: ComponentKind | str, name: str) -> Registration:
         """The registration of kind `kind` called `name` (or one of its aliases)."""
-        kind = ComponentKind(kind)
+        kind = _kind(kind)
         canonical = self._names[kind].get(name)
         if canonical is None:
             available = ", ".join(_listed(r) for r in self.all(kind))
@@ -226,12 +244,20 @@ class Registry:
 
     def all(self, kind: ComponentKind | str | None = None) -> list[Registration]:
         """Every registration, or every one of a kind, sorted by kind and name."""
-        kinds = [ComponentKind(kind)] if kind is not None else list(ComponentKind)
+        kinds = [_kind(kind)] if kind is not None else list(ComponentKind)
         return [r for k in kinds for r in sorted(self._by_kind[k].values(), key=lambda r: r.name)]
 
     def replaced(self) -> list[Registration]:
         """Registrations that lost to an override (so are not available), sorted by kind and name."""
         return [r for k in ComponentKind for r in sorted(self._replaced[k], key=lambda r: r.name)]
+
+
+def _kind(kind: ComponentKind | str) -> ComponentKind:
+    try:
+        return ComponentKind(kind)
+    except ValueError:
+        kinds = ", ".join(k.value for k in ComponentKind)
+        raise UnknownComponentError(f"no component kind {kind!r}; the kinds are {kinds}") from None
 
 
 def _listed(reg: Registration) -> str:

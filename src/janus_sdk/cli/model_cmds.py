@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from janus_sdk.config import GenerationConfig, ImageGenerationConfig
 from janus_sdk.errors import InputError
 
 MODEL_HELP = "checkpoint directory in the official layout, or a Hugging Face Hub id (e.g. deepseek-ai/Janus-Pro-1B)"
@@ -86,6 +89,13 @@ def _load(args: argparse.Namespace) -> Any:
     return JanusPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, attention=args.attention)
 
 
+def _check_settings(model: type[BaseModel], settings: dict[str, Any]) -> Any:
+    """Validate per-call settings against their defaults before any model is loaded."""
+    from janus_sdk.pipeline.janus import merge_settings
+
+    return merge_settings(model(), settings, model)
+
+
 def run_info(args: argparse.Namespace) -> int:
     if args.preset:
         from janus_sdk.pipeline.inspect import preset_info
@@ -111,6 +121,7 @@ def run_chat(args: argparse.Namespace) -> int:
         settings.update(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     elif args.top_p is not None or args.top_k is not None:
         raise InputError("--top-p and --top-k apply to sampling: add --temperature T")
+    _check_settings(GenerationConfig, settings)
     pipe = _load(args)
     if args.prompt is not None:
         for piece in pipe.stream_chat(args.prompt, images=args.image, seed=args.seed, **settings):
@@ -127,7 +138,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     settings = {"n": args.n, "cfg_weight": args.cfg_weight, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "max_batch": args.max_batch}
-    n = args.n if args.n is not None else 1
+    n = _check_settings(ImageGenerationConfig, settings).n
     out = Path(args.out)
     paths = planned_paths(out, n, grid=args.grid, overwrite=args.overwrite)  # refuse before any model work
     pipe = _load(args)

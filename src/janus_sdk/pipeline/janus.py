@@ -127,7 +127,7 @@ class JanusPipeline:
 
         settings: any GenerationConfig field (max_new_tokens, do_sample, temperature, top_k, top_p).
         """
-        gen = _merged(self.config.generation, settings, GenerationConfig)
+        gen = merge_settings(self.config.generation, settings, GenerationConfig)
         conversation = _conversation(prompt, images, messages)
         inputs = build_understanding_inputs(
             conversation, self.tokenizer, self.chat_template, self.image_processor, self.config.processor,
@@ -182,7 +182,7 @@ class JanusPipeline:
     def generate_image_codes(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
                              **settings: Any) -> Tensor:
         """The image-token half of `generate_images`: codes [n, grid**2] (int64), decoded by `decode_images`."""
-        gen = _merged(self.config.image_generation, settings, ImageGenerationConfig)
+        gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig)
         tokenizer_component = self.model.gen_vision_model
         num_tokens = tokenizer_component.grid_size ** 2
         prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
@@ -254,7 +254,7 @@ def _build(registry: Registry, kind: ComponentKind, name: str, params: dict[str,
     return registry.get(kind, name).build(params, context)
 
 
-def _merged(defaults: BaseModel, overrides: dict[str, Any], model: type[BaseModel]) -> Any:
+def merge_settings(defaults: BaseModel, overrides: dict[str, Any], model: type[BaseModel]) -> Any:
     """Per-call settings on top of the pipeline's defaults, validated before any model work starts."""
     unknown = sorted(set(overrides) - set(model.model_fields))
     if unknown:
