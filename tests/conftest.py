@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -21,25 +20,26 @@ EXAMPLE_DISTRIBUTION = "janus-example-encoder"
 
 
 @pytest.fixture
-def isolated_host() -> Iterator[PluginHost]:
+def isolated_host() -> PluginHost:
     """A PluginHost with no plugin at all (entry points are not loaded): register test plugins on it."""
-    yield PluginHost()
+    return PluginHost()
 
 
 @pytest.fixture(scope="session")
 def example_plugin() -> Path:
     """The example plugin distribution, pip-installed (editable) into the running environment.
 
-    Installed once; a session that finds it already installed from this checkout reuses it. Code that must see
-    it through its entry point runs in a fresh interpreter (an install made by this process is not on its path).
+    Installed once; a session that finds it installed from this checkout already reuses it. Code that must
+    see it through its entry point runs in a fresh interpreter (an install made by this process is not on
+    its sys.path).
     """
     if not _installed_from(EXAMPLE_PLUGIN):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e",
-             str(EXAMPLE_PLUGIN)],
-            check=True, capture_output=True, text=True, timeout=300,
+        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e"]
+        result = subprocess.run([*command, str(EXAMPLE_PLUGIN)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (
+            f"pip could not install {EXAMPLE_PLUGIN}:\n{result.stdout}{result.stderr}"
         )
-    assert _installed_from(EXAMPLE_PLUGIN), f"{EXAMPLE_DISTRIBUTION} did not install from {EXAMPLE_PLUGIN}"
+    assert _installed_from(EXAMPLE_PLUGIN), f"{EXAMPLE_DISTRIBUTION} is not installed from {EXAMPLE_PLUGIN}"
     return EXAMPLE_PLUGIN
 
 

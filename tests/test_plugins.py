@@ -17,7 +17,6 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from janus_sdk import plugins
 from janus_sdk.errors import PluginError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.plugins import (
@@ -32,7 +31,7 @@ from janus_sdk.plugins import (
 from janus_sdk.registry import BuildContext, Register
 from test_registry import EncoderPlugin, ToyConfig, build_toy, plugged
 
-# -- fake entry points ----------------------------------------------------------------------------------------
+# -- fake entry points ---------------------------------------------------------------------------------
 
 GOOD_PLUGIN = """
 from pydantic import BaseModel
@@ -74,7 +73,7 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.delenv(ENV_DISABLE_AUTOLOAD, raising=False)
     monkeypatch.delenv(ENV_ONLY, raising=False)
     eps: list[FakeEntryPoint] = []
-    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
     yield eps
 
 
@@ -89,23 +88,30 @@ def plugin_names(host: PluginHost) -> set[str]:
     return {info.name for info in host.plugins()}
 
 
-# -- discovery ------------------------------------------------------------------------------------------------
+# -- discovery -----------------------------------------------------------------------------------------
 
 
-def test_entry_points_are_loaded_with_their_distribution(tmp_path: Path,
-                                                         fake_entry_points: list[FakeEntryPoint]) -> None:
+def test_entry_points_are_loaded_with_their_distribution(
+    tmp_path: Path, fake_entry_points: list[FakeEntryPoint]
+) -> None:
     fake_entry_points.append(entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy")))
     host = PluginHost()
     host.load_entry_points()
     reg = host.registry.get("visual_encoder", "toy")
     assert (reg.plugin, reg.distribution) == ("good", "third-party")
     [info] = host.plugins()
-    assert (info.name, info.distribution, info.version, info.module) == ("good", "third-party", "2.0",
-                                                                         "fake_plugin_good")
+    assert (info.name, info.distribution, info.version, info.module) == (
+        "good",
+        "third-party",
+        "2.0",
+        "fake_plugin_good",
+    )
     assert info.components == [("visual_encoder", "toy")] and info.errors == []
 
 
-def test_loading_twice_does_not_register_twice(tmp_path: Path, fake_entry_points: list[FakeEntryPoint]) -> None:
+def test_loading_twice_does_not_register_twice(
+    tmp_path: Path, fake_entry_points: list[FakeEntryPoint]
+) -> None:
     fake_entry_points.append(entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy")))
     host = PluginHost()
     host.load_entry_points()
@@ -113,13 +119,16 @@ def test_loading_twice_does_not_register_twice(tmp_path: Path, fake_entry_points
     assert [r.name for r in host.registry.all()] == ["toy"]
 
 
-def test_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path: Path,
-                                                             fake_entry_points: list[FakeEntryPoint]) -> None:
-    fake_entry_points.extend([
-        entry_point(tmp_path, "broken", "raise RuntimeError('needs a GPU driver')", dist="broken-dist"),
-        entry_point(tmp_path, "missing_dep", "import janus_no_such_module", dist="other-dist"),
-        entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy")),
-    ])
+def test_plugin_that_fails_to_import_is_reported_and_skipped(
+    tmp_path: Path, fake_entry_points: list[FakeEntryPoint]
+) -> None:
+    fake_entry_points.extend(
+        [
+            entry_point(tmp_path, "broken", "raise RuntimeError('needs a GPU driver')", dist="broken-dist"),
+            entry_point(tmp_path, "missing_dep", "import janus_no_such_module", dist="other-dist"),
+            entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy")),
+        ]
+    )
     host = PluginHost()
     with pytest.warns(PluginWarning) as record:
         host.load_entry_points()
@@ -134,7 +143,9 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path: Path,
     assert infos["broken"].distribution == "broken-dist" and infos["good"].errors == []
 
 
-def test_hookimpl_with_a_wrong_signature_is_reported(tmp_path: Path, fake_entry_points: list[FakeEntryPoint]) -> None:
+def test_hookimpl_with_a_wrong_signature_is_reported(
+    tmp_path: Path, fake_entry_points: list[FakeEntryPoint]
+) -> None:
     source = """
     from janus_sdk.hookspecs import hookimpl
 
@@ -142,8 +153,12 @@ def test_hookimpl_with_a_wrong_signature_is_reported(tmp_path: Path, fake_entry_
     def register_visual_encoders(registrar):
         pass
     """
-    fake_entry_points.extend([entry_point(tmp_path, "bad_signature", source),
-                              entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy"))])
+    fake_entry_points.extend(
+        [
+            entry_point(tmp_path, "bad_signature", source),
+            entry_point(tmp_path, "good", GOOD_PLUGIN.format(component="toy")),
+        ]
+    )
     host = PluginHost()
     with pytest.warns(PluginWarning, match="(?s)'bad_signature'.*registrar"):
         host.load_entry_points()
@@ -151,24 +166,27 @@ def test_hookimpl_with_a_wrong_signature_is_reported(tmp_path: Path, fake_entry_
     assert {i.name: bool(i.errors) for i in host.plugins()} == {"bad_signature": True, "good": False}
 
 
-# -- the environment switches ---------------------------------------------------------------------------------
+# -- the environment switches --------------------------------------------------------------------------
 
 
 @pytest.fixture
 def mixed_entry_points(tmp_path: Path, fake_entry_points: list[FakeEntryPoint]) -> list[FakeEntryPoint]:
     """Two built-in and two third-party entry points; importing a third-party one fails the test."""
-    fake_entry_points.extend([
-        entry_point(tmp_path, "core_a", GOOD_PLUGIN.format(component="a"), dist=BUILTIN_DISTRIBUTION),
-        entry_point(tmp_path, "core_b", GOOD_PLUGIN.format(component="b"), dist=BUILTIN_DISTRIBUTION),
-        entry_point(tmp_path, "extra_c", GOOD_PLUGIN.format(component="c")),
-        entry_point(tmp_path, "extra_d", GOOD_PLUGIN.format(component="d")),
-    ])
+    fake_entry_points.extend(
+        [
+            entry_point(tmp_path, "core_a", GOOD_PLUGIN.format(component="a"), dist=BUILTIN_DISTRIBUTION),
+            entry_point(tmp_path, "core_b", GOOD_PLUGIN.format(component="b"), dist=BUILTIN_DISTRIBUTION),
+            entry_point(tmp_path, "extra_c", GOOD_PLUGIN.format(component="c")),
+            entry_point(tmp_path, "extra_d", GOOD_PLUGIN.format(component="d")),
+        ]
+    )
     return fake_entry_points
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES"])
-def test_disable_autoload_loads_only_janus_sdk_plugins(mixed_entry_points: list[FakeEntryPoint],
-                                                       monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_disable_autoload_loads_only_janus_sdk_plugins(
+    mixed_entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, value)
     host = PluginHost()
     host.load_entry_points()
@@ -176,24 +194,27 @@ def test_disable_autoload_loads_only_janus_sdk_plugins(mixed_entry_points: list[
     assert [r.name for r in host.registry.all()] == ["a", "b"]
 
 
-def test_autoload_is_on_unless_disabled(mixed_entry_points: list[FakeEntryPoint],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autoload_is_on_unless_disabled(
+    mixed_entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, "0")
     host = PluginHost()
     host.load_entry_points()
     assert plugin_names(host) == {"core_a", "core_b", "extra_c", "extra_d"}
 
 
-def test_plugins_variable_loads_only_the_named_plugins(mixed_entry_points: list[FakeEntryPoint],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugins_variable_loads_only_the_named_plugins(
+    mixed_entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_ONLY, " core_b, extra_c ")
     host = PluginHost()
     host.load_entry_points()
     assert plugin_names(host) == {"core_b", "extra_c"}
 
 
-def test_plugins_variable_warns_about_unknown_names(mixed_entry_points: list[FakeEntryPoint],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugins_variable_warns_about_unknown_names(
+    mixed_entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_ONLY, "core_a,extra_cc")
     host = PluginHost()
     with pytest.warns(PluginWarning, match="extra_cc.*installed: core_a, core_b, extra_c, extra_d"):
@@ -201,8 +222,9 @@ def test_plugins_variable_warns_about_unknown_names(mixed_entry_points: list[Fak
     assert plugin_names(host) == {"core_a"}
 
 
-def test_disable_autoload_skips_the_installed_example_plugin(example_plugin: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disable_autoload_skips_the_installed_example_plugin(
+    example_plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a real third-party distribution installed, only janus-sdk's own plugins load."""
     eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     assert any(ep.dist is not None and ep.dist.name == "janus-example-encoder" for ep in eps)
@@ -215,7 +237,7 @@ def test_disable_autoload_skips_the_installed_example_plugin(example_plugin: Pat
     assert {"siglip", "mlp", "vq16"} <= plugin_names(host)
 
 
-# -- broken hooks and invalid registrations -------------------------------------------------------------------
+# -- broken hooks and invalid registrations ------------------------------------------------------------
 
 
 class RaisingPlugin:
@@ -227,14 +249,20 @@ class RaisingPlugin:
 
     @hookimpl
     def register_samplers(self, register: Register) -> None:
-        register("toy-sampler", lambda config, context: (lambda logits, generator: logits.argmax(-1)),
-                 config=ToyConfig)
+        register(
+            "toy-sampler",
+            lambda config, context: lambda logits, generator: logits.argmax(-1),
+            config=ToyConfig,
+        )
 
 
 def test_hook_that_raises_is_reported_and_the_rest_still_works(isolated_host: PluginHost) -> None:
     with plugged(isolated_host, ("raising", RaisingPlugin()), ("good", EncoderPlugin())) as host:
-        with pytest.warns(PluginWarning, match=r"'raising' raised in register_visual_encoders: RuntimeError: "
-                                               r"encoder table is corrupt \(distribution raising-dist\)"):
+        with pytest.warns(
+            PluginWarning,
+            match=r"'raising' raised in register_visual_encoders: RuntimeError: "
+            r"encoder table is corrupt \(distribution raising-dist\)",
+        ):
             registry = host.registry
         assert registry.get("visual_encoder", "toy").plugin == "good"
         assert registry.get("sampler", "toy-sampler").plugin == "raising"  # its other hook still counts
@@ -262,24 +290,38 @@ INVALID_REGISTRATIONS = [
     pytest.param({"name": ""}, "the name must be a non-empty string", id="empty-name"),
     pytest.param({"name": 42}, "the name must be a non-empty string, got 42", id="name-not-str"),
     pytest.param({"factory": "build_toy"}, "the factory of 'bad' is not callable", id="factory-not-callable"),
-    pytest.param({"config": dict}, "config= of 'bad' must be a pydantic BaseModel subclass", id="config-dict"),
+    pytest.param(
+        {"config": dict}, "config= of 'bad' must be a pydantic BaseModel subclass", id="config-dict"
+    ),
     pytest.param({"config": NotAModel}, "must be a pydantic BaseModel subclass", id="config-plain-class"),
     pytest.param({"config": ToyConfig()}, "must be a pydantic BaseModel subclass", id="config-instance"),
-    pytest.param({"aliases": "Bad"}, "aliases= of 'bad' must be a sequence of non-empty names", id="aliases-str"),
+    pytest.param(
+        {"aliases": "Bad"}, "aliases= of 'bad' must be a sequence of non-empty names", id="aliases-str"
+    ),
     pytest.param({"aliases": ("",)}, "aliases= of 'bad' must be a sequence", id="alias-empty"),
 ]
 
 
 @pytest.mark.parametrize(("change", "problem"), INVALID_REGISTRATIONS)
-def test_invalid_registration_is_a_named_error(isolated_host: PluginHost, change: dict[str, Any],
-                                               problem: str) -> None:
-    arguments: dict[str, Any] = {"name": "bad", "factory": build_toy, "config": ToyConfig, "aliases": ()} | change
+def test_invalid_registration_is_a_named_error(
+    isolated_host: PluginHost, change: dict[str, Any], problem: str
+) -> None:
+    arguments: dict[str, Any] = {
+        "name": "bad",
+        "factory": build_toy,
+        "config": ToyConfig,
+        "aliases": (),
+    } | change
 
     class InvalidPlugin:
         @hookimpl
         def register_visual_encoders(self, register: Register) -> None:
-            register(arguments["name"], arguments["factory"], config=arguments["config"],
-                     aliases=arguments["aliases"])
+            register(
+                arguments["name"],
+                arguments["factory"],
+                config=arguments["config"],
+                aliases=arguments["aliases"],
+            )
 
     with plugged(isolated_host, ("invalid", InvalidPlugin()), ("good", EncoderPlugin())) as host:
         with pytest.warns(PluginWarning) as record:
@@ -307,9 +349,11 @@ def test_misspelt_hook_is_reported(isolated_host: PluginHost) -> None:
 
 
 def test_plugin_names_are_unique(isolated_host: PluginHost) -> None:
-    with plugged(isolated_host, ("same", EncoderPlugin("a"))) as host:
-        with pytest.raises(PluginError, match="'same' is already registered"):
-            host.register(EncoderPlugin("b"), "same")
+    with (
+        plugged(isolated_host, ("same", EncoderPlugin("a"))) as host,
+        pytest.raises(PluginError, match="'same' is already registered"),
+    ):
+        host.register(EncoderPlugin("b"), "same")
 
 
 def test_one_plugin_object_cannot_be_registered_twice(isolated_host: PluginHost) -> None:
@@ -318,7 +362,7 @@ def test_one_plugin_object_cannot_be_registered_twice(isolated_host: PluginHost)
         host.register(plugin, "twice")
 
 
-# -- the attention-backend hook -------------------------------------------------------------------------------
+# -- the attention-backend hook ------------------------------------------------------------------------
 
 
 class PrefersEager:
@@ -339,12 +383,14 @@ def test_attention_choice(isolated_host: PluginHost) -> None:
     with plugged(isolated_host, ("eager", PrefersEager())) as host:
         assert host.choose_attention_backend(cpu, torch.float32) == "eager"
         assert host.choose_attention_backend(torch.device("meta"), torch.float32) == "sdpa"
-        with plugged(host, ("crashes", Crashes())):
-            with pytest.warns(PluginWarning, match="'crashes' raised in choose_attention_backend"):
-                assert host.choose_attention_backend(cpu, torch.float32) == "eager"
+        with (
+            plugged(host, ("crashes", Crashes())),
+            pytest.warns(PluginWarning, match="'crashes' raised in choose_attention_backend"),
+        ):
+            assert host.choose_attention_backend(cpu, torch.float32) == "eager"
 
 
-# -- the process-wide host ------------------------------------------------------------------------------------
+# -- the process-wide host -----------------------------------------------------------------------------
 
 
 def test_get_component_uses_the_installed_plugins() -> None:

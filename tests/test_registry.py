@@ -16,10 +16,16 @@ from janus_sdk.errors import ConfigError, InputError, PluginError, UnknownCompon
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.interfaces import VisualEncoder
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginHost, get_plugin_host, get_registry
+from janus_sdk.plugins import (
+    BUILTIN_DISTRIBUTION,
+    ENTRY_POINT_GROUP,
+    PluginHost,
+    get_plugin_host,
+    get_registry,
+)
 from janus_sdk.registry import BuildContext, Register
 
-# -- toy components and plugins ------------------------------------------------------------------------------
+# -- toy components and plugins ------------------------------------------------------------------------
 
 
 class ToyConfig(BaseModel):
@@ -51,8 +57,13 @@ def build_toy(config: ToyConfig, context: BuildContext) -> ToyEncoder:
 class EncoderPlugin:
     """Registers one visual encoder under `name` (with `aliases`), optionally as an override."""
 
-    def __init__(self, name: str = "toy", aliases: tuple[str, ...] = (), override: bool = False,
-                 factory: Any = build_toy) -> None:
+    def __init__(
+        self,
+        name: str = "toy",
+        aliases: tuple[str, ...] = (),
+        override: bool = False,
+        factory: Any = build_toy,
+    ) -> None:
         self.name, self.aliases, self.override, self.factory = name, aliases, override, factory
 
     @hookimpl
@@ -72,7 +83,7 @@ def plugged(host: PluginHost, *plugins: tuple[str, object]) -> Iterator[PluginHo
             host.unregister(name)
 
 
-# -- built-ins: aliases and entry points ----------------------------------------------------------------------
+# -- built-ins: aliases and entry points ---------------------------------------------------------------
 
 # The official checkpoints name their classes (config.json `cls`, language_config.model_type,
 # tokenizer_class, processor sft_format); each must select a built-in component.
@@ -96,18 +107,28 @@ def test_checkpoint_class_names_resolve_to_builtins(kind: ComponentKind, alias: 
 
 
 def test_builtins_are_found_through_janus_sdk_entry_points() -> None:
-    builtin_eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-                   if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION}
+    builtin_eps = {
+        ep.name: ep
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+    }
     assert {"siglip", "mlp", "vq16", "deepseek_llm", "deepseek_chat"} <= set(builtin_eps)
     infos = {info.name: info for info in get_plugin_host().plugins()}
     version = metadata.version(BUILTIN_DISTRIBUTION)
     for name, ep in builtin_eps.items():
         assert (infos[name].distribution, infos[name].version, infos[name].module) == (
-            BUILTIN_DISTRIBUTION, version, ep.value)
+            BUILTIN_DISTRIBUTION,
+            version,
+            ep.value,
+        )
         assert infos[name].errors == []
-    builtin_components = {(r.kind, r.name) for r in get_registry().all() if r.distribution == BUILTIN_DISTRIBUTION}
+    builtin_components = {
+        (r.kind, r.name) for r in get_registry().all() if r.distribution == BUILTIN_DISTRIBUTION
+    }
     assert {(kind, canonical) for kind, _, canonical in CHECKPOINT_NAMES} <= builtin_components
-    assert all(r.plugin in builtin_eps for r in get_registry().all() if r.distribution == BUILTIN_DISTRIBUTION)
+    assert all(
+        r.plugin in builtin_eps for r in get_registry().all() if r.distribution == BUILTIN_DISTRIBUTION
+    )
 
 
 def test_a_host_without_entry_points_has_no_components(isolated_host: PluginHost) -> None:
@@ -117,30 +138,40 @@ def test_a_host_without_entry_points_has_no_components(isolated_host: PluginHost
         isolated_host.registry.get("visual_encoder", "siglip")
 
 
-# -- lookups --------------------------------------------------------------------------------------------------
+# -- lookups -------------------------------------------------------------------------------------------
 
 
 def test_in_process_plugin_is_found_by_name_and_alias(isolated_host: PluginHost) -> None:
     with plugged(isolated_host, ("toyplug", EncoderPlugin(aliases=("ToyTower",)))) as host:
         by_name = host.registry.get(ComponentKind.VISUAL_ENCODER, "toy")
         assert host.registry.get("visual_encoder", "ToyTower") is by_name
-        assert (by_name.plugin, by_name.distribution, by_name.aliases) == ("toyplug", "toyplug-dist", ("ToyTower",))
+        assert (by_name.plugin, by_name.distribution, by_name.aliases) == (
+            "toyplug",
+            "toyplug-dist",
+            ("ToyTower",),
+        )
         assert by_name.description == "A toy encoder."  # the factory's docstring when none is given
         assert host.registry.all(ComponentKind.VISUAL_ENCODER) == [by_name]
     assert isolated_host.registry.all() == []  # unregistered: gone
 
 
 def test_unknown_name_lists_kind_name_and_every_available_component(isolated_host: PluginHost) -> None:
-    with plugged(isolated_host, ("p1", EncoderPlugin("alpha", ("Alpha",))), ("p2", EncoderPlugin("beta"))) as host:
-        with pytest.raises(UnknownComponentError) as info:
-            host.registry.get("visual_encoder", "gamma")
+    with (
+        plugged(
+            isolated_host, ("p1", EncoderPlugin("alpha", ("Alpha",))), ("p2", EncoderPlugin("beta"))
+        ) as host,
+        pytest.raises(UnknownComponentError) as info,
+    ):
+        host.registry.get("visual_encoder", "gamma")
     message = str(info.value)
     assert "visual_encoder" in message and "'gamma'" in message
     assert "alpha (also Alpha; plugin p1)" in message and "beta (plugin p2)" in message
 
 
 def test_unknown_builtin_name_lists_the_builtins() -> None:
-    with pytest.raises(UnknownComponentError, match=r"no visual_encoder called 'sigclip'.*siglip.*plugin siglip"):
+    with pytest.raises(
+        UnknownComponentError, match=r"no visual_encoder called 'sigclip'.*siglip.*plugin siglip"
+    ):
         get_registry().get(ComponentKind.VISUAL_ENCODER, "sigclip")
 
 
@@ -150,11 +181,11 @@ def test_a_name_of_another_kind_is_unknown() -> None:
 
 
 def test_unknown_kind_is_named_with_the_valid_kinds() -> None:
-    with pytest.raises(UnknownComponentError, match="no component kind 'visual_encoders'.*visual_encoder"):
+    with pytest.raises(UnknownComponentError, match=r"no component kind 'visual_encoders'.*visual_encoder"):
         get_registry().get("visual_encoders", "siglip")
 
 
-# -- conflicts and overrides ----------------------------------------------------------------------------------
+# -- conflicts and overrides ---------------------------------------------------------------------------
 
 ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["builtin-first", "replacement-first"])
 
@@ -175,8 +206,13 @@ def test_two_plugins_with_one_name_is_an_error_naming_both(isolated_host: Plugin
 
 @ORDERS
 def test_an_alias_clashing_with_a_name_is_an_error(isolated_host: PluginHost, reverse: bool) -> None:
-    pairs = _in_order([("first", EncoderPlugin("toy")), ("second", EncoderPlugin("other", ("toy",)))], reverse)
-    with plugged(isolated_host, *pairs) as host, pytest.raises(PluginError, match="'toy' is registered twice"):
+    pairs = _in_order(
+        [("first", EncoderPlugin("toy")), ("second", EncoderPlugin("other", ("toy",)))], reverse
+    )
+    with (
+        plugged(isolated_host, *pairs) as host,
+        pytest.raises(PluginError, match="'toy' is registered twice"),
+    ):
         host.registry  # noqa: B018
 
 
@@ -185,10 +221,13 @@ def test_override_replaces_whatever_the_order(isolated_host: PluginHost, reverse
     def build_replacement(config: ToyConfig, context: BuildContext) -> ToyEncoder:
         return ToyEncoder(config.width * 2)
 
-    pairs = _in_order([
-        ("builtin", EncoderPlugin("toy", ("ToyTower",))),
-        ("third_party", EncoderPlugin("toy", override=True, factory=build_replacement)),
-    ], reverse)
+    pairs = _in_order(
+        [
+            ("builtin", EncoderPlugin("toy", ("ToyTower",))),
+            ("third_party", EncoderPlugin("toy", override=True, factory=build_replacement)),
+        ],
+        reverse,
+    )
     with plugged(isolated_host, *pairs) as host:
         reg = host.registry.get("visual_encoder", "toy")
         assert (reg.plugin, reg.override) == ("third_party", True)
@@ -202,11 +241,16 @@ def test_override_replaces_whatever_the_order(isolated_host: PluginHost, reverse
 
 
 @ORDERS
-def test_override_under_another_name_takes_over_the_replaced_names(isolated_host: PluginHost, reverse: bool) -> None:
-    pairs = _in_order([
-        ("builtin", EncoderPlugin("toy", ("ToyTower",))),
-        ("third_party", EncoderPlugin("fancy", ("toy",), override=True)),
-    ], reverse)
+def test_override_under_another_name_takes_over_the_replaced_names(
+    isolated_host: PluginHost, reverse: bool
+) -> None:
+    pairs = _in_order(
+        [
+            ("builtin", EncoderPlugin("toy", ("ToyTower",))),
+            ("third_party", EncoderPlugin("fancy", ("toy",), override=True)),
+        ],
+        reverse,
+    )
     with plugged(isolated_host, *pairs) as host:
         reg = host.registry.get("visual_encoder", "fancy")
         assert host.registry.get("visual_encoder", "toy") is reg
@@ -216,11 +260,14 @@ def test_override_under_another_name_takes_over_the_replaced_names(isolated_host
 
 @ORDERS
 def test_two_overrides_are_an_error_naming_both(isolated_host: PluginHost, reverse: bool) -> None:
-    pairs = _in_order([
-        ("builtin", EncoderPlugin("toy")),
-        ("one", EncoderPlugin("toy", override=True)),
-        ("two", EncoderPlugin("toy", override=True)),
-    ], reverse)
+    pairs = _in_order(
+        [
+            ("builtin", EncoderPlugin("toy")),
+            ("one", EncoderPlugin("toy", override=True)),
+            ("two", EncoderPlugin("toy", override=True)),
+        ],
+        reverse,
+    )
     with plugged(isolated_host, *pairs) as host, pytest.raises(PluginError) as info:
         host.registry  # noqa: B018
     message = str(info.value)
@@ -229,28 +276,38 @@ def test_two_overrides_are_an_error_naming_both(isolated_host: PluginHost, rever
 
 
 @pytest.mark.parametrize("order", [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
-def test_a_clash_stays_an_error_when_an_override_replaces_both(isolated_host: PluginHost,
-                                                               order: tuple[int, ...]) -> None:
-    plugins = [("a", EncoderPlugin("toy")), ("b", EncoderPlugin("toy")), ("c", EncoderPlugin("toy", override=True))]
-    with plugged(isolated_host, *[plugins[i] for i in order]) as host:
-        with pytest.raises(PluginError, match="plugin 'a' .*plugin 'b'|plugin 'b' .*plugin 'a'"):
-            host.registry  # noqa: B018
+def test_a_clash_stays_an_error_when_an_override_replaces_both(
+    isolated_host: PluginHost, order: tuple[int, ...]
+) -> None:
+    plugins = [
+        ("a", EncoderPlugin("toy")),
+        ("b", EncoderPlugin("toy")),
+        ("c", EncoderPlugin("toy", override=True)),
+    ]
+    with (
+        plugged(isolated_host, *[plugins[i] for i in order]) as host,
+        pytest.raises(PluginError, match=r"plugin 'a' .*plugin 'b'|plugin 'b' .*plugin 'a'"),
+    ):
+        host.registry  # noqa: B018
 
 
 @pytest.mark.parametrize("order", [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
-def test_two_overrides_of_parts_of_one_component_are_an_error(isolated_host: PluginHost,
-                                                              order: tuple[int, ...]) -> None:
+def test_two_overrides_of_parts_of_one_component_are_an_error(
+    isolated_host: PluginHost, order: tuple[int, ...]
+) -> None:
     plugins = [
         ("builtin", EncoderPlugin("toy", ("ToyTower",))),
         ("one", EncoderPlugin("one", ("toy",), override=True)),
         ("two", EncoderPlugin("two", ("ToyTower",), override=True)),
     ]
-    with plugged(isolated_host, *[plugins[i] for i in order]) as host:
-        with pytest.raises(PluginError, match="override=True"):
-            host.registry  # noqa: B018
+    with (
+        plugged(isolated_host, *[plugins[i] for i in order]) as host,
+        pytest.raises(PluginError, match="override=True"),
+    ):
+        host.registry  # noqa: B018
 
 
-# -- building: params and the interface check -----------------------------------------------------------------
+# -- building: params and the interface check ----------------------------------------------------------
 
 
 def test_build_validates_params_and_checks_the_interface(isolated_host: PluginHost) -> None:
@@ -279,19 +336,25 @@ class NotCallable:
     feature_dim = 8
 
 
-@pytest.mark.parametrize(("component", "missing"), [
-    (MissingFeatureDim(), "missing feature_dim"),
-    (NotCallable(), "missing __call__ (not callable)"),
-    (object(), "missing __call__ (not callable), feature_dim, image_size, num_tokens"),
-])
-def test_factory_result_not_satisfying_the_interface_is_a_plugin_error(isolated_host: PluginHost, component: object,
-                                                                       missing: str) -> None:
+@pytest.mark.parametrize(
+    ("component", "missing"),
+    [
+        (MissingFeatureDim(), "missing feature_dim"),
+        (NotCallable(), "missing __call__ (not callable)"),
+        (object(), "missing __call__ (not callable), feature_dim, image_size, num_tokens"),
+    ],
+)
+def test_factory_result_not_satisfying_the_interface_is_a_plugin_error(
+    isolated_host: PluginHost, component: object, missing: str
+) -> None:
     def factory(config: ToyConfig, context: BuildContext) -> object:
         return component
 
-    with plugged(isolated_host, ("sloppy", EncoderPlugin(factory=factory))) as host:
-        with pytest.raises(PluginError) as info:
-            host.registry.get("visual_encoder", "toy").build({}, BuildContext())
+    with (
+        plugged(isolated_host, ("sloppy", EncoderPlugin(factory=factory))) as host,
+        pytest.raises(PluginError) as info,
+    ):
+        host.registry.get("visual_encoder", "toy").build({}, BuildContext())
     message = str(info.value)
     assert "plugin 'sloppy' (sloppy-dist)" in message and "VisualEncoder" in message
     assert missing in message
@@ -304,9 +367,12 @@ def test_factory_that_raises_is_a_plugin_error_naming_the_plugin(isolated_host: 
     def strict(config: ToyConfig, context: BuildContext) -> ToyEncoder:
         raise InputError("the factory's own, user-facing error")
 
-    with plugged(isolated_host, ("broken", EncoderPlugin("a", factory=broken)),
-                 ("strict", EncoderPlugin("b", factory=strict))) as host:
-        with pytest.raises(PluginError, match="plugin 'broken' .*RuntimeError: out of cheese"):
+    with plugged(
+        isolated_host,
+        ("broken", EncoderPlugin("a", factory=broken)),
+        ("strict", EncoderPlugin("b", factory=strict)),
+    ) as host:
+        with pytest.raises(PluginError, match=r"plugin 'broken' .*RuntimeError: out of cheese"):
             host.registry.get("visual_encoder", "a").build({}, BuildContext())
         with pytest.raises(InputError, match="user-facing"):  # JanusErrors pass through unchanged
             host.registry.get("visual_encoder", "b").build({}, BuildContext())

@@ -88,6 +88,7 @@ class ChatTemplate(Protocol):
     image_tag: str
     user_role: str
     assistant_role: str
+    default_system_prompt: str
 
     def render(self, turns: Sequence[tuple[str, str]], system_prompt: str) -> str:
         """(role, content) turns -> prompt; an empty last assistant turn leaves the prompt open for the answer."""

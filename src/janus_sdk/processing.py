@@ -314,7 +314,7 @@ def _split_system(
     if turns[-1].role == "user":
         turns.append(Message(role="assistant"))
     if system is None:
-        system = str(getattr(template, "default_system_prompt", ""))
+        system = template.default_system_prompt
     return system, turns
 
 

@@ -10,11 +10,11 @@ import pytest
 from safetensors.torch import load_file
 
 import janus_plugins.deepseek_chat as deepseek_chat
+from janus_sdk.text_stream import StreamDecoder
 from janus_plugins.deepseek_chat import (
     DeepSeekChatConfig,
     DeepSeekChatTemplate,
     HFTextTokenizer,
-    StreamDecoder,
 )
 from janus_plugins.deepseek_chat.template import JANUS_PRO_SYSTEM_PROMPT
 from janus_sdk.errors import CheckpointError, InputError

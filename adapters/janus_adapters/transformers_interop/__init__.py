@@ -1,5 +1,5 @@
-"""Interop with transformers' `JanusForConditionalGeneration`: converting checkpoints between DeepSeek's official
-layout and the transformers layout (`deepseek-community/Janus-Pro-*`), in both directions.
+"""Interop with transformers' `JanusForConditionalGeneration`: converting checkpoints between DeepSeek's
+official layout and the transformers layout (`deepseek-community/Janus-Pro-*`), in both directions.
 
 See `convert` for what is written and for the known behaviour differences of transformers' port.
 """

@@ -1,11 +1,12 @@
-"""Janus metadata files, official layout <-> transformers layout: config.json, generation_config.json, and the
-tokenizer/processor settings files.
+"""Janus metadata files, official layout <-> transformers layout: config.json, generation_config.json, and
+the tokenizer/processor settings files.
 
 transformers' `JanusConfig()` defaults are not Janus-Pro (its VQ `projection_dim`/`image_token_embed_dim` are
-2048 whatever the LLM width, it ties the LM head to the embeddings, and `image_token_id` is the real vocabulary's),
-so every size is written out explicitly and `tie_word_embeddings` is False at both levels. The official params go
-through the SDK's own component configs, which fill in what official files leave to presets (SigLIP sizes from
-`model_name`, VQ sizes hard-coded upstream, LlamaConfig's defaults for the 7B `language_config`).
+2048 whatever the LLM width, it ties the LM head to the embeddings, and `image_token_id` is the real
+vocabulary's), so every size is written out explicitly and `tie_word_embeddings` is False at both levels. The
+official params go through the SDK's own component configs, which fill in what official files leave to presets
+(SigLIP sizes from `model_name`, VQ sizes hard-coded upstream, LlamaConfig's defaults for the 7B
+`language_config`).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ _FILE_KEYS = {"model_type", "torch_dtype", "dtype", "transformers_version", "arc
 
 CHAT_TEMPLATE = (
     # The official "deepseek" format: a system message renders as its text + "\n\n"; a non-empty turn as
-    # "role: text" + "\n\n" after even turns and EOS after odd turns (the trailing "\n\n" of a final user turn is
-    # dropped, as the official prompt is strip()-ed); an empty turn as "role:". Image parts become the image tag
-    # and parts of one message join with "\n". JanusProcessor prepends the default system prompt itself.
+    # "role: text" + "\n\n" after even turns and EOS after odd turns (the trailing "\n\n" of a final user
+    # turn is dropped, as the official prompt is strip()-ed); an empty turn as "role:". Image parts become the
+    # image tag and parts of one message join with "\n". JanusProcessor prepends the default system prompt.
     "{%- set ns = namespace(turn=0) -%}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set ns.text = message['content'] -%}"
@@ -57,7 +58,7 @@ CHAT_TEMPLATE = (
     "{%- else -%}"
     "{%- if message['role'] == 'user' -%}{%- set role = '<|User|>' -%}"
     "{%- elif message['role'] == 'assistant' -%}{%- set role = '<|Assistant|>' -%}"
-    "{%- else -%}{{ raise_exception('Janus chat roles are system, user and assistant, not ' + message['role']) }}"
+    "{%- else -%}{{ raise_exception('Janus chat roles: system, user, assistant; got ' + message['role']) }}"
     "{%- endif -%}"
     "{%- if not text -%}{{ role + ':' }}"
     "{%- elif ns.turn % 2 == 1 -%}{{ role + ': ' + text + '" + END_OF_SENTENCE + "' }}"
@@ -96,7 +97,8 @@ def _sub_params(official: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         raise ConfigError(f"config.json: {key} is missing; is this an official Janus config?")
     if sub.get("cls") != _OFFICIAL_CLASSES[key]:
         raise ConfigError(
-            f"config.json: {key}.cls is {sub.get('cls')!r}; transformers' Janus port only has {_OFFICIAL_CLASSES[key]}"
+            f"config.json: {key}.cls is {sub.get('cls')!r}; "
+            f"transformers' Janus port only has {_OFFICIAL_CLASSES[key]}"
         )
     params = sub.get("params") or {}
     if not isinstance(params, Mapping):
@@ -107,7 +109,9 @@ def _sub_params(official: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 def _require_equal(checks: list[tuple[str, Any, Any]]) -> None:
     for what, left, right in checks:
         if left != right:
-            raise ConfigError(f"config.json: {what} ({left} vs {right}); transformers' Janus port cannot express it")
+            raise ConfigError(
+                f"config.json: {what} ({left} vs {right}); transformers' Janus port cannot express it"
+            )
 
 
 def official_to_transformers(official: Mapping[str, Any], ids: TokenIds) -> dict[str, Any]:
@@ -120,7 +124,9 @@ def official_to_transformers(official: Mapping[str, Any], ids: TokenIds) -> dict
     gen_aligner: MlpProjectorConfig = _validated(
         MlpProjectorConfig, _sub_params(official, "gen_aligner_config"), "gen_aligner_config"
     )
-    head: VisionHeadConfig = _validated(VisionHeadConfig, _sub_params(official, "gen_head_config"), "gen_head_config")
+    head: VisionHeadConfig = _validated(
+        VisionHeadConfig, _sub_params(official, "gen_head_config"), "gen_head_config"
+    )
     language = official.get("language_config")
     if not isinstance(language, Mapping):
         raise ConfigError("config.json: language_config is missing; is this an official Janus config?")
@@ -135,7 +141,8 @@ def official_to_transformers(official: Mapping[str, Any], ids: TokenIds) -> dict
         ("codebook_l2_norm must be true", vq.codebook_l2_norm, True),
         ("aligner input_dim must equal the SigLIP width", aligner.input_dim, vision.width),
         ("gen_aligner input_dim must equal the VQ code width", gen_aligner.input_dim, vq.codebook_embed_dim),
-        ("gen_head image_token_embed must equal gen_aligner n_embed", head.image_token_embed, gen_aligner.n_embed),
+        ("gen_head image_token_embed must equal gen_aligner n_embed",
+         head.image_token_embed, gen_aligner.n_embed),
         ("gen_head image_token_size must equal the codebook size", head.image_token_size, vq.codebook_size),
         ("the VQ code grid must equal the SigLIP patch grid", vq.grid_size, vision.grid_size),
     ])
@@ -213,17 +220,20 @@ def _hf_config(hf: Mapping[str, Any]) -> JanusConfig:
 
 
 def transformers_ties_lm_head(hf: Mapping[str, Any]) -> bool:
-    """Whether transformers builds this config's LM head from the token embeddings (then files may omit it)."""
+    """Whether transformers builds this config's LM head from the token embeddings (files may omit it)."""
     return bool(_hf_config(hf).tie_word_embeddings)
 
 
 def transformers_to_official(hf: Mapping[str, Any], transformers_version: str) -> dict[str, Any]:
-    """The official `config.json` of a transformers Janus config.json (read through `JanusConfig`, so values it
-    leaves out get transformers' defaults, exactly as transformers would build the model)."""
+    """The official `config.json` of a transformers Janus config.json (read through `JanusConfig`, so values
+    it leaves out get transformers' defaults, exactly as transformers would build the model)."""
     config = _hf_config(hf)
-    text, vision, vq = config.text_config, config.vision_config, config.vq_config
+    text: Any = config.text_config
+    vision: Any = config.vision_config
+    vq: Any = config.vq_config
     _require_equal([
-        ("vision hidden_act / VQ hidden_act must be exact gelu", (vision.hidden_act, vq.hidden_act), ("gelu", "gelu")),
+        ("vision hidden_act / VQ hidden_act must be exact gelu",
+         (vision.hidden_act, vq.hidden_act), ("gelu", "gelu")),
         ("vision attention_bias must be true and use_qk_norm false",
          (vision.attention_bias, vision.use_qk_norm), (True, False)),
         ("vision aligner depth / VQ aligner depth must be 2", (vision.depth, vq.num_hidden_layers), (2, 2)),
@@ -286,20 +296,22 @@ def transformers_to_official(hf: Mapping[str, Any], transformers_version: str) -
 
 
 def generation_config(ids: TokenIds) -> dict[str, Any]:
-    """transformers `generation_config.json`: the official text-to-image settings (CFG 5, temperature 1) and the
-    ids its image mode needs. `top_k` is left to transformers' default (50), as in transformers' own port."""
+    """transformers `generation_config.json`: the official text-to-image settings (CFG 5, temperature 1) and
+    the ids its image mode needs (transformers 5 reads the begin-of-image id from `generation_kwargs`, earlier
+    versions from `boi_token_id`). `top_k` is left to transformers' default (50), as in its own port."""
     return {
         "bos_token_id": ids.bos,
         "eos_token_id": ids.eos,
         "pad_token_id": ids.pad,
         "boi_token_id": ids.begin_of_image,
+        "generation_kwargs": {"boi_token_id": ids.begin_of_image},
         "guidance_scale": 5.0,
         "temperature": 1.0,
     }
 
 
 def image_processor_kwargs(preprocessor: Mapping[str, Any]) -> dict[str, Any]:
-    """`JanusImageProcessor` keyword arguments from the official `preprocessor_config.json` (VLMImageProcessor)."""
+    """`JanusImageProcessor` keyword arguments from the official `preprocessor_config.json`."""
     size = int(preprocessor.get("image_size", 384))
     mean = list(preprocessor.get("image_mean", (0.48145466, 0.4578275, 0.40821073)))
     background = preprocessor.get("background_color")
@@ -326,7 +338,7 @@ def official_processor_files(
     size = image_processor.get("size") or {}
     side = int(size.get("height", 384))
     if int(size.get("width", side)) != side:
-        raise ConfigError(f"image processor size {dict(size)} is not square; the official processor needs one side")
+        raise ConfigError(f"image processor size {dict(size)} is not square, as the official processor needs")
     mean = list(image_processor.get("image_mean", (0.5, 0.5, 0.5)))
     return {
         "preprocessor_config.json": {
@@ -360,13 +372,13 @@ def _token_text(token: Any) -> Any:
 def official_tokenizer_files(tokenizer_config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Official `tokenizer_config.json` and `special_tokens_map.json` from transformers' tokenizer_config.json
     (the official files name LlamaTokenizer and keep the pad token only in the special-tokens map)."""
-    extra = tokenizer_config.get("extra_special_tokens", tokenizer_config.get("additional_special_tokens", []))
+    extra = tokenizer_config.get("extra_special_tokens") or tokenizer_config.get("additional_special_tokens")
     if isinstance(extra, Mapping):
         extra = list(extra.values())
     bos, eos = _token_text(tokenizer_config.get("bos_token")), _token_text(tokenizer_config.get("eos_token"))
     return {
         "special_tokens_map.json": {
-            "additional_special_tokens": [_token_text(token) for token in extra],
+            "additional_special_tokens": [_token_text(token) for token in extra or []],
             "bos_token": bos,
             "eos_token": eos,
             "pad_token": _token_text(tokenizer_config.get("pad_token")) or PAD_TOKEN,

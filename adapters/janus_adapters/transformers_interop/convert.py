@@ -1,29 +1,30 @@
-"""Converting a Janus checkpoint between DeepSeek's official layout and transformers' `JanusForConditionalGeneration`
-layout (the `deepseek-community/Janus-Pro-*` repos), in either direction, detected from config.json.
+"""Converting a Janus checkpoint between DeepSeek's official layout and the layout of transformers'
+`JanusForConditionalGeneration` (the `deepseek-community/Janus-Pro-*` repos), in either direction; the source
+layout is detected from config.json.
 
-official -> transformers writes: `config.json` and `generation_config.json` (see `config.py`), the weights as
-safetensors with transformers' names, and the processor files exactly as the installed transformers saves a
-`JanusProcessor` (tokenizer.json carried over, tokenizer_config.json, processor_config.json with the image
-processor settings, chat_template.jinja rendering the official prompt format). The official tensors transformers
-has no place for (the unused SigLIP `attn_pool.*` head and the VQ `codebook_used` buffer) go into the side file
+official -> transformers writes `config.json` and `generation_config.json` (see `config.py`), the weights as
+safetensors under transformers' names, and the processor files exactly as the installed transformers saves a
+`JanusProcessor` (tokenizer.json, tokenizer_config.json, processor_config.json with the image-processor
+settings, chat_template.jinja rendering the official prompt format). The official tensors transformers has no
+place for (the unused SigLIP `attn_pool.*` head and the VQ `codebook_used` buffer) go into the side file
 `janus_official_extras.safetensors`, which transformers ignores.
 
-transformers -> official writes the official `config.json`, `model.safetensors` (restoring the side file when
-there is one; otherwise `codebook_used` is regenerated as the zeros the official checkpoints hold and, with no
-attention-pool weights to restore, the vision config says `global_pool: ""`), `tokenizer.json` as is and the
-official tokenizer/processor settings files. A checkpoint whose config ties the LM head to the embeddings gets
+transformers -> official writes the official `config.json`, `model.safetensors` (restoring the side file
+when there is one; without it `codebook_used` is regenerated as the zeros the official checkpoints hold, and
+with no attention-pool weights to restore the vision config says `global_pool: ""`), `tokenizer.json` as is,
+and the official tokenizer/processor settings files. A config that ties the LM head to the embeddings gets
 `lm_head` as a copy of them, as transformers would build it.
 
-Tensors are copied bit for bit (same dtype); the destination is written into a temporary sibling directory and
-renamed into place when complete, and an existing one is replaced only with `overwrite=True`.
+Tensors are copied bit for bit (same dtype). The destination is written into a temporary sibling directory and
+renamed into place when complete; an existing one is replaced only with `overwrite=True`.
 
-Known behaviour differences of transformers' Janus port from the official code (the weights are not the cause):
+Known behaviour differences of transformers' Janus port from the official code (not caused by the weights):
 - image generation applies transformers' default top-k 50 after CFG (pass `top_k=0` or `top_k=None` to
-  `generate` to sample like the official script, which uses no top-k), and is greedy unless `do_sample=True`;
-- `JanusVQVAE.encode` compares the latent with the codebook without the L2 normalisation the official VQ-16 applies
-  to both (its decode does normalise, so decoding matches);
+  `generate` to sample like the official script, which has no top-k), and is greedy unless `do_sample=True`;
+- `JanusVQVAE.encode` matches the latent against the codebook without the L2 normalisation the official VQ-16
+  applies to both (its decode does normalise, so decoding matches);
 - `JanusImageProcessor` rounds the resized short side where the official processor truncates it, so for some
-  aspect ratios the image is one pixel taller or wider (e.g. 300x203 -> 260 rows instead of 259).
+  aspect ratios the image is one pixel taller or wider (300x203 -> 260 rows instead of 259).
 """
 
 from __future__ import annotations
@@ -69,8 +70,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    return _read_json(path) if path.exists() else {}
+
+
 def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def detect_layout(directory: str | Path) -> Layout:
@@ -150,13 +156,20 @@ def _write_weights(out: Path, jobs: list[_Job], limit: int) -> None:
         else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     )
     weight_map: dict[str, str] = {}
-    for filename, shard in zip(names, shards):
+    for filename, shard in zip(names, shards, strict=True):
         tensors = _unshared({name: t for job in shard for name, t in job.make().items()})
-        save_file(tensors, str(out / filename), metadata={"format": "pt"})
+        _save(tensors, out / filename)
         weight_map.update(dict.fromkeys(tensors, filename))
     if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(j.nbytes for j in jobs)}, "weight_map": dict(sorted(weight_map.items()))}
+        total = sum(job.nbytes for job in jobs)
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         _write_json(out / "model.safetensors.index.json", index)
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A safetensors file readable by others like the JSON files beside it (safetensors writes it 0600)."""
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    path.chmod(0o644)
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -187,15 +200,15 @@ def _swap_in(staging: Path, dst: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-# -- official -> transformers ---------------------------------------------------------------------------------
+# -- official -> transformers --------------------------------------------------------------------------------
 
 
 def _load_tokenizer(src: Path) -> PreTrainedTokenizerFast:
-    """The checkpoint's tokenizer.json through the `tokenizers` backend (transformers 5's LlamaTokenizerFast would
-    re-pre-tokenise the byte-level BPE and give other ids), with the image tokens JanusProcessor needs."""
+    """The checkpoint's tokenizer.json through the `tokenizers` backend (transformers 5's LlamaTokenizerFast
+    would re-pre-tokenise the byte-level BPE and give other ids), with the image tokens JanusProcessor needs."""
     if not (src / "tokenizer.json").is_file():
-        raise CheckpointError(f"{src / 'tokenizer.json'} is missing: the converter needs the fast tokenizer file")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(
+        raise CheckpointError(f"{src / 'tokenizer.json'} is missing: the converter needs the fast tokenizer")
+    tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(
         str(src),
         extra_special_tokens={
             "image_token": meta.IMAGE_TOKEN,
@@ -231,8 +244,8 @@ def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: in
     ids = _token_ids(tokenizer)
     _write_json(out / "config.json", meta.official_to_transformers(_read_json(src / "config.json"), ids))
     _write_json(out / "generation_config.json", meta.generation_config(ids))
-    preprocessor = _read_json(src / "preprocessor_config.json") if (src / "preprocessor_config.json").exists() else {}
-    processor = _read_json(src / "processor_config.json") if (src / "processor_config.json").exists() else {}
+    preprocessor = _read_optional_json(src / "preprocessor_config.json")
+    processor = _read_optional_json(src / "processor_config.json")
     JanusProcessor(
         image_processor=JanusImageProcessorPil(**meta.image_processor_kwargs(preprocessor)),
         tokenizer=tokenizer,
@@ -244,15 +257,16 @@ def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: in
     routes = [keymap.route_official(name) for name in weights]
     kept = [route for route in routes if route.reshape is not keymap.Reshape.DROPPED]
     jobs = [
-        _Job(weights.nbytes_of(route.official), partial(_to_transformers_part, weights, route)) for route in kept
+        _Job(weights.nbytes_of(route.official), partial(_to_transformers_part, weights, route))
+        for route in kept
     ]
     _write_weights(out, jobs, limit)
     dropped = {r.official: weights.get(r.official) for r in routes if r.reshape is keymap.Reshape.DROPPED}
     if dropped:
-        save_file(_unshared(dropped), str(out / EXTRAS_FILE), metadata={"format": "pt"})
+        _save(_unshared(dropped), out / EXTRAS_FILE)
 
 
-# -- transformers -> official ---------------------------------------------------------------------------------
+# -- transformers -> official --------------------------------------------------------------------------------
 
 
 def _extras(src: Path) -> dict[str, torch.Tensor]:
@@ -282,7 +296,7 @@ def _official_jobs(
     for route in routes.values():
         missing = [name for name in route.transformers if name not in weights]
         if missing:
-            raise CheckpointError(f"{weights.directory}: {route.official} needs {', '.join(missing)}, not found")
+            raise CheckpointError(f"{weights.directory}: {route.official} needs {', '.join(missing)}")
         nbytes = sum(weights.nbytes_of(name) for name in route.transformers)
         yield _Job(nbytes, partial(_to_official_part, weights, route))
     if keymap.OFFICIAL_LM_HEAD not in routes:
@@ -293,8 +307,8 @@ def _official_jobs(
     for name, tensor in extras.items():
         yield _Job(tensor.numel() * tensor.element_size(), partial(_fixed, name, tensor))
     if keymap.CODEBOOK_USED not in extras:
-        dtype = weights.dtype_of(keymap.route_official("gen_vision_model.quantize.embedding.weight").transformers[0])
-        zeros = torch.zeros(keymap.CODEBOOK_USED_SIZE, dtype=dtype)
+        codebook = keymap.route_official(keymap.CODEBOOK).transformers[0]
+        zeros = torch.zeros(keymap.CODEBOOK_USED_SIZE, dtype=weights.dtype_of(codebook))
         yield _Job(zeros.numel() * zeros.element_size(), partial(_fixed, keymap.CODEBOOK_USED, zeros))
 
 
@@ -305,12 +319,13 @@ def _to_official(src: Path, weights: CheckpointWeights, out: Path, limit: int) -
     if not any(name.startswith("vision_model.vision_tower.attn_pool.") for name in extras):
         official["vision_config"]["params"]["global_pool"] = ""
     _write_json(out / "config.json", official)
-    _write_weights(out, list(_official_jobs(weights, extras, meta.transformers_ties_lm_head(hf_config))), limit)
+    jobs = list(_official_jobs(weights, extras, meta.transformers_ties_lm_head(hf_config)))
+    _write_weights(out, jobs, limit)
 
     shutil.copy2(src / "tokenizer.json", out / "tokenizer.json")
     for filename, data in meta.official_tokenizer_files(_read_json(src / "tokenizer_config.json")).items():
         _write_json(out / filename, data, sort_keys=True)
-    processor = _read_json(src / "processor_config.json") if (src / "processor_config.json").exists() else {}
+    processor = _read_optional_json(src / "processor_config.json")
     image_processor = processor.get("image_processor")
     if not isinstance(image_processor, dict):
         image_processor = _read_json(src / "preprocessor_config.json")

@@ -10,7 +10,6 @@ from janus_plugins.deepseek_chat.template import (
 from janus_plugins.deepseek_chat.tokenizer import (
     HFTextTokenizer,
     HFTokenizerConfig,
-    StreamDecoder,
     build_hf_tokenizer,
 )
 from janus_sdk.hookspecs import hookimpl
@@ -21,7 +20,6 @@ __all__ = [
     "DeepSeekChatTemplate",
     "HFTextTokenizer",
     "HFTokenizerConfig",
-    "StreamDecoder",
     "register_chat_templates",
     "register_text_tokenizers",
 ]

@@ -6,7 +6,6 @@ backend and reproduces the official ids, whereas forcing LlamaTokenizerFast impo
 pre-tokenisation and gives different ids. With transformers 4.x AutoTokenizer resolves to LlamaTokenizerFast,
 which in 4.x reads `tokenizer.json` as-is, as the official code did.
 
-`StreamDecoder` (streaming detokenisation for any TextTokenizer) is re-exported from `janus_sdk.text_stream`.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from janus_sdk.errors import CheckpointError
 from janus_sdk.registry import BuildContext
-from janus_sdk.text_stream import StreamDecoder
 
-__all__ = ["DEFAULT_PAD_TOKEN", "HFTextTokenizer", "HFTokenizerConfig", "StreamDecoder", "build_hf_tokenizer"]
+__all__ = ["DEFAULT_PAD_TOKEN", "HFTextTokenizer", "HFTokenizerConfig", "build_hf_tokenizer"]
 
 DEFAULT_PAD_TOKEN = "<｜▁pad▁｜>"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")

@@ -111,7 +111,7 @@ def _read_index(index: Path) -> dict[str, Path]:
             f"shard index {index} has no 'weight_map' object mapping tensor names to file names"
         )
     shards = {name: index.parent / name for name in set(weight_map.values())}
-    outside = sorted(name for name, path in shards.items() if Path(name).name != name)
+    outside = sorted(name for name in shards if Path(name).name != name)
     if outside:
         raise CheckpointError(f"shard index {index} names files outside its directory: {', '.join(outside)}")
     missing = sorted(name for name, path in shards.items() if not path.is_file())

@@ -26,6 +26,8 @@ from janus_sdk.registry import (
     describe_validation_error,
 )
 
+AUTO = "auto"  # an attention backend chosen by the plugins' choose_attention_backend hook
+
 
 class ComponentSpec(BaseModel):
     """A component by registered name (or alias, e.g. a checkpoint's own class name) and its parameters."""
@@ -50,16 +52,23 @@ def _registry(info: ValidationInfo) -> Registry:
 
 
 def _checked(kind: ComponentKind) -> AfterValidator:
-    """Validate a ComponentSpec's params against the registered component of `kind`, filling in defaults."""
+    """Validate a ComponentSpec's params against the registered component of `kind`, filling in defaults.
+
+    The registry comes from the validation context (`PipelineConfig.parse(..., registry=...)`), else the
+    process-wide one. An attention backend may also be "auto": the plugins choose when the pipeline is built.
+    Errors carry the component's own errors, to be reported with full paths (visual_encoder.params.width).
+    """
 
     def check(spec: ComponentSpec, info: ValidationInfo) -> ComponentSpec:
+        if kind is ComponentKind.ATTENTION_BACKEND and spec.name == AUTO:
+            return spec
         try:
             registration = _registry(info).get(kind, spec.name)
         except UnknownComponentError as exc:
             raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", {"reason": str(exc)}) from None
         try:
             params = registration.config.model_validate(spec.params).model_dump(mode="json")
-        except ValidationError as exc:  # reported with full paths, e.g. visual_encoder.params.width
+        except ValidationError as exc:
             context = {"component": f"{kind.value} {spec.name!r}", "errors": exc.errors(),
                        "model": registration.config}
             message = "invalid params of {component}"
@@ -74,7 +83,8 @@ def _known_guidance(settings: ImageGenerationConfig, info: ValidationInfo) -> Im
     try:
         _registry(info).get(ComponentKind.GUIDANCE, settings.guidance)
     except UnknownComponentError as exc:
-        raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", {"reason": str(exc)}) from None
+        context = {"reason": str(exc), "field": "guidance"}
+        raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", context) from None
     return settings
 
 
@@ -102,7 +112,9 @@ class PipelineConfig(BaseModel):
         "'float16' (CUDA only).",
     )
     attention: Annotated[ComponentSpec, _checked(ComponentKind.ATTENTION_BACKEND)] = Field(
-        default_factory=lambda: _spec("sdpa"), description="Attention backend: 'sdpa', 'eager' or 'xformers'."
+        default_factory=lambda: _spec("sdpa"),
+        description="Attention backend: 'sdpa', 'eager', 'xformers', or 'auto' (the plugins choose for the "
+        "device and dtype; SDPA when none does).",
     )
     visual_encoder: Annotated[ComponentSpec, _checked(ComponentKind.VISUAL_ENCODER)] = Field(
         default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> features)."

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from janus_sdk.checkpoint import load_state_into, open_checkpoint, resolve_model_source
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
+from janus_sdk.config.pipeline import AUTO
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.imageio import to_pil, to_uint8
@@ -26,7 +27,7 @@ from janus_sdk.images import ImageSource, load_image
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
-from janus_sdk.plugins import get_registry
+from janus_sdk.plugins import PluginHost, get_plugin_host
 from janus_sdk.processing import (
     ImageProcessor,
     Message,
@@ -66,37 +67,47 @@ class JanusPipeline:
     @classmethod
     def from_pretrained(
         cls, source: str | Path, *, device: str = "auto", dtype: str = "auto", attention: str | None = None,
-        registry: Registry | None = None,
+        plugins: PluginHost | None = None,
     ) -> JanusPipeline:
         """Load a checkpoint in the official layout from a local directory or a Hugging Face Hub id."""
         path = resolve_model_source(source)
         overrides: dict[str, Any] = {"device": device, "dtype": dtype}
         if attention is not None:
             overrides["attention"] = {"name": attention}
-        return cls.from_config(PipelineConfig.from_checkpoint(path, **overrides), registry=registry)
+        registry = (plugins or get_plugin_host()).registry
+        config = PipelineConfig.from_checkpoint(path, registry=registry, **overrides)
+        return cls.from_config(config, plugins=plugins)
 
     @classmethod
     def from_config(
-        cls, config: PipelineConfig | dict[str, Any] | str | Path, *, registry: Registry | None = None
+        cls, config: PipelineConfig | dict[str, Any] | str | Path, *, plugins: PluginHost | None = None
     ) -> JanusPipeline:
-        """Build every component the config names and load the checkpoint's weights into them."""
+        """Build every component the config names and load the checkpoint's weights into them.
+
+        `plugins` is the plugin host to take components from (default: the process-wide one, with every
+        installed plugin)."""
+        host = plugins or get_plugin_host()
+        registry = host.registry
         if isinstance(config, (str, Path)):
-            config = PipelineConfig.from_file(config)
+            config = PipelineConfig.from_file(config, registry=registry)
         elif isinstance(config, dict):
-            config = PipelineConfig.parse(config)
+            config = PipelineConfig.parse(config, registry=registry)
         if config.checkpoint is None:
             raise ConfigError("the config names no checkpoint: set `checkpoint` to a model directory or hub id")
-        registry = registry or get_registry()
         path = resolve_model_source(config.checkpoint)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        attention = registry.get(ComponentKind.ATTENTION_BACKEND, config.attention.name).build(
+        attention_name = config.attention.name
+        if attention_name == AUTO:
+            attention_name = host.choose_attention_backend(device, dtype)
+        attention = registry.get(ComponentKind.ATTENTION_BACKEND, attention_name).build(
             config.attention.params, BuildContext(path, device, dtype)
         )
         attention.check(device, dtype)
         context = BuildContext(path, device, dtype, attention)
         model = build_model(config, registry, context)
-        load_state_into(model, open_checkpoint(path), dtype=dtype, device=device)
+        weightless = [f"{name}.*" for name, module in model.named_children() if not module.state_dict()]
+        load_state_into(model, open_checkpoint(path), dtype=dtype, device=device, ignore=weightless)
         model.eval()
         tokenizer = _build(registry, ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name,
                            config.text_tokenizer.params, context)

@@ -1,0 +1,186 @@
+"""POST /v1/chat/completions: OpenAI chat messages in, a Janus answer out (whole, or streamed as chunks)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from janus_adapters.server.errors import APIError
+from janus_adapters.server.inputs import load_image_url
+from janus_adapters.server.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ImagePart,
+)
+from janus_adapters.server.settings import ServerSettings
+from janus_adapters.server.state import ServerState, sse, sse_error
+from janus_adapters.server.worker import Done, Event, Failed, Job, Text
+
+
+def chat_router(state: ServerState) -> APIRouter:
+    """The chat endpoint, bound to the server's state."""
+    router = APIRouter()
+
+    @router.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "JSON, or server-sent chunks when stream is true",
+            }
+        },
+    )
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> ChatCompletion | Response:
+        """Answer a conversation (text and data-URI images), optionally streamed as server-sent events."""
+        state.check_model(body.model)
+        settings = generation_settings(body, state.settings)
+        pipeline = state.pipeline
+        messages = await run_in_threadpool(
+            to_janus_messages, body.messages, state.settings, pipeline.config.processor.image_tag
+        )
+
+        def work(job: Job) -> str:
+            for piece in pipeline.stream_chat(
+                messages=messages, seed=body.seed, on_step=job.on_step, **settings
+            ):
+                job.emit(Text(piece))
+            progress = job.last_progress
+            return "length" if progress is not None and progress.step == progress.total else "stop"
+
+        job = state.submit(work)
+        first = await state.next_event(job, request)
+        reply = _Reply(state.settings.model_name)
+        if body.stream:
+            return state.stream(job, first, reply.chunks)
+        return reply.completion(await state.collect(job, request, first))
+
+    return router
+
+
+def generation_settings(body: ChatCompletionRequest, limits: ServerSettings) -> dict[str, Any]:
+    """OpenAI sampling fields -> GenerationConfig settings.
+
+    temperature 0 means greedy; a positive temperature, or top_p / top_k alone, means sampling (temperature 1
+    by default). With none of them the answer is greedy, as in the official Janus inference script.
+    """
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_tokens:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise APIError(
+            400,
+            f"{param} is {max_tokens}, more than this server's limit of {limits.max_tokens}",
+            param=param,
+            code="limit_exceeded",
+        )
+    settings: dict[str, Any] = {
+        "max_new_tokens": max_tokens or min(limits.default_max_tokens, limits.max_tokens)
+    }
+    sampling = (body.temperature or 0) > 0 or (
+        body.temperature is None and (body.top_p, body.top_k) != (None, None)
+    )
+    if sampling:
+        settings.update(
+            do_sample=True, temperature=body.temperature or 1.0, top_p=body.top_p, top_k=body.top_k
+        )
+    return settings
+
+
+def to_janus_messages(messages: list[ChatMessage], limits: ServerSettings, tag: str) -> list[dict[str, Any]]:
+    """OpenAI messages -> janus Message dicts, decoding every image (blocking: run it in a thread).
+
+    Images that come before all of a message's text are left for the pipeline to place (the official layout);
+    images between text parts are put where they stand, as image tags (`tag`).
+    """
+    count = sum(
+        isinstance(p, ImagePart) for m in messages if not isinstance(m.content, str) for p in m.content
+    )
+    if count > limits.max_chat_images:
+        raise APIError(
+            400,
+            f"the conversation has {count} images, more than this server's limit of {limits.max_chat_images}",
+            param="messages",
+            code="limit_exceeded",
+        )
+    return [_message(m, i, limits, tag) for i, m in enumerate(messages)]
+
+
+def _message(message: ChatMessage, index: int, limits: ServerSettings, tag: str) -> dict[str, Any]:
+    role = "system" if message.role == "developer" else message.role
+    if isinstance(message.content, str):
+        return {"role": role, "content": message.content}
+    images: list[Image.Image] = []
+    texts: list[str | None] = []  # None marks an image's place
+    for j, part in enumerate(message.content):
+        if isinstance(part, ImagePart):
+            if role != "user":
+                raise APIError(
+                    400,
+                    f"messages[{index}]: only user messages may carry images",
+                    param=f"messages[{index}].content[{j}]",
+                    code="invalid_value",
+                )
+            images.append(
+                load_image_url(part.image_url.url, limits, f"messages[{index}].content[{j}].image_url")
+            )
+            texts.append(None)
+        else:
+            texts.append(part.text)
+    first_text = next((k for k, t in enumerate(texts) if t is not None), len(texts))
+    if None in texts[first_text:]:  # images between texts: tags where they stand
+        content = "\n".join(tag if t is None else t for t in texts)
+    else:  # images first (or none): the pipeline puts their tags in front, as the official code does
+        content = "\n".join(t for t in texts if t is not None)
+    return {"role": role, "content": content, "images": images}
+
+
+class _Reply:
+    """Renders a job's events as an OpenAI chat completion or its stream of chunks."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self._started = False
+
+    def completion(self, events: list[Event]) -> ChatCompletion:
+        text = "".join(e.text for e in events if isinstance(e, Text))
+        reason = next(e.result for e in events if isinstance(e, Done))
+        return ChatCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[Choice(message=AssistantMessage(content=text), finish_reason=reason)],
+        )
+
+    def chunks(self, event: Event) -> Iterable[str]:
+        if not self._started:
+            self._started = True
+            yield self._chunk({"role": "assistant", "content": ""})
+        if isinstance(event, Text):
+            yield self._chunk({"content": event.text})
+        elif isinstance(event, Done):
+            yield self._chunk({}, event.result)
+            yield sse("[DONE]")
+        elif isinstance(event, Failed):
+            yield sse_error(event.error)
+
+    def _chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+        return sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+        )

@@ -1,0 +1,88 @@
+"""The memory-bandwidth floor of a decode step: bytes that must be read once per step / sustained bandwidth.
+
+A decode step reads every weight of the decoder layers, the final norm and the head once, plus the KV cache up
+to the current position; at batch sizes this small nothing else comes close (activations are KiB). Prefill and
+VQ decoding are compute-bound and get no floor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from measure import synchronize
+
+GIB = 1 << 30
+
+
+def _best_seconds(run: Any, device: torch.device, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_bandwidth(device: torch.device, nbytes: int = GIB, repeats: int = 5) -> dict[str, float]:
+    """Sustained bandwidth in GB/s (1e9 bytes), best of `repeats` (after one untimed pass):
+
+    - copy_gbps: a `nbytes` tensor copy, counting read + write (2 * nbytes per copy);
+    - read_gbps: a float32 sum over `nbytes` (read only);
+    - floor_gbps: the higher of the two, the figure the floor uses (the one that makes the floor hardest).
+    """
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    src.sum()
+    copy = _best_seconds(lambda: dst.copy_(src), device, repeats)
+    read = _best_seconds(lambda: src.sum(), device, repeats)
+    copy_gbps, read_gbps = 2 * nbytes / copy / 1e9, nbytes / read / 1e9
+    return {"copy_gbps": copy_gbps, "read_gbps": read_gbps, "floor_gbps": max(copy_gbps, read_gbps)}
+
+
+def _numel(*modules: nn.Module) -> int:
+    return sum(t.numel() for m in modules for t in m.parameters())
+
+
+@dataclass(frozen=True)
+class StepBytes:
+    """Bytes one decode step reads: weights once, plus K and V of every cached position of every row."""
+
+    image_weights: int  # decoder layers + final norm + gen head + gen aligner (text-to-image)
+    text_weights: int  # decoder layers + final norm + lm head (understanding)
+    kv_per_position: int  # K + V, all layers, one row, one position
+    total_weights: int  # every weight of the model (the memory budget)
+
+    @classmethod
+    def of(cls, model: Any, dtype: torch.dtype) -> StepBytes:
+        """From a JanusModel (meta-built is enough: only shapes are read), at `dtype`."""
+        llm = model.language_model
+        scale = torch.empty((), dtype=dtype).element_size()
+        layers = _numel(llm.model.layers, llm.model.norm)
+        cfg = llm.config
+        kv_heads = cfg.num_key_value_heads or cfg.num_attention_heads
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        return cls(
+            image_weights=(layers + _numel(model.gen_head, model.gen_aligner)) * scale,
+            text_weights=(layers + _numel(llm.lm_head)) * scale,
+            kv_per_position=2 * cfg.num_hidden_layers * kv_heads * head_dim * scale,
+            total_weights=sum(t.numel() for t in model.state_dict().values()) * scale,
+        )
+
+    def image_step(self, position: int, rows: int) -> int:
+        """Bytes of a text-to-image decode step attending over `position` cached positions."""
+        return self.image_weights + self.kv_per_position * rows * position
+
+    def text_step(self, position: int) -> int:
+        """Bytes of an understanding decode step (one row) attending over `position` cached positions."""
+        return self.text_weights + self.kv_per_position * position
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

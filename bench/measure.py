@@ -1,0 +1,85 @@
+"""Clocks and memory probes shared by every workload.
+
+Step times on CUDA come from events recorded in the stream (read after one final synchronize), so timing a
+step never stalls the host and the loops run as they would untimed; on CPU they come from time.perf_counter.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepClock:
+    """Wall time of one run and the time of each of its steps (start -> first mark, then mark -> mark)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._cuda = device.type == "cuda"
+        self._marks: list[float] = []
+        self._events: list[torch.cuda.Event] = []
+        self._t0 = self._t1 = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        if self._cuda:
+            self._events = [torch.cuda.Event(enable_timing=True)]
+            self._events[0].record()
+
+    def mark(self) -> None:
+        """Called by the system under test once per generated token (or other unit of work)."""
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._events.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def stop(self) -> float:
+        """Seconds from start() to now, after all queued device work is done."""
+        synchronize(self.device)
+        self._t1 = time.perf_counter()
+        return self._t1 - self._t0
+
+    @property
+    def count(self) -> int:
+        return len(self._events) - 1 if self._cuda else len(self._marks)
+
+    def steps(self) -> list[float]:
+        """Seconds per step."""
+        if self._cuda:
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._events, self._events[1:])]
+        points = [self._t0, *self._marks]
+        return [b - a for a, b in zip(points, points[1:])]
+
+
+def window(num_steps: int) -> int:
+    """How many decode steps the 'start' and 'end' per-token figures each take the median of."""
+    return max(1, min(16, (num_steps - 1) // 4))
+
+
+def edge_medians(steps: list[float]) -> tuple[float, float, int]:
+    """(median of the first, median of the last `window` decode steps, window); step 0 (prefill) excluded."""
+    decode = steps[1:] or steps
+    k = window(len(steps))
+    return statistics.median(decode[:k]), statistics.median(decode[-k:]), k
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def cuda_peak_bytes(device: torch.device) -> int | None:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None

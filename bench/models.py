@@ -1,0 +1,240 @@
+"""The three systems under test, on one set of seeded random weights at a released model's real dimensions.
+
+- ours: `JanusPipeline` around a `JanusModel` built like `janus info --preset` does (meta device), then filled
+  by the SDK's own `load_state_into` from a seeded generator instead of a checkpoint file;
+- transformers: `JanusForConditionalGeneration` holding the same tensors, renamed through the SDK's
+  official -> transformers key map (`janus_adapters.transformers_interop`);
+- reference: DeepSeek's own module layout (transformers' `LlamaForCausalLM` + `vision_head` + `MlpProjector`
+  + `gen_embed`), again holding the same tensors.
+
+Every process that builds a system draws the same weights (per-tensor seeds from the tensor's name), so each
+system can run in a process of its own and peak memory is measured per system.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from transformers import GenerationConfig, JanusConfig, JanusForConditionalGeneration, LlamaForCausalLM
+
+from janus_adapters.transformers_interop import config as hf_meta
+from janus_adapters.transformers_interop import keymap
+from janus_sdk.checkpoint import CheckpointWeights, load_state_into
+from janus_sdk.config import PipelineConfig
+from janus_sdk.config.presets import official_preset
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.pipeline.inspect import preset_model
+from janus_sdk.pipeline.janus import JanusPipeline, build_model
+from janus_sdk.pipeline.model import JanusModel
+from janus_sdk.plugins import get_registry
+from janus_sdk.registry import BuildContext
+
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny" / "checkpoint"
+"""The tiny fixture: its tokenizer serves every model size (prompt ids only need to be valid ids), and its
+config.json gives the `tiny` dimensions."""
+
+PRESETS = {"1b": "Janus-Pro-1B", "7b": "Janus-Pro-7B"}
+MODEL_SIZES = (*PRESETS, "tiny")
+INIT_STD = 0.02
+
+
+def official_config(size: str) -> dict[str, Any]:
+    """The official config.json contents for a model size."""
+    if size == "tiny":
+        return cast(dict[str, Any], json.loads((FIXTURE / "config.json").read_text(encoding="utf-8")))
+    return official_preset(PRESETS[size])
+
+
+def meta_model(size: str) -> tuple[PipelineConfig, JanusModel]:
+    """Config and meta-device model (no memory yet) of a model size."""
+    if size == "tiny":
+        config = PipelineConfig.from_checkpoint(FIXTURE)
+        return config, build_model(config, get_registry(), BuildContext(device=torch.device("meta")))
+    return preset_model(PRESETS[size])
+
+
+def init_tensor(name: str, shape: torch.Size, dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
+    """One tensor of the random model: 1-D weights (norm scales) = 1, other 1-D tensors (biases, buffers) = 0,
+    everything else N(0, INIT_STD) from a generator seeded by (seed, name), so the order of creation is free."""
+    if len(shape) == 1:
+        fill = 1.0 if name.endswith(".weight") else 0.0
+        return torch.full(shape, fill, dtype=dtype, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed * 2**32 + zlib.crc32(name.encode()))
+    return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, INIT_STD, generator=generator)
+
+
+class RandomWeights:
+    """Stands in for `CheckpointWeights` in `load_state_into`: each tensor of a meta-built model, made on request
+    directly in the target dtype and device."""
+
+    directory = Path("<seeded random weights>")
+
+    def __init__(self, module: nn.Module, *, dtype: torch.dtype, device: torch.device, seed: int) -> None:
+        self._meta = {name: t for name, t in module.state_dict(keep_vars=True).items()}
+        self._dtype, self._device, self._seed = dtype, device, seed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._meta)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._meta
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return tuple(self._meta[name].shape)
+
+    def dtype_of(self, name: str) -> torch.dtype:
+        stored = self._meta[name].dtype
+        return self._dtype if stored.is_floating_point else stored
+
+    def get(self, name: str) -> Tensor:
+        return init_tensor(name, self._meta[name].shape, self.dtype_of(name), self._device, self._seed)
+
+
+def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int) -> JanusPipeline:
+    """Our pipeline with seeded random weights, the fixture's tokenizer and the preset's chat template."""
+    config, model = meta_model(size)
+    weights = cast(CheckpointWeights, RandomWeights(model, dtype=dtype, device=device, seed=seed))
+    load_state_into(model, weights, dtype=dtype, device=device)
+    model.eval()
+    registry = get_registry()
+    context = BuildContext(FIXTURE, device, dtype)
+    tokenizer = registry.get(ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name).build(
+        config.text_tokenizer.params, context
+    )
+    template = registry.get(ComponentKind.CHAT_TEMPLATE, config.chat_template.name).build(
+        config.chat_template.params, context
+    )
+    return JanusPipeline(config, model, tokenizer, template, registry)
+
+
+def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:
+    """The special-token ids transformers' Janus config and generation config need, from our tokenizer."""
+    tok = pipe.tokenizer
+    return hf_meta.TokenIds(
+        bos=tok.bos_id, eos=tok.eos_id, pad=tok.pad_id, image=tok.token_id(hf_meta.IMAGE_TOKEN),
+        begin_of_image=tok.token_id(hf_meta.BEGIN_OF_IMAGE), end_of_image=tok.token_id(hf_meta.END_OF_IMAGE),
+    )
+
+
+def _place_computed_buffers(model: nn.Module, device: torch.device) -> None:
+    """Recreate the non-persistent buffers a meta build leaves empty (rotary tables, position ids)."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "rope_type"):
+                with torch.device(device):
+                    setattr(parent, child_name, type(child)(config=child.config))
+    for module in model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta and name == "position_ids":
+                module.register_buffer(name, torch.arange(buffer.shape[-1], device=device).expand(buffer.shape),
+                                       persistent=False)
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"tensors left on the meta device: {', '.join(leftover)}")
+
+
+def build_transformers_peer(pipe: JanusPipeline, size: str) -> JanusForConditionalGeneration:
+    """transformers' Janus holding our model's tensors (shared storage except the split SigLIP qkv)."""
+    ids = token_ids(pipe)
+    hf = hf_meta.official_to_transformers(official_config(size), ids)
+    config = JanusConfig.from_dict(hf)
+    with torch.device("meta"):
+        model = JanusForConditionalGeneration(config)
+    state: dict[str, Tensor] = {}
+    for name, tensor in pipe.model.state_dict().items():
+        state.update(keymap.to_transformers(keymap.route_official(name), tensor))
+    model.load_state_dict(state, strict=True, assign=True)
+    _place_computed_buffers(model, pipe.device)
+    model.generation_config = GenerationConfig(**hf_meta.generation_config(ids))
+    return model.eval()
+
+
+class VisionHead(nn.Module):
+    """The official `vision_head` (gen head): Linear -> GELU -> Linear, official parameter names."""
+
+    def __init__(self, n_embed: int, image_token_embed: int, image_token_size: int) -> None:
+        super().__init__()
+        self.output_mlp_projector = nn.Linear(n_embed, image_token_embed)
+        self.vision_activation = nn.GELU()
+        self.vision_head = nn.Linear(image_token_embed, image_token_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.output_mlp_projector(x)
+        x = self.vision_activation(x)
+        out: Tensor = self.vision_head(x)
+        return out
+
+
+class MlpGelu(nn.Module):
+    """The official two-layer `MlpProjector` (mlp_gelu, depth 2): `layers` = Linear, GELU, Linear."""
+
+    def __init__(self, input_dim: int, n_embed: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(input_dim, n_embed), nn.GELU(), nn.Linear(n_embed, n_embed))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.layers(x)
+        return out
+
+
+class ReferenceJanus(nn.Module):
+    """The parts of the official `MultiModalityCausalLM` that text-to-image and text decoding run."""
+
+    def __init__(self, language_model: LlamaForCausalLM, gen_head: VisionHead, gen_aligner: MlpGelu,
+                 gen_embed: nn.Embedding) -> None:
+        super().__init__()
+        self.language_model = language_model
+        self.gen_head = gen_head
+        self.gen_aligner = gen_aligner
+        self.gen_embed = gen_embed
+
+    def prepare_gen_img_embeds(self, image_ids: Tensor) -> Tensor:
+        out: Tensor = self.gen_aligner(self.gen_embed(image_ids))
+        return out
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    hidden: int
+    head_embed: int
+    codebook: int
+    code_dim: int
+
+
+def build_reference_peer(pipe: JanusPipeline) -> ReferenceJanus:
+    """The official module layout holding our model's tensors (shared storage)."""
+    ours = pipe.model
+    head = cast(nn.Linear, ours.gen_head.vision_head)
+    sizes = _Sizes(ours.language_model.hidden_size, head.in_features, head.out_features,
+                   ours.gen_embed.embedding_dim)
+    llama_config = ours.language_model.config.to_llama_config()
+    llama_config.tie_word_embeddings = False
+    llama_config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = ReferenceJanus(
+            LlamaForCausalLM(llama_config),
+            VisionHead(sizes.hidden, sizes.head_embed, sizes.codebook),
+            MlpGelu(sizes.code_dim, sizes.hidden),
+            nn.Embedding(sizes.codebook, sizes.code_dim),
+        )
+    wanted = model.state_dict().keys()
+    state = {name: t for name, t in ours.state_dict().items() if name in wanted}
+    model.load_state_dict(state, strict=True, assign=True)
+    _place_computed_buffers(model, pipe.device)
+    return model.eval()
+
+
+def unique_bytes(tensors: Mapping[str, Tensor] | list[Tensor]) -> int:
+    """Bytes of distinct storages among `tensors` (shared weights counted once)."""
+    seen: dict[int, int] = {}
+    for t in tensors.values() if isinstance(tensors, Mapping) else tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())

@@ -1,0 +1,190 @@
+"""Each system's own way of running the workloads, instrumented only by a per-token clock mark.
+
+All three produce tokens the way their users would: ours through `JanusPipeline.generate_image_codes` and the
+SDK's text decoding loop, transformers through `JanusForConditionalGeneration.generate`, the reference through
+the loop of DeepSeek's `generation_inference.py` and, for text, the `language_model.generate` call of its
+`inference.py`. End-of-sequence stopping is switched off everywhere so every run decodes the asked-for count.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from transformers import JanusForConditionalGeneration, LogitsProcessor, LogitsProcessorList
+
+from janus_sdk.errors import GenerationCancelled
+from janus_sdk.kinds import ComponentKind
+from janus_sdk.pipeline.decoding import Progress, generate_text_ids
+from janus_sdk.pipeline.janus import JanusPipeline
+from janus_sdk.registry import BuildContext
+from measure import StepClock
+from models import ReferenceJanus
+
+NUM_IMAGE_TOKENS = 576
+CFG_WEIGHT = 5.0
+TEMPERATURE = 1.0
+
+
+class System(Protocol):
+    """What the workloads need from a system; `prompt_ids` is the text-to-image prompt (BOS ... <begin_of_image>)."""
+
+    name: str
+    module: nn.Module  # everything holding the system's weights
+
+    def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
+        """Sample `tokens` image tokens for n images (2n rows with CFG), marking the clock once per token."""
+
+    def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
+        """Greedy-decode `tokens` text tokens after the prompt embeddings [1, T, hidden], one mark per token."""
+
+    def vq_decode(self, codes: Tensor) -> Tensor | None:
+        """Image codes [n, 576] -> pixels; None when the system has no VQ decoder of its own."""
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self, pipe: JanusPipeline, prompt: str) -> None:
+        self.pipe = pipe
+        self.module: nn.Module = pipe.model
+        self.prompt = prompt
+        self.greedy = pipe.registry.get(ComponentKind.SAMPLER, "greedy").build(
+            {}, BuildContext(device=pipe.device, dtype=pipe.dtype)
+        )
+
+    def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
+        def on_step(progress: Progress) -> bool:
+            clock.mark()
+            return progress.step < tokens or tokens >= progress.total
+
+        try:
+            self.pipe.generate_image_codes(self.prompt, n=n, seed=0, on_step=on_step)
+        except GenerationCancelled:
+            pass
+
+    def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
+        llm = self.pipe.model.language_model
+        for _ in generate_text_ids(llm, embeds, self.greedy, max_new_tokens=tokens, eos_id=-1, generator=None,
+                                   on_step=lambda _: clock.mark()):
+            pass
+
+    def vq_decode(self, codes: Tensor) -> Tensor:
+        out: Tensor = self.pipe.model.gen_vision_model.decode(codes)
+        return out
+
+
+class _Enough(Exception):
+    """Raised from inside transformers' image loop to end a bounded run."""
+
+
+class _ClockMark(LogitsProcessor):
+    """A logits processor that only marks the clock (called once per step, after the head)."""
+
+    def __init__(self, clock: StepClock, stop_after: int | None = None) -> None:
+        self.clock, self.stop_after, self.calls = clock, stop_after, 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.clock.mark()
+        self.calls += 1
+        if self.stop_after is not None and self.calls >= self.stop_after:
+            raise _Enough
+        return scores
+
+
+class TransformersPeer:
+    name = "transformers"
+
+    def __init__(self, model: JanusForConditionalGeneration) -> None:
+        self.model = model
+        self.module: nn.Module = model
+
+    def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
+        ids = torch.tensor([prompt_ids] * n, device=self.model.device)
+        stop = tokens if tokens < NUM_IMAGE_TOKENS else None
+        try:
+            self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), generation_mode="image", do_sample=True, top_k=0,
+                temperature=TEMPERATURE, guidance_scale=CFG_WEIGHT,
+                logits_processor=LogitsProcessorList([_ClockMark(clock, stop)]),
+            )
+        except _Enough:
+            pass
+
+    def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        self.model.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
+            eos_token_id=None, logits_processor=LogitsProcessorList([_ClockMark(clock)]),
+        )
+
+    def vq_decode(self, codes: Tensor) -> Tensor:
+        out: Tensor = self.model.decode_image_tokens(codes)
+        return out
+
+
+class ReferencePeer:
+    name = "reference"
+
+    def __init__(self, model: ReferenceJanus, pad_id: int, bos_id: int) -> None:
+        self.model, self.pad_id, self.bos_id = model, pad_id, bos_id
+        self.module: nn.Module = model
+
+    def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
+        generate_reference(self.model, prompt_ids, self.pad_id, parallel_size=n, num_tokens=tokens, clock=clock)
+
+    def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        self.model.language_model.generate(
+            inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.pad_id, bos_token_id=self.bos_id,
+            eos_token_id=None, max_new_tokens=tokens, do_sample=False, use_cache=True,
+            logits_processor=LogitsProcessorList([_ClockMark(clock)]),
+        )
+
+    def vq_decode(self, codes: Tensor) -> None:
+        return None
+
+
+def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int, *, parallel_size: int,
+                       num_tokens: int, clock: StepClock, cfg_weight: float = CFG_WEIGHT,
+                       temperature: float = TEMPERATURE) -> Tensor:
+    """The text-to-image loop of DeepSeek's generation_inference.py, statement for statement.
+
+    Differences: `num_tokens` may stop it early; the cache argument/attribute is `cache` (transformers 5's name
+    for `past_key_values`); tensors go to the model's device instead of `.cuda()`; a clock mark per token.
+    """
+    device = mmgpt.gen_embed.weight.device
+    input_ids = torch.LongTensor(prompt_ids)
+
+    tokens = torch.zeros((parallel_size * 2, len(input_ids)), dtype=torch.int).to(device)
+    for i in range(parallel_size * 2):
+        tokens[i, :] = input_ids
+        if i % 2 != 0:
+            tokens[i, 1:-1] = pad_id
+
+    inputs_embeds = mmgpt.language_model.get_input_embeddings()(tokens)
+
+    generated_tokens = torch.zeros((parallel_size, num_tokens), dtype=torch.int).to(device)
+
+    cache = None
+    for i in range(num_tokens):
+        outputs = mmgpt.language_model.model(inputs_embeds=inputs_embeds, use_cache=True, cache=cache)
+        cache = outputs.cache
+        hidden_states = outputs.last_hidden_state
+
+        logits = mmgpt.gen_head(hidden_states[:, -1, :])
+        logit_cond = logits[0::2, :]
+        logit_uncond = logits[1::2, :]
+
+        logits = logit_uncond + cfg_weight * (logit_cond - logit_uncond)
+        probs = torch.softmax(logits / temperature, dim=-1)
+
+        next_token = torch.multinomial(probs, num_samples=1)
+        generated_tokens[:, i] = next_token.squeeze(dim=-1)
+
+        next_token = torch.cat([next_token.unsqueeze(dim=1), next_token.unsqueeze(dim=1)], dim=1).view(-1)
+        img_embeds = mmgpt.prepare_gen_img_embeds(next_token)
+        inputs_embeds = img_embeds.unsqueeze(dim=1)
+        clock.mark()
+    return generated_tokens

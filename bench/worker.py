@@ -1,0 +1,143 @@
+"""One system in a process of its own: build it on the seeded random weights, run the asked-for workloads, write
+the results (and the process's peak memory) as JSON. Started by run.py: `python bench/worker.py SPEC_JSON OUT`."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+import workloads
+from floor import StepBytes
+from janus_sdk.devices import resolve_dtype
+from janus_sdk.pipeline.janus import JanusPipeline
+from janus_sdk.processing import Message, build_generation_prompt_ids, build_understanding_inputs
+from measure import cuda_peak_bytes, peak_rss_bytes
+from models import build_ours, build_reference_peer, build_transformers_peer, unique_bytes
+from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersPeer
+
+SYSTEMS = ("ours", "transformers", "reference")
+WORKLOADS = ("t2i", "understand", "vq")
+T2I_PROMPT = "A red cube on a blue table."
+UNDERSTAND_PROMPT = "What is shown in this image?"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    system: str
+    model_size: str
+    dtype: str
+    device: str
+    threads: int
+    tokens: int
+    n: tuple[int, ...]
+    workloads: tuple[str, ...]
+    vq_repeats: int
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        data = json.loads(text)
+        return cls(**{**data, "n": tuple(data["n"]), "workloads": tuple(data["workloads"])})
+
+
+def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
+    """The official one-image prompt [1, T, hidden] (T = 631 with the fixture tokenizer), with seeded random
+    image features in place of SigLIP + aligner output."""
+    blank = Image.new("RGB", (384, 384), (127, 127, 127))
+    inputs = build_understanding_inputs(
+        [Message(role="user", content=UNDERSTAND_PROMPT, images=[blank])], pipe.tokenizer, pipe.chat_template,
+        pipe.image_processor, pipe.config.processor,
+    )
+    mask = inputs.images_seq_mask.to(pipe.device)
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    with torch.inference_mode():
+        embeds = pipe.model.language_model.embed_tokens(inputs.input_ids.to(pipe.device))
+        features = torch.randn(int(mask.sum()), embeds.shape[-1], generator=generator, device=pipe.device)
+        embeds[mask] = features.to(embeds.dtype)
+    return embeds  # type: ignore[no-any-return]
+
+
+def build_system(spec: WorkerSpec, pipe: JanusPipeline) -> System:
+    """The system under test; a peer takes over the pipeline's tensors and the pipeline is dropped."""
+    if spec.system == "ours":
+        return Ours(pipe, T2I_PROMPT)
+    if spec.system == "transformers":
+        return TransformersPeer(build_transformers_peer(pipe, spec.model_size))
+    if spec.system == "reference":
+        return ReferencePeer(build_reference_peer(pipe), pipe.tokenizer.pad_id, pipe.tokenizer.bos_id)
+    raise ValueError(f"unknown system {spec.system!r}; known: {', '.join(SYSTEMS)}")
+
+
+def _guarded(results: dict[str, Any], key: str, run: Any) -> None:
+    """Run one workload; a failure is recorded under `key` and the other workloads still run."""
+    print(f"[{key}] ...", file=sys.stderr, flush=True)
+    try:
+        results[key] = run()
+    except Exception as exc:
+        results[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    print(f"[{key}] done", file=sys.stderr, flush=True)
+
+
+def run_worker(spec: WorkerSpec) -> dict[str, Any]:
+    torch.set_num_threads(spec.threads)
+    device = torch.device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed)
+    step_bytes = StepBytes.of(pipe.model, dtype)
+    prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
+    embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
+    codebook_size = pipe.model.gen_vision_model.codebook_size
+    system = build_system(spec, pipe)
+    del pipe
+    gc.collect()
+    info: dict[str, Any] = {"spec": asdict(spec), "build_s": time.perf_counter() - start,
+                            "weight_bytes": unique_bytes(system.module.state_dict()), "prompt_len": len(prompt_ids)}
+    print(f"{spec.system}: built in {info['build_s']:.1f} s", file=sys.stderr, flush=True)
+
+    results: dict[str, Any] = {}
+    kv_rows_positions = [0]
+    if "t2i" in spec.workloads:
+        for n in spec.n:
+            _guarded(results, f"t2i_n{n}", lambda n=n: workloads.text_to_image(
+                system, device, prompt_ids, n, spec.tokens))
+            kv_rows_positions.append(2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS))
+    if embeds is not None:
+        _guarded(results, "understand", lambda: workloads.understand(system, device, embeds, spec.tokens))
+        kv_rows_positions.append(embeds.shape[1] + spec.tokens)
+    if "vq" in spec.workloads:
+        codes = torch.randint(0, codebook_size, (1, NUM_IMAGE_TOKENS), generator=torch.Generator().manual_seed(spec.seed))
+        _guarded(results, "vq", lambda: workloads.vq_decode(system, device, codes.to(device), spec.vq_repeats))
+    return {
+        **info,
+        "results": results,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "cuda_peak_bytes": cuda_peak_bytes(device),
+        "kv_cache_bytes": step_bytes.kv_per_position * max(kv_rows_positions),
+        "step_bytes": step_bytes.as_dict(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def main() -> None:
+    spec = WorkerSpec.from_json(sys.argv[1])
+    Path(sys.argv[2]).write_text(json.dumps(run_worker(spec)), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The workloads: text-to-image with CFG, understanding (prefill + decode), VQ decode. Each runs once untimed
+(warm-up: allocator, kernels, lazy init), then once timed; results are plain dicts for the JSON file."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from measure import StepClock, edge_medians, synchronize
+from systems import NUM_IMAGE_TOKENS, System
+
+WARMUP_TOKENS = 2  # prefill + one decode step
+WARMUP_PROMPT = 32  # understanding warm-up prompt length (positions)
+
+
+def _timed(device: torch.device, run: Any) -> tuple[float, list[float]]:
+    clock = StepClock(device)
+    clock.start()
+    run(clock)
+    total = clock.stop()
+    return total, clock.steps()
+
+
+def _summary(total: float, steps: list[float], tokens: int) -> dict[str, Any]:
+    if len(steps) != tokens:
+        raise RuntimeError(f"the system produced {len(steps)} tokens where {tokens} were asked for")
+    start, end, k = edge_medians(steps)
+    return {"total_s": total, "first_step_s": steps[0], "start_ms": start * 1e3, "end_ms": end * 1e3,
+            "window": k, "steps_ms": [s * 1e3 for s in steps]}
+
+
+def text_to_image(system: System, device: torch.device, prompt_ids: list[int], n: int, tokens: int
+                  ) -> dict[str, Any]:
+    """n images (2n rows), `tokens` image tokens each (576 = a whole image)."""
+    with torch.inference_mode():
+        system.text_to_image(prompt_ids, n, min(WARMUP_TOKENS, tokens), StepClock(device))
+        total, steps = _timed(device, lambda clock: system.text_to_image(prompt_ids, n, tokens, clock))
+    return {"n": n, "rows": 2 * n, "prompt_len": len(prompt_ids), "tokens": tokens,
+            "s_per_image": total / n, **_summary(total, steps, tokens)}
+
+
+def understand(system: System, device: torch.device, embeds: Tensor, tokens: int) -> dict[str, Any]:
+    """Prefill of the one-image prompt `embeds` [1, T, hidden], then `tokens` greedy tokens."""
+    with torch.inference_mode():
+        system.understand(embeds[:, :WARMUP_PROMPT], min(WARMUP_TOKENS, tokens), StepClock(device))
+        total, steps = _timed(device, lambda clock: system.understand(embeds, tokens, clock))
+    prompt_len = embeds.shape[1]
+    summary = _summary(total, steps, tokens)
+    decode = steps[1:]
+    return {"prompt_len": prompt_len, "tokens": tokens, "prefill_s": steps[0],
+            "prefill_tok_s": prompt_len / steps[0],
+            "decode_ms": statistics.median(decode) * 1e3 if decode else None,
+            "decode_tok_s": len(decode) / sum(decode) if decode else None, **summary}
+
+
+def vq_decode(system: System, device: torch.device, codes: Tensor, repeats: int) -> dict[str, Any] | None:
+    """Codes [1, 576] -> one 384x384 image; best and median of `repeats` timed runs."""
+    if codes.shape[1] != NUM_IMAGE_TOKENS:
+        raise ValueError(f"VQ decode takes {NUM_IMAGE_TOKENS} codes per image, got {codes.shape[1]}")
+    with torch.inference_mode():
+        if system.vq_decode(codes) is None:
+            return None
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            system.vq_decode(codes)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    return {"images": codes.shape[0], "best_s": min(times), "median_s": statistics.median(times), "times_s": times}

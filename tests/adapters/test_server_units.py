@@ -1,0 +1,247 @@
+"""The server's parts without a server: request mapping, image inputs, the bind rule and the job queue."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+from typing import Any
+
+import pytest
+from PIL import Image
+from pydantic import SecretStr
+
+from janus_adapters.server.chat import generation_settings, to_janus_messages
+from janus_adapters.server.errors import APIError, field_path, from_exception
+from janus_adapters.server.inputs import load_image_url
+from janus_adapters.server.schemas import ChatCompletionRequest
+from janus_adapters.server.security import check_bind, is_loopback
+from janus_adapters.server.settings import ServerSettings
+from janus_adapters.server.worker import Done, Failed, Job, QueueFull, Text, Worker
+from janus_sdk.errors import ConfigError, GenerationCancelled, InputError
+from janus_sdk.pipeline.decoding import Progress
+
+TAG = "<image_placeholder>"
+
+
+def png_uri(width: int = 8, height: int = 6) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def request(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                                 **fields})
+
+
+# -- request mapping ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, {"max_new_tokens": 512}),
+        ({"temperature": 0, "top_p": 0.5}, {"max_new_tokens": 512}),
+        ({"temperature": 0.7, "max_tokens": 9}, {"max_new_tokens": 9, "do_sample": True, "temperature": 0.7,
+                                                 "top_p": None, "top_k": None}),
+        ({"top_p": 0.9, "max_completion_tokens": 5}, {"max_new_tokens": 5, "do_sample": True, "temperature": 1.0,
+                                                      "top_p": 0.9, "top_k": None}),
+        ({"top_k": 3}, {"max_new_tokens": 512, "do_sample": True, "temperature": 1.0, "top_p": None, "top_k": 3}),
+    ],
+)
+def test_sampling_fields_map_to_generation_settings(fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert generation_settings(request(**fields), ServerSettings()) == expected
+
+
+def test_max_tokens_limit_and_default_cap() -> None:
+    with pytest.raises(APIError) as info:
+        generation_settings(request(max_tokens=65), ServerSettings(max_tokens=64))
+    assert (info.value.status, info.value.param, info.value.code) == (400, "max_tokens", "limit_exceeded")
+    assert generation_settings(request(), ServerSettings(max_tokens=64))["max_new_tokens"] == 64
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [({"n": 2}, "n"), ({"stop": ["x"]}, "stop"), ({"logprobs": True}, "logprobs"), ({"tools": []}, "tools"),
+     ({"frequency_penalty": 0.5}, "frequency_penalty"), ({"temperature": 3}, "temperature")],
+)
+def test_unsupported_fields_are_refused(fields: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValueError, match=where):
+        request(**fields)
+
+
+def test_image_tags_official_layout_when_images_come_first() -> None:
+    uri = png_uri()
+    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
+                                           {"type": "text", "text": "What?"}]}
+    [converted] = to_janus_messages(request(messages=[message]).messages, ServerSettings(), TAG)
+    assert converted["content"] == "What?"  # the pipeline puts the tag in front, as the official script does
+    assert [im.size for im in converted["images"]] == [(8, 6)]
+
+
+def test_image_tags_stay_where_they_stand_between_texts() -> None:
+    uri = png_uri()
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Compare"}, {"type": "image_url", "image_url": {"url": uri}},
+                                     {"type": "text", "text": "with"}, {"type": "image_url", "image_url": {"url": uri}}]},
+    ]
+    system, user = to_janus_messages(request(messages=messages).messages, ServerSettings(), TAG)
+    assert system == {"role": "system", "content": "Be brief."}
+    assert user["content"] == f"Compare\n{TAG}\nwith\n{TAG}"
+    assert len(user["images"]) == 2
+
+
+def test_image_count_limit_and_assistant_images_refused() -> None:
+    uri = png_uri()
+    part = {"type": "image_url", "image_url": {"url": uri}}
+    with pytest.raises(APIError, match="limit of 1"):
+        to_janus_messages(request(messages=[{"role": "user", "content": [part, part]}]).messages,
+                          ServerSettings(max_chat_images=1), TAG)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [part]}]
+    with pytest.raises(APIError, match="only user messages"):
+        to_janus_messages(request(messages=messages).messages, ServerSettings(), TAG)
+
+
+# -- image inputs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("data:image/png;base64,@@@", "invalid_image_url"),
+        ("data:image/png,rawdata", "invalid_image_url"),
+        ("data:text/plain;base64,aGVsbG8=", "invalid_image_url"),
+        ("data:image/png;base64,aGVsbG8=", "invalid_image"),
+        ("https://example.com/cat.png", "remote_images_disabled"),
+        ("file:///etc/passwd", "invalid_image_url"),
+    ],
+)
+def test_bad_image_urls_are_400_naming_the_part(url: str, code: str) -> None:
+    with pytest.raises(APIError) as info:
+        load_image_url(url, ServerSettings(), "messages[0].content[1].image_url")
+    assert (info.value.status, info.value.code, info.value.param) == (400, code, "messages[0].content[1].image_url")
+
+
+def test_pixel_limit_is_checked() -> None:
+    with pytest.raises(APIError, match="pixels"):
+        load_image_url(png_uri(100, 100), ServerSettings(max_image_pixels=5000), "p")
+    assert load_image_url(png_uri(50, 100), ServerSettings(max_image_pixels=5000), "p").size == (50, 100)
+
+
+# -- errors, binding ---------------------------------------------------------------------------------------
+def test_error_mapping() -> None:
+    assert field_path(("body", "messages", 0, "content", 2, "image_url")) == "messages[0].content[2].image_url"
+    assert from_exception(InputError("bad")).status == 400
+    assert from_exception(GenerationCancelled("x")).code == "cancelled"
+    internal = from_exception(RuntimeError("secret detail"))
+    assert internal.status == 500 and "secret" not in internal.message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+    check_bind(host, None, allow_unauthenticated=False)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.4", "example.com"])
+def test_public_hosts_need_a_key_or_the_explicit_flag(host: str) -> None:
+    assert not is_loopback(host)
+    with pytest.raises(ConfigError, match="--api-key"):
+        check_bind(host, None, allow_unauthenticated=False)
+    check_bind(host, SecretStr("k"), allow_unauthenticated=False)
+    check_bind(host, None, allow_unauthenticated=True)
+
+
+# -- the job queue -----------------------------------------------------------------------------------------
+class Gate:
+    """A job body that blocks until released, reporting progress so it can be cancelled."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, job: Job) -> str:
+        self.started.set()
+        step = 0
+        while not self.release.wait(0.01):
+            step += 1
+            if not job.on_step(Progress(step, 10**6, 1, 0.0)):
+                raise GenerationCancelled("stopped")
+        job.emit(Text("piece"))
+        return "result"
+
+
+async def drain(job: Job) -> list[Any]:
+    events = [await job.next_event()]
+    while not isinstance(events[-1], Done | Failed):
+        events.append(await job.next_event())
+    return events
+
+
+def test_worker_bounds_the_queue_runs_in_order_and_answers_each_job_once() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=2)
+        worker.start()
+        gate = Gate()
+        running = Job(gate, loop)
+        worker.submit(running)
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        order: list[int] = []
+        queued = [Job(lambda job, i=i: order.append(i) or i, loop) for i in range(2)]
+        for job in queued:
+            worker.submit(job)
+        with pytest.raises(QueueFull) as info:
+            worker.submit(Job(lambda job: None, loop))
+        assert info.value.retry_after >= 1
+        gate.release.set()
+        assert [type(e) for e in await drain(running)] == [Text, Done]
+        assert [(await drain(job))[-1].result for job in queued] == [0, 1] == order
+        status = worker.status()
+        assert (status["accepted"], status["rejected"], status["completed"], status["waiting"]) == (3, 1, 3, 0)
+        worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancel_stops_a_running_job_and_skips_a_queued_one() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=4)
+        worker.start()
+        gate = Gate()
+        running, queued = Job(gate, loop), Job(lambda job: pytest.fail("a cancelled job must not run"), loop)
+        worker.submit(running)
+        worker.submit(queued)
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        queued.cancel()
+        running.cancel()
+        for job in (running, queued):
+            [event] = await drain(job)
+            assert isinstance(event, Failed) and isinstance(event.error, GenerationCancelled)
+        assert worker.status()["cancelled"] == 2
+        after = Job(lambda job: "free", loop)
+        worker.submit(after)
+        assert (await drain(after))[-1].result == "free"
+        worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_answers_every_queued_job() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=4)
+        worker.start()
+        gate = Gate()
+        jobs = [Job(gate, loop), Job(lambda job: time.sleep(0), loop), Job(lambda job: None, loop)]
+        for job in jobs:
+            worker.submit(job)
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        await loop.run_in_executor(None, worker.close)
+        for job in jobs:
+            [event] = await drain(job)
+            assert isinstance(event, Failed) and isinstance(event.error, GenerationCancelled)
+        with pytest.raises(QueueFull):
+            worker.submit(Job(lambda job: None, loop))
+
+    asyncio.run(scenario())
