@@ -39,7 +39,7 @@ def test_prompt_logits_and_final_hidden_match_reference(attention: object, golde
     embeds = golden["und_inputs_embeds"]
     with torch.inference_mode():
         hidden = llm.hidden_states(embeds, llm.new_cache(1, embeds.shape[1]), 0)
-        logits = llm.lm_head(hidden)
+        logits = llm.text_logits(hidden)
     torch.testing.assert_close(hidden, golden["und_prompt_hidden_states"][-1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits, golden["und_prompt_logits"], atol=2e-4, rtol=0)
 
@@ -52,7 +52,7 @@ def test_kv_cached_greedy_decoding_matches_reference(golden: dict[str, torch.Ten
     with torch.inference_mode():
         hidden = llm.hidden_states(embeds, cache, 0)[:, -1]
         for step in range(16):
-            logits = llm.lm_head(hidden)
+            logits = llm.text_logits(hidden)
             step_logits.append(logits[0])
             token = logits.argmax(-1)
             ids.append(int(token))

@@ -9,14 +9,18 @@ Faithful to the official `janus.utils.io.load_pil_images`, which is `PIL.Image.o
   code. Pass ``apply_exif_orientation=True`` to rotate it upright first (a deliberate deviation).
 - Safety: the pixel count is checked against ``max_pixels`` from the header, before any pixel is decoded, so a
   decompression bomb costs nothing. PIL's own global limit (``Image.MAX_IMAGE_PIXELS``; an error above twice
-  that value) still applies on top and is reported the same way.
+  that value) still applies on top and is reported the same way. Only the common raster formats of
+  `IMAGE_FORMATS` are decoded (a deviation: the official code lets PIL try all of its decoders, among them EPS,
+  which runs Ghostscript, and rarely used ones that are a needless attack surface for untrusted uploads).
+- Failures: whatever a decoder raises on hostile data becomes an InputError naming the source; no PIL exception
+  reaches the caller.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-import struct
 import warnings
 from pathlib import Path
 from typing import IO, TypeAlias
@@ -32,8 +36,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 """Largest width x height accepted by default: PIL's own decompression-bomb warning threshold (about 89.5
 megapixels). Janus shrinks every image to 384 x 384, so bigger inputs would only cost memory and time."""
 
-# What PIL raises on unreadable, corrupt or truncated data (SyntaxError is its "broken header" signal).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "AVIF", "HEIF")
+"""PIL format ids `load_image` decodes (those this PIL build supports; HEIF only with the pillow-heif plugin)."""
 
 
 def load_image(
@@ -55,20 +59,42 @@ def _decode(
         with warnings.catch_warnings():
             # We enforce our own limit; PIL's warning for sizes between its two thresholds is noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = source if isinstance(source, Image.Image) else Image.open(source)
+            image = source if isinstance(source, Image.Image) else Image.open(source, formats=_formats())
             _check_size(image, name, max_pixels)
+            image.load()
             if apply_exif_orientation:
                 image = ImageOps.exif_transpose(image)
-            # `convert` returns a new, fully decoded image, so a caller's image is never modified.
-            return image.convert("RGB")
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name} is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise InputError(
-            f"{name} is not an image file PIL can read (unknown format or corrupt header)"
+            f"{name} is not an image file PIL can read in a supported format ({', '.join(_formats())}); "
+            "unknown format or corrupt header"
         ) from None
-    except _DECODE_ERRORS as exc:
-        raise InputError(f"{name} is corrupt or truncated and could not be decoded ({exc})") from None
+    except InputError:
+        raise
+    except Exception as exc:  # decoders fail on hostile data in arbitrary ways (OSError, SyntaxError, ...)
+        raise InputError(
+            f"{name} is corrupt or truncated and could not be decoded ({_reason(exc)})"
+        ) from None
+    try:
+        # `convert` returns a new image, so a caller's image is never modified.
+        return image.convert("RGB")
+    except Exception as exc:  # e.g. ValueError for a mode PIL cannot convert (La)
+        raise InputError(
+            f"{name} has mode {image.mode!r}, which cannot be converted to RGB ({_reason(exc)})"
+        ) from None
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    Image.init()  # registers every decoder PIL has, so the check below sees them all
+    return tuple(f for f in IMAGE_FORMATS if f in Image.OPEN)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _open_stream(source: str | os.PathLike[str] | bytes) -> tuple[str, IO[bytes]]:

@@ -123,7 +123,7 @@ class LLMBackbone(Protocol):
         states [B, T, hidden]."""
         ...
 
-    def lm_head(self, hidden: Tensor) -> Tensor:
+    def text_logits(self, hidden: Tensor) -> Tensor:
         """[..., hidden] -> text logits [..., vocab_size]."""
         ...
 

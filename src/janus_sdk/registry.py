@@ -87,8 +87,8 @@ class Registration:
             raise PluginError(
                 f"{self._who} failed to build {self.kind.value} {self.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
-        if not isinstance(component, self.kind.interface):
-            missing = _missing_members(component, self.kind.interface)
+        missing = _missing_members(component, self.kind.interface)
+        if missing:
             raise PluginError(
                 f"{self._who} built a {self.kind.value} {self.name!r} of type "
                 f"{type(component).__name__} that does not satisfy {self.kind.interface.__name__}: "
@@ -107,10 +107,13 @@ class Registration:
 
 
 def _missing_members(obj: object, protocol: type) -> list[str]:
-    """The members of `protocol` that `obj` lacks (attributes and methods; `__call__` as "not callable")."""
+    """The members of `protocol` that `obj` lacks (attributes and methods; `__call__` as "not callable").
+
+    Checked with hasattr rather than isinstance: from Python 3.12 a runtime Protocol check looks attributes up
+    statically and so misses members an nn.Module serves through __getattr__ (submodules, buffers)."""
     members = getattr(protocol, "__protocol_attrs__", None) or _protocol_attrs(protocol)
     missing = sorted(m for m in members if not hasattr(obj, m))
-    return ["__call__ (not callable)" if m == "__call__" else m for m in missing] or ["(unknown member)"]
+    return ["__call__ (not callable)" if m == "__call__" else m for m in missing]
 
 
 def _protocol_attrs(protocol: type) -> set[str]:

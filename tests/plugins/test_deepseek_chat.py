@@ -192,3 +192,14 @@ def test_template_config_changes_the_strings() -> None:
     )
     turns = [("User", "a"), ("Assistant", "b"), ("User", "c"), ("Assistant", "")]
     assert template.render(turns, "S") == "S\n\nUser: a\n\nAssistant: b</s>User: c\n\nAssistant:"
+
+
+def test_ids_are_those_of_the_checkpoints_own_tokenizer_json() -> None:
+    """Whatever the transformers version, the ids are the tokenizer.json's (the raw tokenizers library)."""
+    from tokenizers import Tokenizer
+
+    directory = Path(__file__).parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
+    raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    ours = HFTextTokenizer.from_directory(directory)
+    for text in ["<|User|>: A red cube on a blue table.\n\n<|Assistant|>:<begin_of_image>", "héllo  wörld\t!"]:
+        assert ours.encode(text) == raw.encode(text).ids

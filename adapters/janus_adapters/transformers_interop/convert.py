@@ -205,7 +205,7 @@ def _swap_in(staging: Path, dst: Path) -> None:
 
 def _load_tokenizer(src: Path) -> PreTrainedTokenizerFast:
     """The checkpoint's tokenizer.json through the `tokenizers` backend (transformers 5's LlamaTokenizerFast
-    would re-pre-tokenise the byte-level BPE and give other ids), with the image tokens JanusProcessor needs."""
+    would re-pre-tokenise the byte-level BPE and give other ids), plus the image tokens of JanusProcessor."""
     if not (src / "tokenizer.json").is_file():
         raise CheckpointError(f"{src / 'tokenizer.json'} is missing: the converter needs the fast tokenizer")
     tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(

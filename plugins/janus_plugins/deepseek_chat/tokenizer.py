@@ -63,11 +63,15 @@ class HFTextTokenizer:
                 f"no tokenizer files in {str(path)!r}: expected one of {', '.join(_TOKENIZER_FILES)} "
                 f"(set the tokenizer's `path` to the directory that holds them)"
             )
-        from transformers import AutoTokenizer  # heavy import, deferred until a tokenizer is actually built
+        # Heavy import, deferred until a tokenizer is actually built. With a tokenizer.json, load exactly that
+        # file: the checkpoint names LlamaTokenizer, and depending on the transformers version AutoTokenizer maps
+        # that to LlamaTokenizerFast, whose own pre-tokenisation gives other ids for this byte-level BPE.
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+        loader = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
         try:
             with _quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(str(path))
+                tokenizer = loader.from_pretrained(str(path))
         except Exception as exc:
             raise CheckpointError(
                 f"cannot load the tokenizer in {str(path)!r}: {type(exc).__name__}: {exc}"

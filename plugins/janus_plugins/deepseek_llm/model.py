@@ -112,6 +112,9 @@ class DeepSeekLLM(nn.Module):
         self.model = LlamaStack(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
+    def text_logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden)  # type: ignore[no-any-return]
+
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)  # type: ignore[no-any-return]
 

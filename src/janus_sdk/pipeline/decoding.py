@@ -63,7 +63,7 @@ def generate_text_ids(
     report = _Reporter(on_step, max_new_tokens, 1)
     hidden = llm.hidden_states(inputs_embeds, cache, 0)[:, -1]
     for step in range(max_new_tokens):
-        token = sampler(llm.lm_head(hidden).float(), generator)
+        token = sampler(llm.text_logits(hidden).float(), generator)
         if int(token) == eos_id:
             return
         yield int(token)

@@ -1,0 +1,95 @@
+"""`janus serve`: flags -> settings, the refusal to serve a public address without a key, and a real process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from janus_sdk.cli import serve_cmd
+from janus_sdk.errors import ConfigError
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
+
+# The command exactly as `janus serve` runs it, through serve_cmd's own parser (main.py wires the same module).
+LAUNCHER = """
+import argparse, sys
+from janus_sdk.cli import serve_cmd
+parser = argparse.ArgumentParser(prog="janus")
+serve_cmd.add_commands(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[1:])
+sys.exit(args.handler(args))
+"""
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="janus")
+    serve_cmd.add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *argv])
+
+
+def test_flags_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(serve_cmd.API_KEY_ENV, raising=False)
+    settings = serve_cmd.settings_from_args(parse("--model", "models/Janus-Pro-1B/", "--max-queue", "3", "--max-n", "2",
+                                                  "--max-tokens", "100", "--allow-remote-images", "--no-web"))
+    assert settings.model_name == "Janus-Pro-1B"
+    assert (settings.max_queue, settings.max_n, settings.max_tokens) == (3, 2, 100)
+    assert settings.allow_remote_images and not settings.web_ui and settings.api_key is None
+    monkeypatch.setenv(serve_cmd.API_KEY_ENV, "from-env")
+    settings = serve_cmd.settings_from_args(parse("--model", "m", "--model-name", "pro"))
+    assert settings.model_name == "pro" and settings.api_key.get_secret_value() == "from-env"
+    assert serve_cmd.settings_from_args(parse("--model", "m", "--api-key", "flag")).api_key.get_secret_value() == "flag"
+
+
+def test_invalid_limits_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="max_queue"):
+        serve_cmd.settings_from_args(parse("--model", "m", "--max-queue", "0"))
+
+
+def test_public_host_without_key_is_refused_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(serve_cmd.API_KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match="without an API key"):
+        serve_cmd.run_serve(parse("--model", "/nonexistent/model", "--host", "0.0.0.0", "--port", "0"))
+
+
+def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
+    env = {**os.environ, serve_cmd.API_KEY_ENV: "cli-key"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "serve", "--model", str(CHECKPOINT), "--device", "cpu", "--host",
+         "127.0.0.1", "--port", "0", "--model-name", "tiny", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        assert match, f"no address in {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
+        url = match.group(1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    assert json.loads(response.read())["auth"] is True
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered /health"
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="cli-key", max_retries=0, timeout=60)
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert reply.choices[0].message.content is not None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

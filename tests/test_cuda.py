@@ -1,0 +1,65 @@
+"""CUDA checks (run where a GPU is present; skipped elsewhere, so CI never runs them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from janus_sdk import BackendUnavailableError, JanusPipeline
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
+MANIFEST = json.loads((FIXTURE / "golden" / "manifest.json").read_text())["info"]
+
+
+@pytest.fixture(scope="module")
+def fp32() -> JanusPipeline:
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions move the fp32 goldens by ~1e-2
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda", dtype="float32")
+
+
+def test_auto_dtype_on_cuda_is_bfloat16() -> None:
+    pipe = JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda")
+    assert pipe.dtype == torch.bfloat16 and pipe.device.type == "cuda"
+    image = Image.open(FIXTURE / "golden" / "input.png")
+    assert isinstance(pipe.chat("What is shown?", images=[image], max_new_tokens=8), str)
+    images = pipe.generate_images("a red cube", n=2, seed=0)
+    assert len(images) == 2 and images[0].size == (384, 384)
+
+
+def test_fp32_cuda_reproduces_the_reference_greedy_answer(fp32: JanusPipeline) -> None:
+    image = Image.open(FIXTURE / "golden" / "input.png")
+    assert fp32.chat("What is shown in this image?", images=[image], max_new_tokens=16) == MANIFEST["greedy_text"]
+
+
+def test_fp32_cuda_vq_decode_matches_reference(fp32: JanusPipeline) -> None:
+    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
+    ours = fp32.decode_images(golden["vq_code_grid"].long())
+    diff = (ours.int() - golden["vq_decode_uint8"].int()).abs()
+    assert int(diff.max()) <= 1 and float((diff == 0).float().mean()) >= 0.999
+
+
+def test_seeded_cuda_generation_is_repeatable(fp32: JanusPipeline) -> None:
+    a = fp32.generate_image_codes("a red cube", n=2, seed=5)
+    b = fp32.generate_image_codes("a red cube", n=2, seed=5)
+    assert torch.equal(a, b) and a.device.type == "cuda"
+
+
+def test_xformers_backend_is_usable_or_says_why() -> None:
+    try:
+        pipe = JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda", attention="xformers")
+    except BackendUnavailableError as exc:
+        assert "pip install 'janus-sdk[xformers]'" in str(exc)
+        return
+    reference = JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda", dtype="bfloat16")
+    prompt = "What is shown in this image?"
+    image = Image.open(FIXTURE / "golden" / "input.png")
+    assert pipe.chat(prompt, images=[image], max_new_tokens=4) == reference.chat(prompt, images=[image],
+                                                                                  max_new_tokens=4)
