@@ -36,7 +36,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 """Largest width x height accepted by default: PIL's own decompression-bomb warning threshold (about 89.5
 megapixels). Janus shrinks every image to 384 x 384, so bigger inputs would only cost memory and time."""
 
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "AVIF", "HEIF")
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "ICO", "AVIF", "HEIF")
 """PIL format ids `load_image` decodes (those this PIL build supports; HEIF only with the pillow-heif plugin)."""
 
 

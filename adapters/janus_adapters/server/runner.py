@@ -6,6 +6,7 @@ real address is known up front.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -47,8 +48,9 @@ def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
 
 
 def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM), then shut down gracefully."""
-    _server(app, log_level).run(sockets=[sock])
+    """Serve until Ctrl-C (then return) or SIGTERM (then exit by the signal), shutting down gracefully first."""
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled; it is the normal stop
+        _server(app, log_level).run(sockets=[sock])
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.imageio import to_pil, to_uint8
 from janus_sdk.images import ImageSource, load_image
+from janus_sdk.interfaces import AttentionBackend, ChatTemplate, TextTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
@@ -51,16 +52,16 @@ class JanusPipeline:
     >>> pipe.generate_images("a red fox in snow", n=4, seed=0)                # doctest: +SKIP
     """
 
-    def __init__(self, config: PipelineConfig, model: JanusModel, tokenizer: Any, chat_template: Any,
-                 registry: Registry) -> None:
+    def __init__(self, config: PipelineConfig, model: JanusModel, tokenizer: TextTokenizer,
+                 chat_template: ChatTemplate, attention: AttentionBackend, registry: Registry) -> None:
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.registry = registry
         self.image_processor = ImageProcessor(config.image_processor)
-        weight = model.language_model.lm_head.weight
-        self.device, self.dtype = weight.device, weight.dtype
+        self.attention = attention
+        self.device, self.dtype = model.gen_embed.weight.device, model.gen_embed.weight.dtype
         self._lock = threading.RLock()
 
     # -- construction ----------------------------------------------------------------------------------------
@@ -114,13 +115,13 @@ class JanusPipeline:
         template = _build(registry, ComponentKind.CHAT_TEMPLATE, config.chat_template.name,
                           config.chat_template.params, context)
         log.info("loaded %s on %s as %s", path, device, dtype)
-        return cls(config, model, tokenizer, template, registry)
+        return cls(config, model, tokenizer, template, attention, registry)
 
     @property
     def components(self) -> dict[str, Any]:
         """Every component by slot name, e.g. to inspect or to share weights with another pipeline."""
         slots = {slot: getattr(self.model, module) for module, slot in MODULE_SLOTS.items()}
-        return {**slots, "gen_embed": self.model.gen_embed, "attention": self.model.language_model.attention,
+        return {**slots, "gen_embed": self.model.gen_embed, "attention": self.attention,
                 "text_tokenizer": self.tokenizer, "chat_template": self.chat_template}
 
     # -- understanding ---------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class JanusPipeline:
             seq_mask = inputs.images_seq_mask.to(self.device)
             emb_mask = inputs.images_emb_mask.to(self.device).view(-1, features.shape[1])
             embeds[seq_mask] = features[emb_mask].to(embeds.dtype)
-        return embeds  # type: ignore[no-any-return]
+        return embeds
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate_images(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
@@ -229,7 +230,7 @@ class JanusPipeline:
         """An image -> its VQ codes [grid**2] (after the understanding preprocessing: resize, pad, normalise)."""
         pixels = self.image_processor([load_image(image)]).to(self.device, self.dtype)
         with self._lock, torch.inference_mode():
-            return self.model.gen_vision_model.encode(pixels)[0]  # type: ignore[no-any-return]
+            return self.model.gen_vision_model.encode(pixels)[0]
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _component(self, kind: ComponentKind, name: str, params: dict[str, Any]) -> Any:

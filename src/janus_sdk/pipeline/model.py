@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from janus_sdk.interfaces import Aligner, GenerationHead, ImageTokenizer, LLMBackbone, VisualEncoder
+
 # Official top-level module name -> PipelineConfig slot.
 MODULE_SLOTS = {
     "vision_model": "visual_encoder",
@@ -23,6 +25,15 @@ class JanusModel(nn.Module):
     `gen_embed` (image code -> code embedding fed to the gen aligner) has no component of its own upstream either:
     it is sized by the image tokenizer's codebook and the gen aligner's input width.
     """
+
+    # What each child is, for readers and type checkers (nn.Module stores them in _modules).
+    vision_model: VisualEncoder
+    aligner: Aligner
+    gen_vision_model: ImageTokenizer
+    gen_aligner: Aligner
+    gen_head: GenerationHead
+    language_model: LLMBackbone
+    gen_embed: nn.Embedding
 
     def __init__(self, components: dict[str, Any]) -> None:
         super().__init__()
