@@ -63,7 +63,9 @@ def test_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     listed = {p["name"]: p for p in json.loads(out)}
     builtin = {
-        ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist.name == "janus-sdk"
+        ep.name
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
     }
     assert builtin <= set(listed)
     for entry in listed.values():

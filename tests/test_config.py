@@ -476,7 +476,7 @@ def schema() -> dict[str, Any]:
 
 
 def _schema_accepts(schema: dict[str, Any], data: dict[str, Any]) -> bool:
-    return jsonschema.Draft202012Validator(schema).is_valid(data)
+    return bool(jsonschema.Draft202012Validator(schema).is_valid(data))
 
 
 def test_schema_accepts_good_configs(schema: dict[str, Any], same_config_files: dict[str, Path]) -> None:
