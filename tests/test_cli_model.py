@@ -85,3 +85,11 @@ def test_bad_generation_settings_fail_before_loading(bad: list[str], tmp_path: P
     assert main(["generate", "--model", MODEL, "--out", str(tmp_path), *bad, "x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) <= 3
+
+
+def test_every_documented_command_is_wired() -> None:
+    from janus_sdk.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    assert {"chat", "generate", "info", "serve", "plugins", "config", "convert"} <= set(commands)

@@ -1,13 +1,15 @@
-"""The server end to end: the real `openai` client against uvicorn on 127.0.0.1 serving the janus-tiny model.
+"""The server end to end: the real `openai` client against uvicorn on 127.0.0.1 serving janus-tiny.
 
-Answers are compared with the library's own (greedy decoding and seeded sampling are deterministic), errors with
-OpenAI's error shape; a bounded load test and a disconnect test check the queue. All traffic stays on loopback.
+Answers are compared with the library's own (greedy decoding and seeded sampling are deterministic), errors
+with OpenAI's error shape; a bounded load test and a disconnect test check the queue. All traffic stays on
+loopback.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import http.server
 import io
 import json
 import threading
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +27,7 @@ import numpy as np
 import openai
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
 from janus_adapters.server import ServerSettings, create_app, serve_in_thread
 from janus_sdk.pipeline.janus import JanusPipeline
@@ -33,8 +37,27 @@ CHECKPOINT = FIXTURE / "checkpoint"
 INPUT_PNG = FIXTURE / "golden" / "input.png"
 MODEL = "janus-tiny"
 KEY = "test-key-123"
-SETTINGS = ServerSettings(model_name=MODEL, max_queue=4, max_n=2, max_tokens=64, max_chat_images=2,
-                          max_body_bytes=1024 * 1024, max_image_pixels=1000 * 1000)
+SETTINGS = ServerSettings(
+    model_name=MODEL,
+    max_queue=4,
+    max_n=2,
+    max_tokens=64,
+    max_chat_images=2,
+    max_body_bytes=1024 * 1024,
+    max_image_pixels=1000 * 1000,
+)
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def direct_connections() -> Iterator[None]:
+    """No proxy settings: every request of these tests goes straight to 127.0.0.1."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in PROXY_VARIABLES:
+            patch.delenv(variable, raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +80,9 @@ def image_uri(path: Path = INPUT_PNG) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def post(url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, Any, Any]:
+def post(
+    url: str, body: Any, headers: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[int, Any, Any]:
     """Raw POST: (status, parsed JSON or text, headers)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})})
@@ -84,7 +109,7 @@ def wait_for(predicate: Any, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-# -- discovery -------------------------------------------------------------------------------------------------
+# -- discovery ---------------------------------------------------------------------------------------------
 def test_models_health_and_openapi(client: openai.OpenAI, base_url: str) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
     assert client.models.retrieve(MODEL).id == MODEL
@@ -95,10 +120,11 @@ def test_models_health_and_openapi(client: openai.OpenAI, base_url: str) -> None
     assert {"/v1/chat/completions", "/v1/images/generations", "/v1/models", "/health"} <= set(paths)
 
 
-# -- chat ------------------------------------------------------------------------------------------------------
+# -- chat --------------------------------------------------------------------------------------------------
 def test_chat_equals_the_library_answer(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello there"}],
-                                           max_tokens=8)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=8
+    )
     expected = pipeline.chat("Hello there", max_new_tokens=8)
     assert reply.choices[0].message.content == expected and expected
     assert reply.choices[0].message.role == "assistant"
@@ -109,9 +135,16 @@ def test_chat_equals_the_library_answer(client: openai.OpenAI, pipeline: JanusPi
 def test_streamed_chat_with_an_image_equals_the_library_answer(
     client: openai.OpenAI, pipeline: JanusPipeline
 ) -> None:
-    content = [{"type": "image_url", "image_url": {"url": image_uri()}}, {"type": "text", "text": "What is this?"}]
-    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}],
-                                            max_tokens=10, stream=True)
+    content: list[Any] = [
+        {"type": "image_url", "image_url": {"url": image_uri()}},
+        {"type": "text", "text": "What is this?"},
+    ]
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=10,
+        stream=True,
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -132,26 +165,43 @@ def test_stream_wire_format_ends_with_done(base_url: str) -> None:
 
 def test_seeded_sampling_is_reproducible(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
     def ask() -> str | None:
-        reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell me"}],
-                                               max_tokens=12, temperature=0.9, top_p=0.95, seed=11)
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Tell me"}],
+            max_tokens=12,
+            temperature=0.9,
+            top_p=0.95,
+            seed=11,
+        )
         return reply.choices[0].message.content
 
     first = ask()
     assert first == ask()
-    assert first == pipeline.chat("Tell me", max_new_tokens=12, do_sample=True, temperature=0.9, top_p=0.95, seed=11)
+    assert first == pipeline.chat(
+        "Tell me", max_new_tokens=12, do_sample=True, temperature=0.9, top_p=0.95, seed=11
+    )
 
 
 def test_multi_turn_conversation_with_system_prompt(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
-    messages: list[Any] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "One"},
-                           {"role": "assistant", "content": "Two"}, {"role": "user", "content": "Three"}]
+    messages: list[Any] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "One"},
+        {"role": "assistant", "content": "Two"},
+        {"role": "user", "content": "Three"},
+    ]
     reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6)
     assert reply.choices[0].message.content == pipeline.chat(messages=messages, max_new_tokens=6)
 
 
-# -- images ----------------------------------------------------------------------------------------------------
+# -- images ------------------------------------------------------------------------------------------------
 def test_image_generation_equals_the_library_images(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
-    result = client.images.generate(model=MODEL, prompt="a red fox", n=1, response_format="b64_json",
-                                    extra_body={"seed": 3, "cfg_weight": 4.0, "temperature": 0.9})
+    result = client.images.generate(
+        model=MODEL,
+        prompt="a red fox",
+        n=1,
+        response_format="b64_json",
+        extra_body={"seed": 3, "cfg_weight": 4.0, "temperature": 0.9},
+    )
     assert result.data is not None and len(result.data) == 1 and result.data[0].b64_json
     image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
     assert (image.format, image.size) == ("PNG", (384, 384))
@@ -159,14 +209,18 @@ def test_image_generation_equals_the_library_images(client: openai.OpenAI, pipel
     np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected))
 
 
-# -- errors ----------------------------------------------------------------------------------------------------
+# -- errors ------------------------------------------------------------------------------------------------
 def chat_body(**fields: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
 
 
 def with_image(url: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                         {"type": "text", "text": "What?"}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What?"}],
+        }
+    ]
 
 
 def big_png_uri(side: int) -> str:
@@ -178,22 +232,53 @@ def big_png_uri(side: int) -> str:
 @pytest.mark.parametrize(
     ("path", "body", "status", "param", "code"),
     [
-        ("chat/completions", chat_body(messages=with_image("data:image/png;base64,bm90IGFuIGltYWdl")), 400,
-         "messages[0].content[0].image_url", "invalid_image"),
-        ("chat/completions", chat_body(messages=with_image("data:image/png;base64,???")), 400,
-         "messages[0].content[0].image_url", "invalid_image_url"),
-        ("chat/completions", chat_body(messages=with_image("http://127.0.0.1:9/cat.png")), 400,
-         "messages[0].content[0].image_url", "remote_images_disabled"),
-        ("chat/completions", chat_body(messages=with_image(big_png_uri(1001))), 400,
-         "messages[0].content[0].image_url", "invalid_image"),
+        (
+            "chat/completions",
+            chat_body(messages=with_image("data:image/png;base64,bm90IGFuIGltYWdl")),
+            400,
+            "messages[0].content[0].image_url",
+            "invalid_image",
+        ),
+        (
+            "chat/completions",
+            chat_body(messages=with_image("data:image/png;base64,???")),
+            400,
+            "messages[0].content[0].image_url",
+            "invalid_image_url",
+        ),
+        (
+            "chat/completions",
+            chat_body(messages=with_image("http://127.0.0.1:9/cat.png")),
+            400,
+            "messages[0].content[0].image_url",
+            "remote_images_disabled",
+        ),
+        (
+            "chat/completions",
+            chat_body(messages=with_image(big_png_uri(1001))),
+            400,
+            "messages[0].content[0].image_url",
+            "invalid_image",
+        ),
         ("chat/completions", chat_body(max_tokens=65), 400, "max_tokens", "limit_exceeded"),
         ("chat/completions", chat_body(model="gpt-4o"), 404, "model", "model_not_found"),
         ("chat/completions", chat_body(tools=[{"type": "function"}]), 400, "tools", "invalid_value"),
         ("chat/completions", chat_body(messages=[]), 400, "messages", "invalid_value"),
-        ("chat/completions", chat_body(messages=[{"role": "assistant", "content": "x"}]), 400, None, "InputError"),
+        (
+            "chat/completions",
+            chat_body(messages=[{"role": "assistant", "content": "x"}]),
+            400,
+            None,
+            "InputError",
+        ),
         ("images/generations", {"prompt": "x", "n": 3}, 400, "n", "limit_exceeded"),
-        ("images/generations", {"prompt": "x", "response_format": "url"}, 400, "response_format",
-         "unsupported_value"),
+        (
+            "images/generations",
+            {"prompt": "x", "response_format": "url"},
+            400,
+            "response_format",
+            "unsupported_value",
+        ),
         ("images/generations", {"prompt": "x", "size": "1024x1024"}, 400, "size", "unsupported_value"),
         ("images/generations", {"prompt": "x", "model": "dall-e-3"}, 404, "model", "model_not_found"),
         ("images/generations", {"prompt": ""}, 400, "prompt", "invalid_value"),
@@ -221,13 +306,15 @@ def test_openai_client_raises_the_matching_errors(client: openai.OpenAI) -> None
 def test_oversized_body_is_413_and_unknown_route_404(base_url: str) -> None:
     status, answer, _ = post(f"{base_url}/v1/chat/completions", b"{" + b" " * (1024 * 1024) + b"}")
     assert status == 413 and answer["error"]["code"] == "request_too_large"
+    status, answer, _ = post(f"{base_url}/v1/chat/completions", b'{"model": ')
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_json", None)
     status, answer, _ = post(f"{base_url}/v1/nothing", {})
     assert status == 404 and answer["error"]["type"] == "not_found_error"
     assert health(base_url)["status"] == "ok"
 
 
 def test_api_key_is_required_on_v1_only(pipeline: JanusPipeline) -> None:
-    settings = ServerSettings(model_name=MODEL, api_key=KEY)
+    settings = ServerSettings(model_name=MODEL, api_key=SecretStr(KEY))
     with serve_in_thread(create_app(pipeline, settings)) as url:
         for key in ("wrong", ""):
             headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -238,16 +325,49 @@ def test_api_key_is_required_on_v1_only(pipeline: JanusPipeline) -> None:
             openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
         authorised = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         assert [m.id for m in authorised.models.list()] == [MODEL]
-        assert authorised.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                                  max_tokens=2).choices[0].message.content is not None
+        assert (
+            authorised.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            .choices[0]
+            .message.content
+            is not None
+        )
         assert health(url)["auth"] is True  # /health and the page stay open
         with urllib.request.urlopen(f"{url}/", timeout=10) as response:
             assert b"<title>Janus</title>" in response.read()
 
 
-# -- load and cancellation -------------------------------------------------------------------------------------
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_remote_image_urls_when_the_operator_allows_them(pipeline: JanusPipeline) -> None:
+    files = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(QuietFiles, directory=str(INPUT_PNG.parent))
+    )
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    settings = ServerSettings(model_name=MODEL, allow_remote_images=True)
+    try:
+        with serve_in_thread(create_app(pipeline, settings)) as url:
+            image_url = f"http://127.0.0.1:{files.server_address[1]}/{INPUT_PNG.name}"
+            status, answer, _ = post(f"{url}/v1/chat/completions", chat_body(messages=with_image(image_url)))
+            assert status == 200, answer
+            expected = pipeline.chat("What?", images=[INPUT_PNG], max_new_tokens=2)
+            assert answer["choices"][0]["message"]["content"] == expected
+            status, answer, _ = post(
+                f"{url}/v1/chat/completions", chat_body(messages=with_image(image_url + "x"))
+            )
+            assert (status, answer["error"]["code"]) == (400, "image_fetch_failed")
+    finally:
+        files.shutdown()
+        files.server_close()
+
+
+# -- load and cancellation ---------------------------------------------------------------------------------
 def test_bounded_load_every_request_gets_exactly_one_answer(base_url: str) -> None:
-    """50 simultaneous mixed requests against a queue of 4: each gets one answer, 200 or 429; the server lives."""
+    """50 simultaneous mixed requests, queue of 4: each gets one answer, 200 or 429, and the server lives."""
     before = health(base_url)["queue"]
     count, barrier = 50, threading.Barrier(50, timeout=30)
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -260,7 +380,9 @@ def test_bounded_load_every_request_gets_exactly_one_answer(base_url: str) -> No
                 client.models.list()
                 return "models", 200
             if i % 3 == 0:
-                stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=3, stream=True)
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=messages, max_tokens=3, stream=True
+                )
                 assert [c for c in stream][-1].choices[0].finish_reason is not None
             else:
                 reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
@@ -290,10 +412,13 @@ def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str) -> None
     queued behind it runs soon after, and a client that gives up while queued has its job skipped."""
     before = health(base_url)["queue"]
     parts = urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    conn.request("POST", "/v1/images/generations", json.dumps({"model": MODEL, "prompt": "a lighthouse", "n": 2,
-                                                                "stream": True}),
-                 {"Content-Type": "application/json"})
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    conn.request(
+        "POST",
+        "/v1/images/generations",
+        json.dumps({"model": MODEL, "prompt": "a lighthouse", "n": 2, "stream": True}),
+        {"Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     assert response.status == 200
     steps: list[tuple[float, dict[str, Any]]] = []
@@ -310,12 +435,19 @@ def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str) -> None
     # a client that gives up while queued behind the generation
     quitter = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=0.5)
     with pytest.raises(openai.APITimeoutError):
-        quitter.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "late"}], max_tokens=2)
+        quitter.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "late"}], max_tokens=2
+        )
     # a patient one queued behind it
     answer: dict[str, Any] = {}
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    waiter = threading.Thread(target=lambda: answer.update(reply=client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2)))
+    waiter = threading.Thread(
+        target=lambda: answer.update(
+            reply=client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2
+            )
+        )
+    )
     waiter.start()
     wait_for(lambda: health(base_url)["queue"]["waiting"] >= 2, timeout=10)  # the quitter's and this one
 

@@ -1,4 +1,4 @@
-"""`janus serve`: flags -> settings, the refusal to serve a public address without a key, and a real process."""
+"""`janus serve`: flags -> settings, refusing a public address without a key, and a real server process."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from janus_adapters.server.settings import ServerSettings
 from janus_sdk.cli import serve_cmd
 from janus_sdk.errors import ConfigError
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
 
-# The command exactly as `janus serve` runs it, through serve_cmd's own parser (main.py wires the same module).
+# The command as `janus serve` runs it, through serve_cmd's own parser (main.py wires the same module).
 LAUNCHER = """
 import argparse, sys
 from janus_sdk.cli import serve_cmd
@@ -32,23 +34,47 @@ sys.exit(args.handler(args))
 """
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def direct_connections() -> Iterator[None]:
+    """No proxy settings: every request of these tests goes straight to 127.0.0.1."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in PROXY_VARIABLES:
+            patch.delenv(variable, raising=False)
+        yield
+
+
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="janus")
     serve_cmd.add_commands(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["serve", *argv])
 
 
+def api_key(*argv: str) -> str | None:
+    key = serve_cmd.settings_from_args(parse("--model", "m", *argv)).api_key
+    return None if key is None else key.get_secret_value()
+
+
 def test_flags_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(serve_cmd.API_KEY_ENV, raising=False)
-    settings = serve_cmd.settings_from_args(parse("--model", "models/Janus-Pro-1B/", "--max-queue", "3", "--max-n", "2",
-                                                  "--max-tokens", "100", "--allow-remote-images", "--no-web"))
+    argv = ["--max-queue", "3", "--max-n", "2", "--max-tokens", "100", "--allow-remote-images", "--no-web"]
+    settings = serve_cmd.settings_from_args(parse("--model", "models/Janus-Pro-1B/", *argv))
     assert settings.model_name == "Janus-Pro-1B"
     assert (settings.max_queue, settings.max_n, settings.max_tokens) == (3, 2, 100)
     assert settings.allow_remote_images and not settings.web_ui and settings.api_key is None
+    assert serve_cmd.settings_from_args(parse("--model", "m", "--model-name", "pro")).model_name == "pro"
     monkeypatch.setenv(serve_cmd.API_KEY_ENV, "from-env")
-    settings = serve_cmd.settings_from_args(parse("--model", "m", "--model-name", "pro"))
-    assert settings.model_name == "pro" and settings.api_key.get_secret_value() == "from-env"
-    assert serve_cmd.settings_from_args(parse("--model", "m", "--api-key", "flag")).api_key.get_secret_value() == "flag"
+    assert api_key() == "from-env"
+    assert api_key("--api-key", "flag") == "flag"
+
+
+def test_help_shows_the_settings_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-queue" in text and f"(default {ServerSettings().max_queue})" in text
 
 
 def test_invalid_limits_are_config_errors() -> None:
@@ -65,15 +91,34 @@ def test_public_host_without_key_is_refused_before_loading(monkeypatch: pytest.M
 def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
     env = {**os.environ, serve_cmd.API_KEY_ENV: "cli-key"}
     process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--model", str(CHECKPOINT), "--device", "cpu", "--host",
-         "127.0.0.1", "--port", "0", "--model-name", "tiny", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            LAUNCHER,
+            "serve",
+            "--model",
+            str(CHECKPOINT),
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model-name",
+            "tiny",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-        assert match, f"no address in {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
+        assert match, f"no address in {line!r} (exit code {process.poll()})"
         url = match.group(1)
         deadline = time.monotonic() + 30
         while True:
@@ -85,7 +130,9 @@ def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
                 assert time.monotonic() < deadline, "the server never answered /health"
                 time.sleep(0.1)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="cli-key", max_retries=0, timeout=60)
-        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert reply.choices[0].message.content is not None
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0

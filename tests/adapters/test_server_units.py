@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from janus_adapters.server.chat import generation_settings, to_janus_messages
+from janus_adapters.server.chat import _Reply, generation_settings, to_janus_messages
 from janus_adapters.server.errors import APIError, field_path, from_exception
 from janus_adapters.server.inputs import load_image_url
 from janus_adapters.server.schemas import ChatCompletionRequest
@@ -33,8 +35,9 @@ def png_uri(width: int = 8, height: int = 6) -> str:
 
 
 def request(**fields: Any) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                                 **fields})
+    return ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+    )
 
 
 # -- request mapping ---------------------------------------------------------------------------------------
@@ -43,11 +46,18 @@ def request(**fields: Any) -> ChatCompletionRequest:
     [
         ({}, {"max_new_tokens": 512}),
         ({"temperature": 0, "top_p": 0.5}, {"max_new_tokens": 512}),
-        ({"temperature": 0.7, "max_tokens": 9}, {"max_new_tokens": 9, "do_sample": True, "temperature": 0.7,
-                                                 "top_p": None, "top_k": None}),
-        ({"top_p": 0.9, "max_completion_tokens": 5}, {"max_new_tokens": 5, "do_sample": True, "temperature": 1.0,
-                                                      "top_p": 0.9, "top_k": None}),
-        ({"top_k": 3}, {"max_new_tokens": 512, "do_sample": True, "temperature": 1.0, "top_p": None, "top_k": 3}),
+        (
+            {"temperature": 0.7, "max_tokens": 9},
+            {"max_new_tokens": 9, "do_sample": True, "temperature": 0.7, "top_p": None, "top_k": None},
+        ),
+        (
+            {"top_p": 0.9, "max_completion_tokens": 5},
+            {"max_new_tokens": 5, "do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": None},
+        ),
+        (
+            {"top_k": 3},
+            {"max_new_tokens": 512, "do_sample": True, "temperature": 1.0, "top_p": None, "top_k": 3},
+        ),
     ],
 )
 def test_sampling_fields_map_to_generation_settings(fields: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -63,8 +73,14 @@ def test_max_tokens_limit_and_default_cap() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "where"),
-    [({"n": 2}, "n"), ({"stop": ["x"]}, "stop"), ({"logprobs": True}, "logprobs"), ({"tools": []}, "tools"),
-     ({"frequency_penalty": 0.5}, "frequency_penalty"), ({"temperature": 3}, "temperature")],
+    [
+        ({"n": 2}, "n"),
+        ({"stop": ["x"]}, "stop"),
+        ({"logprobs": True}, "logprobs"),
+        ({"tools": []}, "tools"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"temperature": 3}, "temperature"),
+    ],
 )
 def test_unsupported_fields_are_refused(fields: dict[str, Any], where: str) -> None:
     with pytest.raises(ValueError, match=where):
@@ -73,8 +89,10 @@ def test_unsupported_fields_are_refused(fields: dict[str, Any], where: str) -> N
 
 def test_image_tags_official_layout_when_images_come_first() -> None:
     uri = png_uri()
-    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}},
-                                           {"type": "text", "text": "What?"}]}
+    message = {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "What?"}],
+    }
     [converted] = to_janus_messages(request(messages=[message]).messages, ServerSettings(), TAG)
     assert converted["content"] == "What?"  # the pipeline puts the tag in front, as the official script does
     assert [im.size for im in converted["images"]] == [(8, 6)]
@@ -84,8 +102,15 @@ def test_image_tags_stay_where_they_stand_between_texts() -> None:
     uri = png_uri()
     messages = [
         {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Compare"}, {"type": "image_url", "image_url": {"url": uri}},
-                                     {"type": "text", "text": "with"}, {"type": "image_url", "image_url": {"url": uri}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare"},
+                {"type": "image_url", "image_url": {"url": uri}},
+                {"type": "text", "text": "with"},
+                {"type": "image_url", "image_url": {"url": uri}},
+            ],
+        },
     ]
     system, user = to_janus_messages(request(messages=messages).messages, ServerSettings(), TAG)
     assert system == {"role": "system", "content": "Be brief."}
@@ -97,8 +122,11 @@ def test_image_count_limit_and_assistant_images_refused() -> None:
     uri = png_uri()
     part = {"type": "image_url", "image_url": {"url": uri}}
     with pytest.raises(APIError, match="limit of 1"):
-        to_janus_messages(request(messages=[{"role": "user", "content": [part, part]}]).messages,
-                          ServerSettings(max_chat_images=1), TAG)
+        to_janus_messages(
+            request(messages=[{"role": "user", "content": [part, part]}]).messages,
+            ServerSettings(max_chat_images=1),
+            TAG,
+        )
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [part]}]
     with pytest.raises(APIError, match="only user messages"):
         to_janus_messages(request(messages=messages).messages, ServerSettings(), TAG)
@@ -119,7 +147,11 @@ def test_image_count_limit_and_assistant_images_refused() -> None:
 def test_bad_image_urls_are_400_naming_the_part(url: str, code: str) -> None:
     with pytest.raises(APIError) as info:
         load_image_url(url, ServerSettings(), "messages[0].content[1].image_url")
-    assert (info.value.status, info.value.code, info.value.param) == (400, code, "messages[0].content[1].image_url")
+    assert (info.value.status, info.value.code, info.value.param) == (
+        400,
+        code,
+        "messages[0].content[1].image_url",
+    )
 
 
 def test_pixel_limit_is_checked() -> None:
@@ -130,7 +162,9 @@ def test_pixel_limit_is_checked() -> None:
 
 # -- errors, binding ---------------------------------------------------------------------------------------
 def test_error_mapping() -> None:
-    assert field_path(("body", "messages", 0, "content", 2, "image_url")) == "messages[0].content[2].image_url"
+    assert (
+        field_path(("body", "messages", 0, "content", 2, "image_url")) == "messages[0].content[2].image_url"
+    )
     assert from_exception(InputError("bad")).status == 400
     assert from_exception(GenerationCancelled("x")).code == "cancelled"
     internal = from_exception(RuntimeError("secret detail"))
@@ -150,6 +184,22 @@ def test_public_hosts_need_a_key_or_the_explicit_flag(host: str) -> None:
         check_bind(host, None, allow_unauthenticated=False)
     check_bind(host, SecretStr("k"), allow_unauthenticated=False)
     check_bind(host, None, allow_unauthenticated=True)
+
+
+def test_a_failure_mid_stream_ends_the_stream_with_an_error_event() -> None:
+    reply = _Reply("m")
+    lines = [*reply.chunks(Text("a")), *reply.chunks(Failed(InputError("the prompt is too long")))]
+    assert json.loads(lines[0][6:])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert json.loads(lines[1][6:])["choices"][0]["delta"] == {"content": "a"}
+    assert json.loads(lines[2][6:]) == {
+        "error": {
+            "message": "the prompt is too long",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "InputError",
+        }
+    }
+    assert len(lines) == 3  # no [DONE] after an error
 
 
 # -- the job queue -----------------------------------------------------------------------------------------
@@ -187,7 +237,15 @@ def test_worker_bounds_the_queue_runs_in_order_and_answers_each_job_once() -> No
         worker.submit(running)
         await loop.run_in_executor(None, gate.started.wait, 5)
         order: list[int] = []
-        queued = [Job(lambda job, i=i: order.append(i) or i, loop) for i in range(2)]
+
+        def record(i: int) -> Callable[[Job], int]:
+            def work(job: Job) -> int:
+                order.append(i)
+                return i
+
+            return work
+
+        queued = [Job(record(i), loop) for i in range(2)]
         for job in queued:
             worker.submit(job)
         with pytest.raises(QueueFull) as info:
@@ -197,7 +255,12 @@ def test_worker_bounds_the_queue_runs_in_order_and_answers_each_job_once() -> No
         assert [type(e) for e in await drain(running)] == [Text, Done]
         assert [(await drain(job))[-1].result for job in queued] == [0, 1] == order
         status = worker.status()
-        assert (status["accepted"], status["rejected"], status["completed"], status["waiting"]) == (3, 1, 3, 0)
+        assert (status["accepted"], status["rejected"], status["completed"], status["waiting"]) == (
+            3,
+            1,
+            3,
+            0,
+        )
         worker.close()
 
     asyncio.run(scenario())

@@ -83,6 +83,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            error = first.get("ctx", {}).get("error", "")
+            return APIError(
+                400, f"the request body is not valid JSON {error}".strip(), code="invalid_json"
+            ).response()
         param = field_path(first.get("loc", ()))
         message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg"))
         if len(exc.errors()) > 1:

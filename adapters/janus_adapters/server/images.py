@@ -53,7 +53,7 @@ def images_router(state: ServerState) -> APIRouter:
         pipeline, batch = state.pipeline, state.settings.image_batch
 
         def work(job: Job) -> None:
-            generator = torch.Generator(device=str(pipeline.device))
+            generator = torch.Generator(device=pipeline.device)
             if body.seed is None:
                 generator.seed()
             else:

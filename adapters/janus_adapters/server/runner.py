@@ -48,8 +48,11 @@ def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
 
 
 def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Serve until Ctrl-C (then return) or SIGTERM (then exit by the signal), shutting down gracefully first."""
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled; it is the normal stop
+    """Serve until Ctrl-C (then return) or SIGTERM (then exit by the signal), shutting down gracefully first.
+
+    uvicorn re-raises the SIGINT it handled, as KeyboardInterrupt; here that is the normal way to stop.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
         _server(app, log_level).run(sockets=[sock])
 
 

@@ -212,13 +212,7 @@ class Worker:
             with self._lock:
                 self._running = None
                 self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - started)
-                counter = (
-                    "completed"
-                    if isinstance(event, Done)
-                    else "cancelled"
-                    if isinstance(event.error, GenerationCancelled)
-                    else "failed"
-                )
+                counter = _outcome(event)
                 setattr(self.stats, counter, getattr(self.stats, counter) + 1)
             job.emit(event)
 
@@ -245,3 +239,10 @@ class Worker:
                     self._waiting -= 1
                     self.stats.cancelled += 1
                 job.emit(Failed(GenerationCancelled("the server is shutting down")))
+
+
+def _outcome(event: Done | Failed) -> str:
+    """The Stats counter a finished job adds to."""
+    if isinstance(event, Done):
+        return "completed"
+    return "cancelled" if isinstance(event.error, GenerationCancelled) else "failed"

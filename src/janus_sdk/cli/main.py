@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from janus_sdk.cli import config_cmd, convert_cmd, model_cmds, plugins_cmd
+from janus_sdk.cli import config_cmd, convert_cmd, model_cmds, plugins_cmd, serve_cmd
 from janus_sdk.errors import JanusError
 
 EPILOG = """examples:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (model_cmds, plugins_cmd, config_cmd, convert_cmd):
+    for module in (model_cmds, serve_cmd, plugins_cmd, config_cmd, convert_cmd):
         module.add_commands(sub)
     return parser
 

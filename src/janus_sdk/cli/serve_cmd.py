@@ -9,30 +9,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from janus_adapters.server.settings import ServerSettings
+from janus_sdk.cli.model_cmds import MODEL_HELP
 from janus_sdk.errors import ConfigError
 from janus_sdk.registry import describe_validation_error
 
 API_KEY_ENV = "JANUS_API_KEY"
 
-# flag -> (ServerSettings field, type, help); unset flags keep the settings' defaults
-LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--max-queue": ("max_queue", int, "requests waiting behind the running one; more get 429 (default 16)"),
-    "--max-body-bytes": ("max_body_bytes", int, "largest request body in bytes (default 16 MiB)"),
-    "--max-image-pixels": (
-        "max_image_pixels",
-        int,
-        "largest input image, width x height (default 4096x4096)",
-    ),
-    "--max-chat-images": ("max_chat_images", int, "most images in one conversation (default 4)"),
-    "--max-n": ("max_n", int, "most images per generation request (default 4)"),
-    "--max-tokens": ("max_tokens", int, "largest max_tokens a chat request may ask for (default 2048)"),
-    "--default-max-tokens": (
-        "default_max_tokens",
-        int,
-        "answer length when a request gives none (default 512)",
-    ),
-    "--image-batch": ("image_batch", int, "images sampled together; larger is faster on a GPU (default 1)"),
-}
+LIMITS = (
+    "max_queue",
+    "max_body_bytes",
+    "max_image_pixels",
+    "max_chat_images",
+    "max_n",
+    "max_tokens",
+    "default_max_tokens",
+    "image_batch",
+)
+"""ServerSettings fields with a flag of their own (--max-queue, ...); unset flags keep the defaults."""
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +42,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         f"  {API_KEY_ENV}=secret janus serve --model deepseek-ai/Janus-Pro-1B --host 0.0.0.0\n\n"
         "then e.g.: openai.OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='secret')",
     )
-    from janus_sdk.cli.model_cmds import MODEL_HELP
-
     serve.add_argument("--model", required=True, help=MODEL_HELP)
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     serve.add_argument(
@@ -75,8 +67,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="fetch http(s) image URLs (lets clients make this host send requests)",
     )
     serve.add_argument("--no-web", action="store_true", help="do not serve the web page at /")
-    for flag, (_, kind, text) in LIMIT_FLAGS.items():
-        serve.add_argument(flag, type=kind, help=text)
+    for name in LIMITS:
+        field = ServerSettings.model_fields[name]
+        serve.add_argument(
+            f"--{name.replace('_', '-')}", type=int, help=f"{field.description} (default {field.default})"
+        )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -86,20 +81,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.set_defaults(handler=run_serve)
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The ServerSettings the flags ask for (API key from the flag, else the environment)."""
-    from janus_adapters.server import ServerSettings
-
     values: dict[str, Any] = {
         "model_name": args.model_name or PurePath(str(args.model).rstrip("/\\")).name or str(args.model),
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "allow_remote_images": args.allow_remote_images,
         "web_ui": not args.no_web,
     }
-    for flag, (field, _, _) in LIMIT_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            values[field] = value
+    values.update({name: getattr(args, name) for name in LIMITS if getattr(args, name) is not None})
     try:
         return ServerSettings(**values)
     except ValidationError as exc:
