@@ -1,6 +1,7 @@
 """transformers interop: the official janus-tiny checkpoint converted to the layout of transformers'
 `JanusForConditionalGeneration` runs in transformers' own model and reproduces the official goldens, and
-converting back gives the original tensors bit for bit. Also pins the known differences of transformers' port."""
+converting back gives the original tensors bit for bit. Also pins the known differences of transformers'
+port."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from janus_adapters.transformers_interop import (
     EXTRAS_FILE,
     Reshape,
     convert_checkpoint,
-    detect_layout,
+    detect_janus_layout,
     route_official,
     route_transformers,
 )
@@ -35,6 +36,7 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
 CHECKPOINT = FIXTURE / "checkpoint"
 CHECKPOINT_BIN = FIXTURE / "checkpoint-bin"
 CFG_WEIGHT = 5.0
+Model = Any  # a loaded JanusForConditionalGeneration (its type hints are stricter than its behaviour)
 METADATA_FILES = ("preprocessor_config.json", "processor_config.json", "special_tokens_map.json",
                   "tokenizer_config.json")
 
@@ -50,8 +52,8 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(hf_dir: Path) -> JanusForConditionalGeneration:
-    loaded = JanusForConditionalGeneration.from_pretrained(str(hf_dir), dtype=torch.float32)
+def model(hf_dir: Path) -> Model:
+    loaded: Model = JanusForConditionalGeneration.from_pretrained(str(hf_dir), dtype=torch.float32)
     return loaded.eval()
 
 
@@ -116,11 +118,11 @@ def test_config_writes_every_size_and_never_ties(hf_dir: Path, processor: Any) -
     vision: Any = config.vision_config
     vq: Any = config.vq_config
     text: Any = config.text_config
-    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.vocab_size) == (64, 128, 2, 640)
-    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.projection_dim) == (
-        32, 2, 2, 64)
-    assert (vq.base_channels, vq.latent_channels, vq.projection_dim, vq.image_token_embed_dim, vq.num_patches) == (
-        32, 32, 64, 64, 24)
+    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (64, 128, 2)
+    assert (text.vocab_size, text.num_key_value_heads, text.head_dim) == (640, 4, 16)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads) == (32, 2, 2)
+    assert (vision.projection_dim, vq.base_channels, vq.latent_channels) == (64, 32, 32)
+    assert (vq.projection_dim, vq.image_token_embed_dim, vq.num_patches) == (64, 64, 24)
     assert config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image_placeholder>")
 
 
@@ -137,12 +139,13 @@ def _official_config(language: dict[str, Any], hidden: int) -> dict[str, Any]:
         "gen_head_config": sub("vision_head", "gen_head",
                                {"image_token_embed": hidden, "image_token_size": 16384, "n_embed": hidden}),
         "gen_vision_config": sub("VQ-16", "gen_vision", {"image_token_size": 16384, "n_embed": 8}),
-        "language_config": {"max_position_embeddings": 16384, "model_type": "llama", "torch_dtype": "bfloat16",
-                            "vocab_size": 102400, **language},
+        "language_config": {"max_position_embeddings": 16384, "model_type": "llama",
+                            "torch_dtype": "bfloat16", "vocab_size": 102400, **language},
         "model_type": "multi_modality",
         "torch_dtype": "bfloat16",
-        "vision_config": sub("CLIPVisionTower", "vision", {"image_size": 384, "model_name": "siglip_large_patch16_384",
-                                                           "select_feature": "same", "select_layer": -1}),
+        "vision_config": sub("CLIPVisionTower", "vision", {
+            "image_size": 384, "model_name": "siglip_large_patch16_384", "select_feature": "same",
+            "select_layer": -1}),
     }
 
 
@@ -158,7 +161,8 @@ def _official_config(language: dict[str, Any], hidden: int) -> dict[str, Any]:
 def test_real_janus_pro_configs_build_the_real_model(
     language: dict[str, Any], hidden: int, official_state_size: int
 ) -> None:
-    ids = TokenIds(bos=100000, eos=100001, pad=100015, image=100581, begin_of_image=100016, end_of_image=100593)
+    ids = TokenIds(bos=100000, eos=100001, pad=100015, image=100581, begin_of_image=100016,
+                   end_of_image=100593)
     config = JanusConfig.from_dict(official_to_transformers(_official_config(language, hidden), ids))
     with torch.device("meta"):
         built = JanusForConditionalGeneration(config)
@@ -175,11 +179,11 @@ def test_config_refuses_what_transformers_cannot_express() -> None:
         official_to_transformers(official, ids)
 
 
-# -- transformers' model reproduces the official goldens ------------------------------------------------------
+# -- transformers' model reproduces the official goldens -----------------------------------------------------
 
 
 def test_understanding_logits_match_golden(
-    model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]
+    model: Model, golden: dict[str, torch.Tensor]
 ) -> None:
     with torch.no_grad():
         out = model(
@@ -191,7 +195,7 @@ def test_understanding_logits_match_golden(
 
 
 def test_greedy_text_generation_matches_golden(
-    model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]
+    model: Model, golden: dict[str, torch.Tensor]
 ) -> None:
     with torch.no_grad():
         out = model.generate(
@@ -205,15 +209,15 @@ def test_greedy_text_generation_matches_golden(
 
 
 def test_teacher_forced_image_steps_match_golden(
-    model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]
+    model: Model, golden: dict[str, torch.Tensor]
 ) -> None:
-    """Rows [cond0, uncond0, cond1, uncond1] as the official loop lays them out, through transformers' pieces."""
+    """Rows [cond0, uncond0, cond1, uncond1] as the official loop lays them out, through transformers."""
     forced = golden["gen_forced_tokens"]
     expected = golden["gen_forced_cfg_logits_first32"]
     with torch.no_grad():
         embeds = model.get_input_embeddings()(golden["gen_cond_uncond_ids"].long())
         cache = DynamicCache(config=model.config.text_config)
-        for step in range(expected.shape[1]):
+        for step in range(16):  # of the 32 golden steps
             if step:
                 pair_tokens = forced[:, step - 1].repeat_interleave(2)[:, None]
                 embeds = model.prepare_embeddings_for_image_generation(pair_tokens)
@@ -225,42 +229,52 @@ def test_teacher_forced_image_steps_match_golden(
             torch.testing.assert_close(cfg, expected[:, step], atol=5e-4, rtol=0)
 
 
-def test_vq_decode_matches_golden(model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]) -> None:
+def test_vq_decode_matches_golden(model: Model, golden: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         decoded = model.model.vqmodel.decode(golden["vq_code_grid"].long())
     torch.testing.assert_close(decoded, golden["vq_decode_out"], atol=1e-4, rtol=0)
 
 
 def test_image_generate_samples_like_official_only_without_top_k(
-    model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]
+    model: Model, golden: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """transformers' own image-mode `generate` draws the official tokens (seed 42) once top-k is off; its
-    default top-k 50 changes them. 16 tokens keep it fast: the loop length comes from the vision config."""
-    steps = 16
+    """transformers' own image-mode `generate` (its sampler's probabilities recorded) draws the official
+    tokens from the official distribution (seed 42) once top-k is off; by default 50 candidates per step
+    remain. 8 steps keep it fast: the loop length comes from the vision config."""
+    steps = 8
     prompt = golden["gen_prompt_ids"][None].repeat(2, 1)
     vision_config: Any = model.model.vision_model.config
-    kept = vision_config.num_image_tokens
-    vision_config.num_image_tokens = steps
-    try:
-        drawn = {}
-        for top_k in (0, None, "default"):
-            torch.manual_seed(42)
-            kwargs = {} if top_k == "default" else {"top_k": top_k}
-            with torch.no_grad():
-                drawn[top_k] = model.generate(
-                    input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_mode="image",
-                    do_sample=True, **kwargs,
-                )
-    finally:
-        vision_config.num_image_tokens = kept
+    sample = torch.multinomial
+    recorded: list[torch.Tensor] = []
+
+    def recording_multinomial(probs: torch.Tensor, num_samples: int) -> torch.Tensor:
+        recorded.append(probs.clone())
+        return sample(probs, num_samples)
+
+    monkeypatch.setattr(torch, "multinomial", recording_multinomial)
+    monkeypatch.setattr(vision_config, "num_image_tokens", steps)
+    drawn, probs = {}, {}
+    for top_k in (0, None, "default"):
+        recorded.clear()
+        torch.manual_seed(42)
+        kwargs = {} if top_k == "default" else {"top_k": top_k}
+        with torch.no_grad():
+            drawn[top_k] = model.generate(
+                input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_mode="image",
+                do_sample=True, **kwargs,
+            )
+        probs[top_k] = torch.stack(recorded, dim=1)  # [2, steps, 16384]
     official = golden["gen_sampled_tokens"][:, :steps].long()
-    assert torch.equal(drawn[0], official)
-    assert torch.equal(drawn[None], official)
-    assert not torch.equal(drawn["default"], official)
+    for top_k in (0, None):
+        assert torch.equal(drawn[top_k], official)
+        logprob = probs[top_k].gather(-1, official[..., None])[..., 0].log()
+        torch.testing.assert_close(logprob, golden["gen_sampled_logprob"][:, :steps], atol=5e-4, rtol=0)
+        assert bool((probs[top_k] > 0).all())
+    assert bool(((probs["default"] > 0).sum(dim=-1) == 50).all())
 
 
 def test_vq_encode_skips_the_official_l2_normalisation(
-    model: JanusForConditionalGeneration, golden: dict[str, torch.Tensor]
+    model: Model, golden: dict[str, torch.Tensor]
 ) -> None:
     """Same latent, different codes: only the official L2 normalisation of latent and codebook is missing."""
     vq = model.model.vqmodel
@@ -274,11 +288,11 @@ def test_vq_encode_skips_the_official_l2_normalisation(
     assert (encoded.image_tokens != golden["vq_encode_indices"]).sum() > 100
 
 
-# -- the processor files --------------------------------------------------------------------------------------
+# -- the processor files -------------------------------------------------------------------------------------
 
 
 def test_processor_reproduces_official_prompt_ids(processor: Any, golden: dict[str, torch.Tensor]) -> None:
-    """The chat template + JanusProcessor give the official ids; pixels are the resize difference's business."""
+    """The chat template + JanusProcessor give the official ids (pixels: see the resize difference)."""
     conversation = [{"role": "user", "content": [
         {"type": "image"}, {"type": "text", "text": "What is shown in this image?"}]}]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
@@ -324,7 +338,8 @@ def test_chat_template_renders_the_official_format(
 
 def test_chat_template_generation_prompt_and_bad_role(processor: Any) -> None:
     user = {"role": "user", "content": [{"type": "text", "text": "Hi"}]}
-    assert processor.apply_chat_template([user], add_generation_prompt=True) == "<|User|>: Hi\n\n<|Assistant|>:"
+    rendered = processor.apply_chat_template([user], add_generation_prompt=True)
+    assert rendered == "<|User|>: Hi\n\n<|Assistant|>:"
     with pytest.raises(TemplateError, match="tool"):
         processor.apply_chat_template([{"role": "tool", "content": [{"type": "text", "text": "x"}]}])
 
@@ -345,12 +360,12 @@ def test_image_processor_rounds_where_the_reference_truncates(
     torch.testing.assert_close(same, reference, atol=1e-6, rtol=0)
 
 
-# -- round trips, sources, refusal ----------------------------------------------------------------------------
+# -- round trips, sources, refusal ---------------------------------------------------------------------------
 
 
 def test_round_trip_is_bit_identical(hf_dir: Path, tmp_path: Path) -> None:
     back = convert_checkpoint(hf_dir, tmp_path / "official", to="official")
-    assert detect_layout(hf_dir) == "transformers" and detect_layout(back) == "official"
+    assert detect_janus_layout(hf_dir) == "transformers" and detect_janus_layout(back) == "official"
     assert (hf_dir / EXTRAS_FILE).is_file()
     _assert_same_tensors(dict(_tensors(back)), dict(_tensors(CHECKPOINT)))
     config, original = _json(back / "config.json"), _json(CHECKPOINT / "config.json")
@@ -371,7 +386,8 @@ def test_round_trip_without_side_file_regenerates_codebook_used(hf_dir: Path, tm
     back = convert_checkpoint(bare, tmp_path / "official", to="official")
     restored = dict(_tensors(back))
     original = {name: t for name, t in _tensors(CHECKPOINT) if ".attn_pool." not in name}
-    assert torch.equal(original["gen_vision_model.quantize.codebook_used"], torch.zeros(65536, dtype=torch.bfloat16))
+    zeros = torch.zeros(65536, dtype=torch.bfloat16)
+    assert torch.equal(original["gen_vision_model.quantize.codebook_used"], zeros)
     _assert_same_tensors(restored, original)
     assert _json(back / "config.json")["vision_config"]["params"]["global_pool"] == ""
 
@@ -386,7 +402,8 @@ def test_tied_lm_head_is_rebuilt_from_the_embeddings(hf_dir: Path, tmp_path: Pat
     config["tie_word_embeddings"] = True
     (tied / "config.json").write_text(json.dumps(config), encoding="utf-8")
     back = dict(_tensors(convert_checkpoint(tied, tmp_path / "official", to="official")))
-    assert torch.equal(back["language_model.lm_head.weight"], back["language_model.model.embed_tokens.weight"])
+    embeddings = back["language_model.model.embed_tokens.weight"]
+    assert torch.equal(back["language_model.lm_head.weight"], embeddings)
 
 
 def test_bin_shards_and_sharded_output(hf_dir: Path, tmp_path: Path) -> None:

@@ -169,15 +169,15 @@ def test_template_renders_the_official_deepseek_format() -> None:
     user, assistant = template.user_role, template.assistant_role
     turns = [(user, " Hello! "), (assistant, "Hi! This is Tony."), (user, "Who are you?"), (assistant, "")]
     # By hand from conversation.py: system + sep; "role: content" + sep (even index) / sep2 (odd index);
-    # last turn "role:content"; contents and the whole prompt strip()-ed.
+    # an empty turn "role:" (no space); contents and the whole prompt strip()-ed.
     assert template.render(turns, JANUS_PRO_SYSTEM_PROMPT) == (
         JANUS_PRO_SYSTEM_PROMPT
         + "\n\n<|User|>: Hello!\n\n<|Assistant|>: Hi! This is Tony."
         + EOS_TEXT
         + "<|User|>: Who are you?\n\n<|Assistant|>:"
     )
-    assert template.render(turns[:2], "") == "<|User|>: Hello!\n\n<|Assistant|>:Hi! This is Tony."
-    assert template.render([(user, "Hi")], "") == "<|User|>:Hi"
+    assert template.render(turns[:2], "") == "<|User|>: Hello!\n\n<|Assistant|>: Hi! This is Tony." + EOS_TEXT
+    assert template.render([(user, "Hi")], "") == "<|User|>: Hi"  # the trailing separator is stripped
     assert template.default_system_prompt == JANUS_PRO_SYSTEM_PROMPT
 
 

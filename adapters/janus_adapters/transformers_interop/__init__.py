@@ -5,7 +5,12 @@ See `convert` for what is written and for the known behaviour differences of tra
 """
 
 from janus_adapters.transformers_interop.config import CHAT_TEMPLATE, TokenIds
-from janus_adapters.transformers_interop.convert import EXTRAS_FILE, Layout, convert_checkpoint, detect_layout
+from janus_adapters.transformers_interop.convert import (
+    EXTRAS_FILE,
+    Layout,
+    convert_checkpoint,
+    detect_janus_layout,
+)
 from janus_adapters.transformers_interop.keymap import Reshape, Route, route_official, route_transformers
 
 __all__ = [
@@ -16,7 +21,7 @@ __all__ = [
     "Route",
     "TokenIds",
     "convert_checkpoint",
-    "detect_layout",
+    "detect_janus_layout",
     "route_official",
     "route_transformers",
 ]

@@ -79,7 +79,7 @@ def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False)
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def detect_layout(directory: str | Path) -> Layout:
+def detect_janus_layout(directory: str | Path) -> Layout:
     """'official' or 'transformers', from the `model_type` of the checkpoint's config.json."""
     path = Path(directory).expanduser() / "config.json"
     model_type = _read_json(path).get("model_type")
@@ -101,13 +101,14 @@ def convert_checkpoint(
 ) -> Path:
     """Write the checkpoint `src` to `dst` in the `to` layout (the source layout is detected); returns `dst`.
 
-    Weights are sharded at `max_shard_size` bytes per file (a single `model.safetensors` when they fit).
+    Weights are sharded at `max_shard_size` bytes per file (a single `model.safetensors` when they fit). A
+    non-empty `dst` is replaced only with `overwrite=True`, and never when it is, or holds, the source.
     """
     if to not in LAYOUTS:
         raise ConfigError(f"to must be one of {', '.join(LAYOUTS)}, got {to!r}")
     source = Path(src).expanduser().resolve()
     target = Path(dst).expanduser().resolve()
-    layout = detect_layout(source)
+    layout = detect_janus_layout(source)
     if layout == to:
         raise CheckpointError(f"{source} is already in the {to} layout")
     if target == source or target.is_relative_to(source) or source.is_relative_to(target):

@@ -4,9 +4,9 @@ Rules, as the official `Conversation.get_prompt` and
 `VLChatProcessor.apply_sft_template_for_multi_turn_prompts` apply them:
 
 - a non-empty system prompt comes first, followed by `sep` ("\\n\\n");
-- every turn but the last renders as ``role + ": " + content`` followed by `sep` after turns at even positions
-  (user turns) and `sep2` (the EOS text) after turns at odd positions (assistant turns);
-- the last turn renders as ``role + ":" + content`` (no space: an empty assistant turn gives "<|Assistant|>:",
+- a turn with content renders as ``role + ": " + content`` followed by `sep` at even positions (user turns)
+  and `sep2` (the EOS text) at odd positions (assistant turns);
+- an empty turn renders as ``role + ":"`` (no space: an empty last assistant turn gives "<|Assistant|>:",
   leaving the prompt open for the answer);
 - each content is strip()-ed, and so is the whole prompt.
 """
@@ -66,14 +66,13 @@ class DeepSeekChatTemplate:
         roles = (self.user_role, self.assistant_role)
         separators = (self.config.sep, self.config.sep2)
         parts = [system_prompt + self.config.sep] if system_prompt else []
-        last = len(turns) - 1
         for i, (role, content) in enumerate(turns):
             if role not in roles:
                 raise InputError(
                     f"turn {i} has role {role!r}; this template knows only {roles[0]!r} and {roles[1]!r}"
                 )
             text = content.strip()
-            parts.append(f"{role}:{text}" if i == last else f"{role}: {text}{separators[i % 2]}")
+            parts.append(f"{role}: {text}{separators[i % 2]}" if text else f"{role}:")
         return "".join(parts).strip()
 
 
