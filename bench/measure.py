@@ -10,6 +10,8 @@ import resource
 import statistics
 import sys
 import time
+from itertools import pairwise
+from pathlib import Path
 
 import torch
 
@@ -51,16 +53,11 @@ class StepClock:
         self._t1 = time.perf_counter()
         return self._t1 - self._t0
 
-    @property
-    def count(self) -> int:
-        return len(self._events) - 1 if self._cuda else len(self._marks)
-
     def steps(self) -> list[float]:
         """Seconds per step."""
         if self._cuda:
-            return [a.elapsed_time(b) / 1e3 for a, b in zip(self._events, self._events[1:])]
-        points = [self._t0, *self._marks]
-        return [b - a for a, b in zip(points, points[1:])]
+            return [a.elapsed_time(b) / 1e3 for a, b in pairwise(self._events)]
+        return [b - a for a, b in pairwise([self._t0, *self._marks])]
 
 
 def window(num_steps: int) -> int:
@@ -76,7 +73,15 @@ def edge_medians(steps: list[float]) -> tuple[float, float, int]:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far."""
+    """Peak resident set size of this process so far.
+
+    Linux: VmHWM of /proc/self/status, the peak of this process image; getrusage's ru_maxrss is no use in a
+    child process there, as it keeps the parent's peak across fork + exec."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 

@@ -1,7 +1,7 @@
 """The three systems under test, on one set of seeded random weights at a released model's real dimensions.
 
-- ours: `JanusPipeline` around a `JanusModel` built like `janus info --preset` does (meta device), then filled
-  by the SDK's own `load_state_into` from a seeded generator instead of a checkpoint file;
+- ours: `JanusPipeline` built as `from_pretrained` builds it (components on the meta device), except that the
+  weights come from a seeded generator instead of a checkpoint file;
 - transformers: `JanusForConditionalGeneration` holding the same tensors, renamed through the SDK's
   official -> transformers key map (`janus_adapters.transformers_interop`);
 - reference: DeepSeek's own module layout (transformers' `LlamaForCausalLM` + `vision_head` + `MlpProjector`
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,14 +26,14 @@ from transformers import GenerationConfig, JanusConfig, JanusForConditionalGener
 
 from janus_adapters.transformers_interop import config as hf_meta
 from janus_adapters.transformers_interop import keymap
-from janus_sdk.checkpoint import CheckpointWeights, load_state_into
 from janus_sdk.config import PipelineConfig
+from janus_sdk.config.official import official_config_to_pipeline_dict
+from janus_sdk.config.pipeline import AUTO
 from janus_sdk.config.presets import official_preset
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.pipeline.inspect import preset_model
 from janus_sdk.pipeline.janus import JanusPipeline, build_model
 from janus_sdk.pipeline.model import JanusModel
-from janus_sdk.plugins import get_registry
+from janus_sdk.plugins import get_plugin_host, get_registry
 from janus_sdk.registry import BuildContext
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny" / "checkpoint"
@@ -52,17 +52,26 @@ def official_config(size: str) -> dict[str, Any]:
     return official_preset(PRESETS[size])
 
 
-def meta_model(size: str) -> tuple[PipelineConfig, JanusModel]:
-    """Config and meta-device model (no memory yet) of a model size."""
-    if size == "tiny":
-        config = PipelineConfig.from_checkpoint(FIXTURE)
-        return config, build_model(config, get_registry(), BuildContext(device=torch.device("meta")))
-    return preset_model(PRESETS[size])
+def pipeline_config(
+    size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None
+) -> PipelineConfig:
+    """The PipelineConfig `JanusPipeline.from_pretrained` derives from the model's official config.json."""
+    data = official_config_to_pipeline_dict(official_config(size), source=size)
+    data.update(device=str(device), dtype=str(dtype).removeprefix("torch."))
+    if attention is not None:
+        data["attention"] = {"name": attention}
+    return PipelineConfig.parse(data, source=size)
+
+
+def meta_model(size: str) -> JanusModel:
+    """The model of a size on the meta device (shapes only, no memory)."""
+    config = pipeline_config(size, device=torch.device("cpu"), dtype=torch.float32, attention=None)
+    return build_model(config, get_registry(), BuildContext(device=torch.device("meta")))
 
 
 def init_tensor(name: str, shape: torch.Size, dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
-    """One tensor of the random model: 1-D weights (norm scales) = 1, other 1-D tensors (biases, buffers) = 0,
-    everything else N(0, INIT_STD) from a generator seeded by (seed, name), so the order of creation is free."""
+    """One tensor of the random model: 1-D weights (norm scales) = 1, other 1-D tensors (biases, buffers) =
+    0, the rest N(0, INIT_STD) from a generator seeded by (seed, name), so the order of creation is free."""
     if len(shape) == 1:
         fill = 1.0 if name.endswith(".weight") else 0.0
         return torch.full(shape, fill, dtype=dtype, device=device)
@@ -70,48 +79,62 @@ def init_tensor(name: str, shape: torch.Size, dtype: torch.dtype, device: torch.
     return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, INIT_STD, generator=generator)
 
 
-class RandomWeights:
-    """Stands in for `CheckpointWeights` in `load_state_into`: each tensor of a meta-built model, made on request
-    directly in the target dtype and device."""
-
-    directory = Path("<seeded random weights>")
-
-    def __init__(self, module: nn.Module, *, dtype: torch.dtype, device: torch.device, seed: int) -> None:
-        self._meta = {name: t for name, t in module.state_dict(keep_vars=True).items()}
-        self._dtype, self._device, self._seed = dtype, device, seed
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._meta)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._meta
-
-    def shape_of(self, name: str) -> tuple[int, ...]:
-        return tuple(self._meta[name].shape)
-
-    def dtype_of(self, name: str) -> torch.dtype:
-        stored = self._meta[name].dtype
-        return self._dtype if stored.is_floating_point else stored
-
-    def get(self, name: str) -> Tensor:
-        return init_tensor(name, self._meta[name].shape, self.dtype_of(name), self._device, self._seed)
+def materialise(model: nn.Module, *, dtype: torch.dtype, device: torch.device, seed: int) -> None:
+    """Fill a meta-built model in place: seeded values for everything a checkpoint would hold (floating
+    tensors in `dtype`), then the computed buffers placed as the SDK's loader places them."""
+    state = {
+        name: init_tensor(name, t.shape, dtype if t.is_floating_point() else t.dtype, device, seed)
+        for name, t in model.state_dict(keep_vars=True).items()
+    }
+    model.load_state_dict(state, strict=True, assign=True)
+    place_computed_buffers(model, device)
 
 
-def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int) -> JanusPipeline:
-    """Our pipeline with seeded random weights, the fixture's tokenizer and the preset's chat template."""
-    config, model = meta_model(size)
-    weights = cast(CheckpointWeights, RandomWeights(model, dtype=dtype, device=device, seed=seed))
-    load_state_into(model, weights, dtype=dtype, device=device)
+def place_computed_buffers(model: nn.Module, device: torch.device) -> None:
+    """Non-persistent buffers after a meta build: rotary tables and position ids left on meta are recomputed,
+    ones built on another real device (our rotary tables are built on the CPU) are moved to `device`."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "rope_type"):
+                with torch.device(device):
+                    setattr(parent, child_name, type(child)(config=child.config))
+    for module in model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta and name == "position_ids":
+                positions = torch.arange(buffer.shape[-1], device=device).expand(buffer.shape)
+                module.register_buffer(name, positions, persistent=False)
+            elif not buffer.is_meta and buffer.device != device:
+                setattr(module, name, buffer.to(device))
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"tensors left on the meta device: {', '.join(leftover)}")
+
+
+def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int,
+               attention: str | None = None) -> JanusPipeline:
+    """Our pipeline built step by step as `JanusPipeline.from_config` builds it, except that the weights come
+    from `materialise` instead of a checkpoint; the fixture's tokenizer and the official chat template."""
+    config = pipeline_config(size, device=device, dtype=dtype, attention=attention)
+    host = get_plugin_host()
+    registry = host.registry
+    name = config.attention.name
+    if name == AUTO:
+        name = host.choose_attention_backend(device, dtype)
+    backend = registry.get(ComponentKind.ATTENTION_BACKEND, name).build(
+        config.attention.params, BuildContext(FIXTURE, device, dtype)
+    )
+    backend.check(device, dtype)
+    context = BuildContext(FIXTURE, device, dtype, backend)
+    model = build_model(config, registry, context)
+    materialise(model, dtype=dtype, device=device, seed=seed)
     model.eval()
-    registry = get_registry()
-    context = BuildContext(FIXTURE, device, dtype)
     tokenizer = registry.get(ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name).build(
         config.text_tokenizer.params, context
     )
     template = registry.get(ComponentKind.CHAT_TEMPLATE, config.chat_template.name).build(
         config.chat_template.params, context
     )
-    return JanusPipeline(config, model, tokenizer, template, registry)
+    return JanusPipeline(config, model, tokenizer, template, backend, registry)
 
 
 def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:
@@ -121,23 +144,6 @@ def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:
         bos=tok.bos_id, eos=tok.eos_id, pad=tok.pad_id, image=tok.token_id(hf_meta.IMAGE_TOKEN),
         begin_of_image=tok.token_id(hf_meta.BEGIN_OF_IMAGE), end_of_image=tok.token_id(hf_meta.END_OF_IMAGE),
     )
-
-
-def _place_computed_buffers(model: nn.Module, device: torch.device) -> None:
-    """Recreate the non-persistent buffers a meta build leaves empty (rotary tables, position ids)."""
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "rope_type"):
-                with torch.device(device):
-                    setattr(parent, child_name, type(child)(config=child.config))
-    for module in model.modules():
-        for name, buffer in list(module.named_buffers(recurse=False)):
-            if buffer.is_meta and name == "position_ids":
-                module.register_buffer(name, torch.arange(buffer.shape[-1], device=device).expand(buffer.shape),
-                                       persistent=False)
-    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if leftover:
-        raise RuntimeError(f"tensors left on the meta device: {', '.join(leftover)}")
 
 
 def build_transformers_peer(pipe: JanusPipeline, size: str) -> JanusForConditionalGeneration:
@@ -151,7 +157,7 @@ def build_transformers_peer(pipe: JanusPipeline, size: str) -> JanusForCondition
     for name, tensor in pipe.model.state_dict().items():
         state.update(keymap.to_transformers(keymap.route_official(name), tensor))
     model.load_state_dict(state, strict=True, assign=True)
-    _place_computed_buffers(model, pipe.device)
+    place_computed_buffers(model, pipe.device)
     model.generation_config = GenerationConfig(**hf_meta.generation_config(ids))
     return model.eval()
 
@@ -227,7 +233,7 @@ def build_reference_peer(pipe: JanusPipeline) -> ReferenceJanus:
     wanted = model.state_dict().keys()
     state = {name: t for name, t in ours.state_dict().items() if name in wanted}
     model.load_state_dict(state, strict=True, assign=True)
-    _place_computed_buffers(model, pipe.device)
+    place_computed_buffers(model, pipe.device)
     return model.eval()
 
 

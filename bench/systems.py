@@ -8,11 +8,13 @@ the loop of DeepSeek's `generation_inference.py` and, for text, the `language_mo
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from transformers import JanusForConditionalGeneration, LogitsProcessor, LogitsProcessorList
+from transformers import JanusForConditionalGeneration
 
 from janus_sdk.errors import GenerationCancelled
 from janus_sdk.kinds import ComponentKind
@@ -76,21 +78,29 @@ class Ours:
 
 
 class _Enough(Exception):
-    """Raised from inside transformers' image loop to end a bounded run."""
+    """Raised from inside a peer's generate to end a bounded run."""
 
 
-class _ClockMark(LogitsProcessor):
-    """A logits processor that only marks the clock (called once per step, after the head)."""
+@contextmanager
+def marking(head: nn.Module, clock: StepClock, stop_after: int | None = None) -> Iterator[None]:
+    """Mark the clock after every call of `head` (once per generated token), ending the run with _Enough after
+    `stop_after` calls; a forward hook, so the peer's own generate runs unchanged."""
+    calls = 0
 
-    def __init__(self, clock: StepClock, stop_after: int | None = None) -> None:
-        self.clock, self.stop_after, self.calls = clock, stop_after, 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.clock.mark()
-        self.calls += 1
-        if self.stop_after is not None and self.calls >= self.stop_after:
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal calls
+        clock.mark()
+        calls += 1
+        if stop_after is not None and calls >= stop_after:
             raise _Enough
-        return scores
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    except _Enough:
+        pass
+    finally:
+        handle.remove()
 
 
 class TransformersPeer:
@@ -103,21 +113,18 @@ class TransformersPeer:
     def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
         ids = torch.tensor([prompt_ids] * n, device=self.model.device)
         stop = tokens if tokens < NUM_IMAGE_TOKENS else None
-        try:
+        with marking(self.model.model.generation_head, clock, stop):
             self.model.generate(
                 ids, attention_mask=torch.ones_like(ids), generation_mode="image", do_sample=True, top_k=0,
                 temperature=TEMPERATURE, guidance_scale=CFG_WEIGHT,
-                logits_processor=LogitsProcessorList([_ClockMark(clock, stop)]),
             )
-        except _Enough:
-            pass
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        self.model.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
-            eos_token_id=None, logits_processor=LogitsProcessorList([_ClockMark(clock)]),
-        )
+        with marking(self.model.lm_head, clock):
+            self.model.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens, do_sample=False, eos_token_id=None,
+            )
 
     def vq_decode(self, codes: Tensor) -> Tensor:
         out: Tensor = self.model.decode_image_tokens(codes)
@@ -136,11 +143,11 @@ class ReferencePeer:
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        self.model.language_model.generate(
-            inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.pad_id, bos_token_id=self.bos_id,
-            eos_token_id=None, max_new_tokens=tokens, do_sample=False, use_cache=True,
-            logits_processor=LogitsProcessorList([_ClockMark(clock)]),
-        )
+        with marking(self.model.language_model.lm_head, clock):
+            self.model.language_model.generate(
+                inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.pad_id, bos_token_id=self.bos_id,
+                eos_token_id=None, max_new_tokens=tokens, do_sample=False, use_cache=True,
+            )
 
     def vq_decode(self, codes: Tensor) -> None:
         return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from PIL import Image
 from torch import Tensor
 
@@ -42,6 +43,7 @@ class WorkerSpec:
     n: tuple[int, ...]
     workloads: tuple[str, ...]
     vq_repeats: int
+    attention: str | None = None
     seed: int = 0
 
     def to_json(self) -> str:
@@ -98,7 +100,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed)
+    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention)
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
@@ -135,6 +137,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
 
 
 def main() -> None:
+    transformers.logging.set_verbosity_error()
     spec = WorkerSpec.from_json(sys.argv[1])
     Path(sys.argv[2]).write_text(json.dumps(run_worker(spec)), encoding="utf-8")
 

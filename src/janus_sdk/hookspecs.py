@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
+    from janus_sdk.checkpoint.layouts import CheckpointLayoutView
     from janus_sdk.registry import Register
 
 PROJECT = "janus_sdk"
@@ -80,3 +83,13 @@ def register_attention_backends(register: Register) -> None:
 @hookspec(firstresult=True)
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     """Name the attention backend to use when a config says "auto"; the first plugin that answers decides."""
+
+
+@hookspec(firstresult=True)
+def open_checkpoint_layout(directory: Path) -> CheckpointLayoutView | None:
+    """Read a checkpoint directory stored in a layout other than DeepSeek's official one.
+
+    Return None when `directory` is not in your layout (the official layout is built in and tried after every
+    plugin); otherwise its PipelineConfig fields and its tensors under the official names. Raise a
+    `JanusError` (e.g. CheckpointError) when it is in your layout but broken.
+    """

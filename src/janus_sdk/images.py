@@ -10,10 +10,10 @@ Faithful to the official `janus.utils.io.load_pil_images`, which is `PIL.Image.o
 - Safety: the pixel count is checked against ``max_pixels`` from the header, before any pixel is decoded, so a
   decompression bomb costs nothing. PIL's own global limit (``Image.MAX_IMAGE_PIXELS``; an error above twice
   that value) still applies on top and is reported the same way. Only the common raster formats of
-  `IMAGE_FORMATS` are decoded (a deviation: the official code lets PIL try all of its decoders, among them EPS,
-  which runs Ghostscript, and rarely used ones that are a needless attack surface for untrusted uploads).
-- Failures: whatever a decoder raises on hostile data becomes an InputError naming the source; no PIL exception
-  reaches the caller.
+  `IMAGE_FORMATS` are decoded (a deviation: the official code lets PIL try all of its decoders, among them
+  EPS, which runs Ghostscript, and rarely used ones that are a needless attack surface for untrusted input).
+- Failures: whatever a decoder raises on hostile data becomes an InputError naming the source; no PIL
+  exception reaches the caller.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 megapixels). Janus shrinks every image to 384 x 384, so bigger inputs would only cost memory and time."""
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "ICO", "AVIF", "HEIF")
-"""PIL format ids `load_image` decodes (those this PIL build supports; HEIF only with the pillow-heif plugin)."""
+"""PIL format ids `load_image` decodes (those this PIL build has; HEIF only with the pillow-heif plugin)."""
 
 
 def load_image(
@@ -55,15 +55,22 @@ def _decode(
     source: Image.Image | IO[bytes], name: str, max_pixels: int, apply_exif_orientation: bool
 ) -> Image.Image:
     """Check the size from the header, then decode; every PIL failure becomes an InputError naming `name`."""
+    with warnings.catch_warnings():
+        # We enforce our own limit, and the caller gets an RGB image or an InputError: PIL's warnings (the
+        # bomb threshold, corrupt EXIF, palette transparency, ...) are noise here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        return _to_rgb(_open(source, name, max_pixels, apply_exif_orientation), name)
+
+
+def _open(
+    source: Image.Image | IO[bytes], name: str, max_pixels: int, apply_exif_orientation: bool
+) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            # We enforce our own limit; PIL's warning for sizes between its two thresholds is noise here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = source if isinstance(source, Image.Image) else Image.open(source, formats=_formats())
-            _check_size(image, name, max_pixels)
-            image.load()
-            if apply_exif_orientation:
-                image = ImageOps.exif_transpose(image)
+        image = source if isinstance(source, Image.Image) else Image.open(source, formats=_formats())
+        _check_size(image, name, max_pixels)
+        image.load()
+        return ImageOps.exif_transpose(image) if apply_exif_orientation else image
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name} is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
@@ -77,8 +84,11 @@ def _decode(
         raise InputError(
             f"{name} is corrupt or truncated and could not be decoded ({_reason(exc)})"
         ) from None
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """`convert` returns a new image, so a caller's image is never modified."""
     try:
-        # `convert` returns a new image, so a caller's image is never modified.
         return image.convert("RGB")
     except Exception as exc:  # e.g. ValueError for a mode PIL cannot convert (La)
         raise InputError(

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +26,8 @@ import torch
 from pydantic import BaseModel
 
 from janus_sdk import hookspecs
-from janus_sdk.errors import PluginError
+from janus_sdk.checkpoint.layouts import CheckpointLayoutView, official_layout
+from janus_sdk.errors import JanusError, PluginError
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.registry import Factory, Registration, Registry
 
@@ -224,8 +226,36 @@ class PluginHost:
                 return str(choice)
         return "sdpa"
 
+    def open_checkpoint_layout(self, directory: str | Path) -> CheckpointLayoutView:
+        """Read a checkpoint directory in whatever layout a plugin recognises, else the official layout.
 
-_HOOK_NAMES = sorted(name for name in dir(hookspecs) if name.startswith(("register_", "choose_")))
+        Implementations are asked in pluggy's order (last registered first). A `JanusError` from one means the
+        checkpoint is in its layout but unusable, and reaches the caller; any other exception is a plugin bug,
+        reported and skipped like a failing register hook.
+        """
+        path = Path(directory)
+        for impl in reversed(self.pm.hook.open_checkpoint_layout.get_hookimpls()):
+            try:
+                view = impl.function(directory=path)
+            except JanusError:
+                raise
+            except Exception as exc:
+                info = self._info[impl.plugin_name]
+                self._fail(info, f"plugin {info.name!r} raised in open_checkpoint_layout: "
+                                 f"{type(exc).__name__}: {exc}")
+                continue
+            if view is not None:
+                if not isinstance(view, CheckpointLayoutView):
+                    raise PluginError(f"plugin {impl.plugin_name!r}: open_checkpoint_layout returned "
+                                      f"{type(view).__name__}, not a CheckpointLayoutView")
+                log.info("%s: layout read by plugin %r", path, impl.plugin_name)
+                return view
+        return official_layout(path)
+
+
+_HOOK_NAMES = sorted(
+    name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), f"{hookspecs.PROJECT}_spec")
+)
 
 
 _default_host: PluginHost | None = None

@@ -88,6 +88,17 @@ class ImageProcessorConfig(BaseModel):
         description="Informational only: the official processor ignores this key and pads with "
         "int(255 * image_mean); if present it must agree with that colour.",
     )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Largest width x height of an input image, checked from its header before decoding "
+        "(decompression-bomb guard; not an official key).",
+    )
+    apply_exif_orientation: bool = Field(
+        default=False,
+        description="Rotate photos upright by their EXIF orientation tag first; off like the official code "
+        "(not an official key).",
+    )
 
     @property
     def fill_color(self) -> tuple[int, int, int]:
@@ -126,11 +137,23 @@ class ImageProcessor:
         side, floor, longest = self.config.image_size, self.config.min_size, max(width, height)
         return max(int(width / longest * side), floor), max(int(height / longest * side), floor)
 
+    def load(self, source: ImageSource) -> Image.Image:
+        """`load_image` with this processor's pixel limit and EXIF policy."""
+        config = self.config
+        return load_image(
+            source, max_pixels=config.max_pixels, apply_exif_orientation=config.apply_exif_orientation
+        )
+
     def resize_and_pad(self, image: Image.Image) -> np.ndarray:
         """uint8 [S, S, 3]: PIL bicubic resize (torchvision's path for PIL images), centred on the canvas."""
+        if not isinstance(image, Image.Image):
+            raise InputError(
+                f"the image processor takes PIL images (see `load`), got {type(image).__name__}"
+            )
         if image.width <= 0 or image.height <= 0:
             raise InputError(f"cannot process an image of zero size ({image.width}x{image.height})")
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        # Other modes go through load_image, whose conversion reports failures as InputError.
+        rgb = image if image.mode == "RGB" else load_image(image, max_pixels=self.config.max_pixels)
         width, height = self.resized_size(rgb.width, rgb.height)
         resized = np.asarray(rgb.resize((width, height), Image.Resampling.BICUBIC))
         side = max(width, height)  # == image_size unless image_size < min_size
@@ -242,8 +265,6 @@ def build_understanding_inputs(
     image_processor: ImageProcessor,
     processor_config: ProcessorConfig,
     system_prompt: str | None = None,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> UnderstandingInputs:
     """Render, tokenise and expand one conversation, and preprocess its images.
 
@@ -253,8 +274,12 @@ def build_understanding_inputs(
       turn gets an empty assistant turn, so the prompt ends with the assistant role and ":".
     - A message with images whose text has no image tag gets one tag per image in front of its text, then a
       newline (what the official inference script writes). Tags in the whole prompt must match the images.
+    - Images are loaded with `image_processor.load` (its pixel limit and EXIF policy).
     """
     system, turns = _split_system(messages, system_prompt, template)
+    check_text(system, "the system prompt")
+    for i, message in enumerate(turns):
+        check_text(message.content, f"message {i} (after any system message)")
     tag = processor_config.image_tag
     contents = [_with_image_tags(m, tag) for m in turns]
     images = [source for m in turns for source in m.images]
@@ -271,7 +296,7 @@ def build_understanding_inputs(
             f"the conversation has {num_tags} image tag(s) {tag!r} but {len(images)} image(s); "
             f"give one image per tag, or leave the tags out to have them placed before each message's text"
         )
-    pixel_values = image_processor([load_image(source, max_pixels=max_pixels) for source in images])
+    pixel_values = image_processor([image_processor.load(source) for source in images])
 
     n = processor_config.num_image_tokens
     start_id = tokenizer.token_id(processor_config.image_start_tag)
@@ -318,6 +343,19 @@ def _split_system(
     return system, turns
 
 
+def check_text(text: object, what: str) -> None:
+    """InputError unless `text` is a str the tokenizer can take (valid Unicode: no lone surrogates)."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} is not valid Unicode text: {exc.reason} at character {exc.start} "
+            f"({text[exc.start : exc.end]!r})"
+        ) from None
+
+
 def _with_image_tags(message: Message, tag: str) -> str:
     """The message text, with one tag per image and a newline put in front when the text has no tag."""
     if not message.images or tag in message.content:
@@ -346,6 +384,7 @@ def format_generation_prompt(
     prompt: str, template: ChatTemplate, image_start_tag: str = IMAGE_START_TAG
 ) -> str:
     """The official text-to-image prompt: one user turn, empty system prompt, then the image start tag."""
+    check_text(prompt, "the text-to-image prompt")
     if not prompt.strip():
         raise InputError("the text-to-image prompt is empty")
     turns = [(template.user_role, prompt), (template.assistant_role, "")]

@@ -32,48 +32,34 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import JanusProcessor, PreTrainedTokenizerFast
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from janus_adapters.transformers_interop import config as meta
 from janus_adapters.transformers_interop import keymap
+from janus_adapters.transformers_interop.layout import (
+    DEFAULT_NUM_IMAGE_TOKENS,
+    EXTRAS_FILE,
+    OfficialView,
+    open_official_view,
+    read_json,
+    read_optional_json,
+)
 from janus_sdk.checkpoint import CheckpointWeights, open_checkpoint, parse_size
 from janus_sdk.errors import CheckpointError, ConfigError
 
 Layout = Literal["official", "transformers"]
 LAYOUTS: tuple[Layout, ...] = ("official", "transformers")
 
-EXTRAS_FILE = "janus_official_extras.safetensors"
-"""Side file of a transformers-layout checkpoint holding the official tensors transformers drops."""
 _MODEL_TYPES: dict[str, Layout] = {"multi_modality": "official", "janus": "transformers"}
-_DEFAULT_NUM_IMAGE_TOKENS = 576
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def _read_optional_json(path: Path) -> dict[str, Any]:
-    return _read_json(path) if path.exists() else {}
-
-
 def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False) -> None:
     text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys)
     path.write_text(text + "\n", encoding="utf-8")
@@ -82,7 +68,7 @@ def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False)
 def detect_janus_layout(directory: str | Path) -> Layout:
     """'official' or 'transformers', from the `model_type` of the checkpoint's config.json."""
     path = Path(directory).expanduser() / "config.json"
-    model_type = _read_json(path).get("model_type")
+    model_type = read_json(path).get("model_type")
     if model_type not in _MODEL_TYPES:
         raise CheckpointError(
             f"{path}: model_type {model_type!r} is neither the official Janus 'multi_modality' "
@@ -122,11 +108,11 @@ def convert_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         staging.chmod(0o755)
-        with open_checkpoint(source) as weights:
-            if to == "transformers":
+        if to == "transformers":
+            with open_checkpoint(source) as weights:
                 _to_transformers(source, weights, staging, limit)
-            else:
-                _to_official(source, weights, staging, limit)
+        else:
+            _to_official(source, staging, limit)
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -240,19 +226,23 @@ def _token_ids(tokenizer: PreTrainedTokenizerFast) -> meta.TokenIds:
     )
 
 
+def _to_transformers_part(weights: CheckpointWeights, route: keymap.Route) -> dict[str, torch.Tensor]:
+    return keymap.to_transformers(route, weights.get(route.official))
+
+
 def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: int) -> None:
     tokenizer = _load_tokenizer(src)
     ids = _token_ids(tokenizer)
-    _write_json(out / "config.json", meta.official_to_transformers(_read_json(src / "config.json"), ids))
+    _write_json(out / "config.json", meta.official_to_transformers(read_json(src / "config.json"), ids))
     _write_json(out / "generation_config.json", meta.generation_config(ids))
-    preprocessor = _read_optional_json(src / "preprocessor_config.json")
-    processor = _read_optional_json(src / "processor_config.json")
+    preprocessor = read_optional_json(src / "preprocessor_config.json")
+    processor = read_optional_json(src / "processor_config.json")
     JanusProcessor(
         image_processor=JanusImageProcessorPil(**meta.image_processor_kwargs(preprocessor)),
         tokenizer=tokenizer,
         chat_template=meta.CHAT_TEMPLATE,
         use_default_system_prompt=True,
-        num_image_tokens=int(processor.get("num_image_tokens", _DEFAULT_NUM_IMAGE_TOKENS)),
+        num_image_tokens=int(processor.get("num_image_tokens", DEFAULT_NUM_IMAGE_TOKENS)),
     ).save_pretrained(str(out))
 
     routes = [keymap.route_official(name) for name in weights]
@@ -270,66 +260,15 @@ def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: in
 # -- transformers -> official --------------------------------------------------------------------------------
 
 
-def _extras(src: Path) -> dict[str, torch.Tensor]:
-    path = src / EXTRAS_FILE
-    return load_file(str(path)) if path.is_file() else {}
+def _official_part(weights: OfficialView, name: str) -> dict[str, torch.Tensor]:
+    return {name: weights.get(name)}
 
 
-def _to_transformers_part(weights: CheckpointWeights, route: keymap.Route) -> dict[str, torch.Tensor]:
-    return keymap.to_transformers(route, weights.get(route.official))
-
-
-def _to_official_part(weights: CheckpointWeights, route: keymap.Route) -> dict[str, torch.Tensor]:
-    return {route.official: keymap.to_official(route, [weights.get(name) for name in route.transformers])}
-
-
-def _fixed(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {name: tensor}
-
-
-def _official_jobs(
-    weights: CheckpointWeights, extras: Mapping[str, torch.Tensor], ties_lm_head: bool
-) -> Iterator[_Job]:
-    routes: dict[str, keymap.Route] = {}
-    for name in weights:
-        route = keymap.route_transformers(name)
-        routes.setdefault(route.official, route)
-    for route in routes.values():
-        missing = [name for name in route.transformers if name not in weights]
-        if missing:
-            raise CheckpointError(f"{weights.directory}: {route.official} needs {', '.join(missing)}")
-        nbytes = sum(weights.nbytes_of(name) for name in route.transformers)
-        yield _Job(nbytes, partial(_to_official_part, weights, route))
-    if keymap.OFFICIAL_LM_HEAD not in routes:
-        if not ties_lm_head:
-            raise CheckpointError(f"{weights.directory} has no lm_head.weight and its config does not tie it")
-        embed = keymap.route_official(keymap.OFFICIAL_EMBED_TOKENS).transformers[0]
-        yield _Job(weights.nbytes_of(embed), lambda: {keymap.OFFICIAL_LM_HEAD: weights.get(embed).clone()})
-    for name, tensor in extras.items():
-        yield _Job(tensor.numel() * tensor.element_size(), partial(_fixed, name, tensor))
-    if keymap.CODEBOOK_USED not in extras:
-        codebook = keymap.route_official(keymap.CODEBOOK).transformers[0]
-        zeros = torch.zeros(keymap.CODEBOOK_USED_SIZE, dtype=weights.dtype_of(codebook))
-        yield _Job(zeros.numel() * zeros.element_size(), partial(_fixed, keymap.CODEBOOK_USED, zeros))
-
-
-def _to_official(src: Path, weights: CheckpointWeights, out: Path, limit: int) -> None:
-    hf_config = _read_json(src / "config.json")
-    extras = _extras(src)
-    official = meta.transformers_to_official(hf_config, transformers.__version__)
-    if not any(name.startswith("vision_model.vision_tower.attn_pool.") for name in extras):
-        official["vision_config"]["params"]["global_pool"] = ""
-    _write_json(out / "config.json", official)
-    jobs = list(_official_jobs(weights, extras, meta.transformers_ties_lm_head(hf_config)))
-    _write_weights(out, jobs, limit)
-
+def _to_official(src: Path, out: Path, limit: int) -> None:
+    files, view = open_official_view(src)
+    with view:
+        for filename, data in files.items():
+            _write_json(out / filename, data, sort_keys=filename != "config.json")
+        jobs = [_Job(view.nbytes_of(name), partial(_official_part, view, name)) for name in view]
+        _write_weights(out, jobs, limit)
     shutil.copy2(src / "tokenizer.json", out / "tokenizer.json")
-    for filename, data in meta.official_tokenizer_files(_read_json(src / "tokenizer_config.json")).items():
-        _write_json(out / filename, data, sort_keys=True)
-    processor = _read_optional_json(src / "processor_config.json")
-    image_processor = processor.get("image_processor")
-    if not isinstance(image_processor, dict):
-        image_processor = _read_json(src / "preprocessor_config.json")
-    num_image_tokens = int(processor.get("num_image_tokens", _DEFAULT_NUM_IMAGE_TOKENS))
-    for filename, data in meta.official_processor_files(image_processor, num_image_tokens).items():
-        _write_json(out / filename, data, sort_keys=True)

@@ -86,22 +86,28 @@ def _check_fit(
     available: Mapping[str, str],
     prefix: str,
 ) -> None:
-    """Raise one CheckpointError describing every way the checkpoint slice differs from the module."""
+    """Raise one CheckpointError describing every way the checkpoint slice differs from the module; each
+    tensor found in the checkpoint is named with the file that holds it."""
     missing = [f"{prefix}{key} {list(t.shape)}" for key, t in expected.items() if key not in available]
     unexpected = [
-        f"{name} {list(weights.shape_of(name))}" for key, name in available.items() if key not in expected
+        f"{name} {list(weights.shape_of(name))} (in {weights.file_of(name).name})"
+        for key, name in available.items()
+        if key not in expected
     ]
     misshaped, mistyped = [], []
     for key, tensor in expected.items():
         if key not in available:
             continue
         name = available[key]
+        where = f"(in {weights.file_of(name).name})"
         found = weights.shape_of(name)
         if found != tuple(tensor.shape):
-            misshaped.append(f"{name}: model expects {list(tensor.shape)}, checkpoint has {list(found)}")
+            misshaped.append(
+                f"{name}: model expects {list(tensor.shape)}, checkpoint has {list(found)} {where}"
+            )
         stored = weights.dtype_of(name)
         if stored.is_floating_point != tensor.is_floating_point():
-            mistyped.append(f"{name}: model expects {tensor.dtype}, checkpoint has {stored}")
+            mistyped.append(f"{name}: model expects {tensor.dtype}, checkpoint has {stored} {where}")
     sections = [
         _section("missing from the checkpoint", missing),
         _section("in the checkpoint but not in the model", unexpected),

@@ -5,7 +5,9 @@ sharded safetensors with `model.safetensors.index.json`, a single `pytorch_model
 `pytorch_model-*.bin` with `pytorch_model.bin.index.json` (what Janus-Pro-7B ships). Safetensors files are
 opened with `safe_open` (memory-mapped, only the header is parsed up front). Pickled `.bin` files are read
 ONLY with `torch.load(weights_only=True, mmap=True)`: unpickling anything other than tensors could run
-arbitrary code, so such a file is refused. Nothing here ever writes into the checkpoint directory.
+arbitrary code, so such a file is refused; and only with torch >= 2.6, whose weights-only unpickler fixed
+CVE-2025-32434 (older ones could be made to run code anyway). Nothing here ever writes into the checkpoint
+directory.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch.torch_version import TorchVersion
 
 from janus_sdk.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
+#: Oldest torch whose `torch.load(weights_only=True)` is safe on hostile files (CVE-2025-32434).
+SAFE_PICKLE_TORCH = "2.6"
 
 #: dtypes a checkpoint tensor may have: float ones are cast to the model's dtype, the others kept as stored.
 USABLE_DTYPES: dict[str, torch.dtype] = {
@@ -188,6 +193,12 @@ def _code_of(dtype: torch.dtype) -> str:
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     """torch.load with weights_only=True; old (pre-zip) files cannot be memory-mapped and are read whole."""
+    if TorchVersion(torch.__version__) < SAFE_PICKLE_TORCH:
+        raise CheckpointError(
+            f"refused to load {path}: reading pickled .bin checkpoints safely needs torch >= "
+            f"{SAFE_PICKLE_TORCH} (this is {torch.__version__}, whose weights-only unpickler can be made to "
+            "run code, CVE-2025-32434). Upgrade torch, or use a safetensors copy of the checkpoint."
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:

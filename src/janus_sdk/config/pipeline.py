@@ -9,7 +9,7 @@ registered it), so a typo in a SigLIP option is reported with its full path, e.g
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic_core import PydanticCustomError
@@ -25,6 +25,9 @@ from janus_sdk.registry import (
     Registry,
     describe_validation_error,
 )
+
+if TYPE_CHECKING:
+    from janus_sdk.plugins import PluginHost
 
 AUTO = "auto"  # an attention backend chosen by the plugins' choose_attention_backend hook
 
@@ -186,17 +189,30 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def from_checkpoint(
-        cls, directory: str | Path, *, registry: Registry | None = None, **overrides: Any
+        cls, directory: str | Path, *, registry: Registry | None = None, plugins: PluginHost | None = None,
+        **overrides: Any,
     ) -> PipelineConfig:
-        """Derive the config from a checkpoint directory in the official layout (its own config.json).
+        """Derive the config from a checkpoint directory's own files: the official layout, or any layout a
+        plugin reads (`open_checkpoint_layout` hook, e.g. transformers' JanusForConditionalGeneration).
 
-        `overrides` replace whole top-level fields, e.g. ``device="cpu"`` or ``visual_encoder={"name": ...}``.
+        `plugins` is the host whose layout readers are asked (default: the process-wide one); components are
+        looked up in `registry` (default: that host's). `overrides` replace whole top-level fields, e.g.
+        ``device="cpu"`` or ``visual_encoder={"name": ...}``.
         """
-        from janus_sdk.config.official import official_to_pipeline_dict
+        from janus_sdk.plugins import get_plugin_host
 
-        data = official_to_pipeline_dict(Path(directory))
-        data.update(overrides)
-        return cls.parse(data, source=f"{directory}/config.json", registry=registry)
+        host = plugins or get_plugin_host()
+        view = host.open_checkpoint_layout(directory)
+        view.weights.close()
+        return cls.from_layout(view.pipeline_dict, directory, registry=registry or host.registry, **overrides)
+
+    @classmethod
+    def from_layout(
+        cls, pipeline_dict: dict[str, Any], directory: str | Path, *, registry: Registry | None = None,
+        **overrides: Any,
+    ) -> PipelineConfig:
+        """Validate the fields a `CheckpointLayoutView` derived from `directory`, with `overrides` on top."""
+        return cls.parse({**pipeline_dict, **overrides}, source=f"{directory}/config.json", registry=registry)
 
     def component_specs(self) -> dict[str, tuple[ComponentKind, ComponentSpec]]:
         """Every component slot: slot name -> (kind, spec)."""

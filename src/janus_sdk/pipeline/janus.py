@@ -6,18 +6,20 @@ and the plugin registry. Calls are serialised by a lock, so one pipeline can be 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from janus_sdk.checkpoint import load_state_into, open_checkpoint, resolve_model_source
+from janus_sdk.checkpoint import CheckpointWeights, load_state_into, resolve_model_source
+from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
 from janus_sdk.config.pipeline import AUTO
 from janus_sdk.devices import resolve_device, resolve_dtype
@@ -70,20 +72,23 @@ class JanusPipeline:
         cls, source: str | Path, *, device: str = "auto", dtype: str = "auto", attention: str | None = None,
         plugins: PluginHost | None = None,
     ) -> JanusPipeline:
-        """Load a checkpoint in the official layout from a local directory or a Hugging Face Hub id."""
+        """Load a checkpoint from a local directory or a Hugging Face Hub id: the official layout, or any
+        layout a plugin reads (the `open_checkpoint_layout` hook, e.g. transformers' Janus layout)."""
         path = resolve_model_source(source)
         overrides: dict[str, Any] = {"device": device, "dtype": dtype}
         if attention is not None:
             overrides["attention"] = {"name": attention}
-        registry = (plugins or get_plugin_host()).registry
-        config = PipelineConfig.from_checkpoint(path, registry=registry, **overrides)
-        return cls.from_config(config, plugins=plugins)
+        host = plugins or get_plugin_host()
+        view = host.open_checkpoint_layout(path)
+        config = PipelineConfig.from_layout(view.pipeline_dict, path, registry=host.registry, **overrides)
+        return cls._assemble(config, host, path, view.weights)
 
     @classmethod
     def from_config(
         cls, config: PipelineConfig | dict[str, Any] | str | Path, *, plugins: PluginHost | None = None
     ) -> JanusPipeline:
-        """Build every component the config names and load the checkpoint's weights into them.
+        """Build every component the config names and load the checkpoint's weights into them (the checkpoint
+        in any layout a plugin reads, else the official one).
 
         `plugins` is the plugin host to take components from (default: the process-wide one, with every
         installed plugin)."""
@@ -96,6 +101,15 @@ class JanusPipeline:
         if config.checkpoint is None:
             raise ConfigError("the config names no checkpoint: set `checkpoint` to a model directory or hub id")
         path = resolve_model_source(config.checkpoint)
+        return cls._assemble(config, host, path, host.open_checkpoint_layout(path).weights)
+
+    @classmethod
+    def _assemble(
+        cls, config: PipelineConfig, host: PluginHost, path: Path, weights: WeightSource
+    ) -> JanusPipeline:
+        """Build the components of a validated config and fill them from `weights` (official names) of the
+        checkpoint directory `path`."""
+        registry = host.registry
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         attention_name = config.attention.name
@@ -108,7 +122,11 @@ class JanusPipeline:
         context = BuildContext(path, device, dtype, attention)
         model = build_model(config, registry, context)
         weightless = [f"{name}.*" for name, module in model.named_children() if not module.state_dict()]
-        load_state_into(model, open_checkpoint(path), dtype=dtype, device=device, ignore=weightless)
+        # load_state_into reads only through the WeightSource interface (CheckpointWeights is one).
+        with contextlib.closing(weights):
+            load_state_into(
+                model, cast(CheckpointWeights, weights), dtype=dtype, device=device, ignore=weightless
+            )
         model.eval()
         tokenizer = _build(registry, ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name,
                            config.text_tokenizer.params, context)

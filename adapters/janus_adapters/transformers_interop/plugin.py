@@ -1,0 +1,30 @@
+"""janus-sdk plugin: load checkpoints stored in the layout of transformers' `JanusForConditionalGeneration`
+(e.g. `deepseek-community/Janus-Pro-1B`, or what `janus convert --to transformers` writes) directly, with no
+conversion on disk. Registered as the `transformers_interop` entry point of the `janus_sdk` group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from janus_adapters.transformers_interop.layout import is_transformers_layout, open_official_view
+from janus_sdk.checkpoint.layouts import CheckpointLayoutView
+from janus_sdk.config.official import official_config_to_pipeline_dict
+from janus_sdk.hookspecs import hookimpl
+
+
+@hookimpl
+def open_checkpoint_layout(directory: Path) -> CheckpointLayoutView | None:
+    """A transformers-layout checkpoint (config.json `model_type: janus`) in official terms, else None."""
+    if not is_transformers_layout(directory):
+        return None
+    files, weights = open_official_view(directory)
+    pipeline_dict = official_config_to_pipeline_dict(
+        files["config.json"],
+        source=str(directory / "config.json"),
+        tokenizer_config=files["tokenizer_config.json"],
+        preprocessor_config=files["preprocessor_config.json"],
+        processor_config=files["processor_config.json"],
+    )
+    pipeline_dict["checkpoint"] = str(directory)
+    return CheckpointLayoutView(pipeline_dict, weights)

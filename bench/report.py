@@ -1,0 +1,126 @@
+"""The results table: one row per figure with each system's value, the peers' ratios to ours, the floor and
+the issue's target. All figures are times or sizes (smaller is better): `peer/ours` > 1 means ours wins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from floor import StepBytes
+from worker import SYSTEMS
+
+PEERS = SYSTEMS[1:]
+HEADER = ["figure", *SYSTEMS, *(f"{p}/ours" for p in PEERS), "floor", "ours/floor", "target"]
+GB = 1e9
+Entry = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    values: dict[str, float | None]  # by system
+    floor: float | None = None
+    target: str = ""
+    peer_ratios: bool = True
+
+    def cells(self) -> list[str]:
+        ours = self.values.get("ours")
+        ratios = [_ratio(self.values.get(p), ours) if self.peer_ratios else "" for p in PEERS]
+        return [self.label, *(_fmt(self.values.get(s)) for s in SYSTEMS), *ratios,
+                _fmt(self.floor), _ratio(ours, self.floor), self.target]
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    return "—" if num is None or not den else f"{num / den:.2f}x"
+
+
+def _entry(results: dict[str, Any], system: str, workload: str) -> Entry | None:
+    entry = results.get(system, {}).get("results", {}).get(workload)
+    return entry if entry and "error" not in entry else None
+
+
+def _shape(results: dict[str, Any], workload: str) -> Entry | None:
+    """The workload's entry of the first system that ran it (sizes and token counts are the same for all)."""
+    return next((e for s in SYSTEMS if (e := _entry(results, s, workload)) is not None), None)
+
+
+def _values(results: dict[str, Any], workload: str, pick: Callable[[Entry], float | None]) -> dict[str, float | None]:
+    return {s: (pick(e) if (e := _entry(results, s, workload)) is not None else None) for s in SYSTEMS}
+
+
+def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float) -> list[Row]:
+    key = f"t2i_n{n}"
+    shape = _shape(results, key)
+    if shape is None:
+        return [Row(f"t2i n={n}: no system completed it", dict.fromkeys(SYSTEMS))]
+    tokens, prompt, rows, k = shape["tokens"], shape["prompt_len"], shape["rows"], shape["window"]
+
+    def floor_s(steps: range) -> float:
+        """Seconds to read the bytes of these steps once (step i attends over prompt + i positions)."""
+        return sum(step_bytes.image_step(prompt + i, rows) for i in steps) / (gbps * GB)
+
+    scope = "whole image" if tokens >= 576 else f"{tokens} of 576 tokens"
+    step_target = "ours/floor <= 1.3x" if n == 1 else ""
+    out = [
+        Row(f"t2i n={n}: s/image ({scope})", _values(results, key, lambda e: e["s_per_image"]),
+            floor_s(range(tokens)) / n, "peer/ours >= 2.5x"),
+        Row(f"t2i n={n}: ms/token, start (steps 1-{k})", _values(results, key, lambda e: e["start_ms"]),
+            floor_s(range(1, 1 + k)) / k * 1e3, step_target),
+        Row(f"t2i n={n}: ms/token, end (steps {tokens - k}-{tokens - 1})",
+            _values(results, key, lambda e: e["end_ms"]), floor_s(range(tokens - k, tokens)) / k * 1e3,
+            step_target),
+    ]
+    if n > 1:
+        def relative(system: str) -> float | None:
+            mine, single = _entry(results, system, key), _entry(results, system, "t2i_n1")
+            return mine["s_per_image"] / single["s_per_image"] if mine and single else None
+
+        out.append(Row(f"t2i n={n}: s/image relative to n=1", {s: relative(s) for s in SYSTEMS},
+                       target="ours <= 0.4", peer_ratios=False))
+    return out
+
+
+def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float) -> list[Row]:
+    shape = _shape(results, "understand")
+    if shape is None:
+        return [Row("understand: no system completed it", dict.fromkeys(SYSTEMS))]
+    prompt, tokens = shape["prompt_len"], shape["tokens"]
+    decode = range(1, tokens)
+    floor_ms = (sum(step_bytes.text_step(prompt + i) for i in decode) / len(decode) / (gbps * GB) * 1e3
+                if decode else None)
+    return [
+        Row(f"understand: prefill {prompt} tokens, s", _values(results, "understand", lambda e: e["prefill_s"]),
+            target="transformers/ours >= 2x"),
+        Row(f"understand: decode ms/token (median of {len(decode)})",
+            _values(results, "understand", lambda e: e["decode_ms"]), floor_ms,
+            "transformers/ours >= 2x, ours/floor <= 1.3x"),
+    ]
+
+
+def vq_rows(results: dict[str, Any]) -> list[Row]:
+    return [Row("VQ decode, 1 image 384x384, s (best)", _values(results, "vq", lambda e: e["best_s"]),
+                target="transformers/ours >= 1.5x")]
+
+
+def memory_rows(results: dict[str, Any], cuda: bool) -> list[Row]:
+    """Peak memory per system; the floor is our weights + the largest KV cache any of our workloads held."""
+    ours = results.get("ours", {})
+    budget = (ours["weight_bytes"] + ours["kv_cache_bytes"]) / GB if "weight_bytes" in ours else None
+
+    def of(field: str) -> dict[str, float | None]:
+        return {s: (results[s][field] / GB if results.get(s, {}).get(field) else None) for s in SYSTEMS}
+
+    rows = [Row("peak RSS, GB (floor: weights + KV cache)", of("peak_rss_bytes"), budget, "ours/floor <= 1.2x")]
+    if cuda:
+        rows.append(Row("CUDA max allocated, GB (floor: weights + KV cache)", of("cuda_peak_bytes"), budget))
+    return rows
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    return "\n".join([*lines, *("| " + " | ".join(row.cells()) + " |" for row in rows)])

@@ -1,0 +1,60 @@
+"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`, `nox -s bench -- ARGS`.
+
+Virtual environments are reused between runs (`nox -R` also skips the installs); `nox` alone runs tests, lint,
+typecheck and docs. The tests session installs and runs exactly what README.md and .ci/run do.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+
+TORCH = "torch==2.13.0"  # the version the project is tested with (README.md, .ci/run)
+LINTED = ("src", "plugins", "adapters", "tests")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite: `nox -s tests -- -k golden -x` passes the arguments on to pytest."""
+    session.install(TORCH)
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff's lint rules and formatting check."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the SDK."""
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+    session.run("mypy", "--strict", "src/janus_sdk")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/, warnings as errors (`nox -s docs -- serve` serves it)."""
+    session.install(TORCH)
+    session.install("-e", ".[docs]")
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner about its successor
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=quiet)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=quiet)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark: `nox -s bench -- --help` for its options."""
+    session.install(TORCH)
+    session.install("-e", ".")
+    session.run("python", "bench/run.py", *session.posargs)
