@@ -31,7 +31,9 @@ def assert_same_tensors(actual: dict[str, torch.Tensor], expected: dict[str, tor
         assert actual[name].dtype == tensor.dtype and torch.equal(actual[name], tensor), name
 
 
-def test_default_rewrites_bin_shards_as_safetensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_rewrites_bin_shards_as_safetensors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dst = tmp_path / "st"
     code, out, _ = run_cli(capsys, "convert", str(FIXTURE / "checkpoint-bin"), str(dst))
     assert (code, out.strip()) == (0, str(dst))
@@ -40,14 +42,18 @@ def test_default_rewrites_bin_shards_as_safetensors(tmp_path: Path, capsys: pyte
     assert_same_tensors(tensors(dst), tensors(CHECKPOINT))
 
 
-def test_to_transformers_and_back_is_bit_identical(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_to_transformers_and_back_is_bit_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hf, back = tmp_path / "hf", tmp_path / "back"
     code, out, _ = run_cli(capsys, "convert", "--to", "transformers", str(CHECKPOINT), str(hf))
     assert (code, out.strip()) == (0, str(hf))
     assert json.loads((hf / "config.json").read_text(encoding="utf-8"))["model_type"] == "janus"
     assert "model.vision_model.encoder.layers.0.self_attn.q_proj.weight" in open_checkpoint(hf)
 
-    code, out, _ = run_cli(capsys, "convert", "--to", "official", "--max-shard-size", "4MB", str(hf), str(back))
+    code, out, _ = run_cli(
+        capsys, "convert", "--to", "official", "--max-shard-size", "4MB", str(hf), str(back)
+    )
     assert (code, out.strip()) == (0, str(back))
     assert json.loads((back / "config.json").read_text(encoding="utf-8"))["model_type"] == "multi_modality"
     with open_checkpoint(back) as weights:
@@ -64,7 +70,9 @@ def test_refuses_to_overwrite_without_the_option(
     (dst / "keep.txt").write_text("mine", encoding="utf-8")
     code, out, err = run_cli(capsys, "convert", "--to", target, str(CHECKPOINT), str(dst))
     assert (code, out) == (1, "")
-    assert err == f"error: destination {dst} already exists and is not empty; pass --overwrite to replace it\n"
+    assert (
+        err == f"error: destination {dst} already exists and is not empty; pass --overwrite to replace it\n"
+    )
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
 
     code, _, _ = run_cli(capsys, "convert", "--to", target, "--overwrite", str(CHECKPOINT), str(dst))

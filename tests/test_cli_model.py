@@ -19,16 +19,39 @@ MANIFEST = json.loads((FIXTURE / "golden" / "manifest.json").read_text())["info"
 
 def test_chat_prints_the_greedy_answer(capsys: pytest.CaptureFixture[str]) -> None:
     image = str(FIXTURE / "golden" / "input.png")
-    code = main(["chat", "--model", MODEL, "--device", "cpu", "--dtype", "float32", "--image", image,
-                 "--max-new-tokens", "16", "What is shown in this image?"])
+    code = main(
+        [
+            "chat",
+            "--model",
+            MODEL,
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--image",
+            image,
+            "--max-new-tokens",
+            "16",
+            "What is shown in this image?",
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out == MANIFEST["greedy_text"] + "\n"
 
 
-def test_interactive_chat_supports_image_reset_and_exit(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    lines = iter([f"/image {FIXTURE / 'golden' / 'input.png'}", "What is shown in this image?", "/reset",
-                  "/image /no/such.png", "/bogus", "/exit"])
+def test_interactive_chat_supports_image_reset_and_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = iter(
+        [
+            f"/image {FIXTURE / 'golden' / 'input.png'}",
+            "What is shown in this image?",
+            "/reset",
+            "/image /no/such.png",
+            "/bogus",
+            "/exit",
+        ]
+    )
     monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
     assert main(["chat", "--model", MODEL, "--max-new-tokens", "16"]) == 0
     captured = capsys.readouterr()
@@ -37,11 +60,27 @@ def test_interactive_chat_supports_image_reset_and_exit(monkeypatch: pytest.Monk
     assert "/no/such.png" in captured.err and "unknown command /bogus" in captured.err
 
 
-def test_generate_writes_pngs_refuses_overwrite_and_reports_json(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_writes_pngs_refuses_overwrite_and_reports_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "imgs"
-    args = ["generate", "--model", MODEL, "--cfg-weight", "1", "--seed", "3", "--out", str(out), "--no-progress",
-            "-n", "2", "--grid", "--json", "a red cube"]
+    args = [
+        "generate",
+        "--model",
+        MODEL,
+        "--cfg-weight",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+        "-n",
+        "2",
+        "--grid",
+        "--json",
+        "a red cube",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == [str(out / "000.png"), str(out / "001.png")]
@@ -64,12 +103,27 @@ def test_info_reports_counts_per_component(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_runtime_errors_are_one_line_with_exit_1(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "janus_sdk.cli.main", "chat", "--model", str(tmp_path / "nope"),
-                             "hello"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "janus_sdk.cli.main", "chat", "--model", str(tmp_path / "nope"), "hello"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
-    debug = subprocess.run([sys.executable, "-m", "janus_sdk.cli.main", "--debug", "chat", "--model",
-                            str(tmp_path / "nope"), "hello"], capture_output=True, text=True)
+    debug = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "janus_sdk.cli.main",
+            "--debug",
+            "chat",
+            "--model",
+            str(tmp_path / "nope"),
+            "hello",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert "Traceback" in debug.stderr
 
 
@@ -79,9 +133,12 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("bad", [["-n", "0"], ["--cfg-weight", "-1"], ["--top-p", "1.5"], ["--temperature", "0"]])
-def test_bad_generation_settings_fail_before_loading(bad: list[str], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "bad", [["-n", "0"], ["--cfg-weight", "-1"], ["--top-p", "1.5"], ["--temperature", "0"]]
+)
+def test_bad_generation_settings_fail_before_loading(
+    bad: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["generate", "--model", MODEL, "--out", str(tmp_path), *bad, "x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) <= 3

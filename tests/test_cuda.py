@@ -36,7 +36,10 @@ def test_auto_dtype_on_cuda_is_bfloat16() -> None:
 
 def test_fp32_cuda_reproduces_the_reference_greedy_answer(fp32: JanusPipeline) -> None:
     image = Image.open(FIXTURE / "golden" / "input.png")
-    assert fp32.chat("What is shown in this image?", images=[image], max_new_tokens=16) == MANIFEST["greedy_text"]
+    assert (
+        fp32.chat("What is shown in this image?", images=[image], max_new_tokens=16)
+        == MANIFEST["greedy_text"]
+    )
 
 
 def test_fp32_cuda_vq_decode_matches_reference(fp32: JanusPipeline) -> None:
@@ -61,5 +64,6 @@ def test_xformers_backend_is_usable_or_says_why() -> None:
     reference = JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda", dtype="bfloat16")
     prompt = "What is shown in this image?"
     image = Image.open(FIXTURE / "golden" / "input.png")
-    assert pipe.chat(prompt, images=[image], max_new_tokens=4) == reference.chat(prompt, images=[image],
-                                                                                  max_new_tokens=4)
+    assert pipe.chat(prompt, images=[image], max_new_tokens=4) == reference.chat(
+        prompt, images=[image], max_new_tokens=4
+    )

@@ -1,4 +1,4 @@
-"""The DeepSeek-LLM backbone against the reference: prompt logits, hidden states, KV-cached greedy decoding."""
+"""The DeepSeek-LLM backbone against the reference: prompt logits, hidden states, cached greedy decoding."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def tiny_llm(attention: object) -> DeepSeekLLM:
     config = DeepSeekLLMConfig(**{k: v for k, v in params.items() if k not in ("model_type", "torch_dtype")})
     weights = load_file(FIXTURE / "checkpoint" / "model.safetensors")
     prefix = "language_model."
-    state = {k[len(prefix):]: v.float() for k, v in weights.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)}
     with torch.device("meta"):
         model = DeepSeekLLM(config, attention)  # type: ignore[arg-type]
     model.load_state_dict(state, assign=True, strict=True)
@@ -34,7 +34,9 @@ def tiny_llm(attention: object) -> DeepSeekLLM:
 
 
 @pytest.mark.parametrize("attention", [SDPAAttention(), EagerAttention()], ids=["sdpa", "eager"])
-def test_prompt_logits_and_final_hidden_match_reference(attention: object, golden: dict[str, torch.Tensor]) -> None:
+def test_prompt_logits_and_final_hidden_match_reference(
+    attention: object, golden: dict[str, torch.Tensor]
+) -> None:
     llm = tiny_llm(attention)
     embeds = golden["und_inputs_embeds"]
     with torch.inference_mode():

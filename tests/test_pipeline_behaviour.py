@@ -1,4 +1,4 @@
-"""Pipeline behaviour beyond the goldens: component choice, attention backends, limits, cancellation, threads."""
+"""Pipeline behaviour beyond the goldens: components, attention, limits, cancellation, threads."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def test_auto_attention_asks_the_plugins() -> None:
     host.load_entry_points()
     host.register(ChoosesEager(), "chooser")
     try:
-        config = PipelineConfig.from_checkpoint(CHECKPOINT, registry=host.registry, attention={"name": "auto"},
-                                                device="cpu")
+        config = PipelineConfig.from_checkpoint(
+            CHECKPOINT, registry=host.registry, attention={"name": "auto"}, device="cpu"
+        )
         assert JanusPipeline.from_config(config, plugins=host).components["attention"].name == "eager"
     finally:
         host.unregister("chooser")
@@ -73,8 +74,11 @@ def test_bfloat16_pipeline_runs_and_stays_close(pipe: JanusPipeline, image: Imag
 
 def test_prompt_beyond_the_context_names_both_numbers() -> None:
     small = JanusPipeline.from_config(
-        PipelineConfig.from_checkpoint(CHECKPOINT, device="cpu", llm_backbone={
-            "name": "llama", "params": {**_tiny_llm_params(), "max_context": 100}})
+        PipelineConfig.from_checkpoint(
+            CHECKPOINT,
+            device="cpu",
+            llm_backbone={"name": "llama", "params": {**_tiny_llm_params(), "max_context": 100}},
+        )
     )
     with pytest.raises(InputError, match=r"\b\d+ tokens long but the model's context is 100"):
         small.chat("word " * 200)
@@ -87,8 +91,18 @@ def _tiny_llm_params() -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in ("model_type", "torch_dtype")}
 
 
-@pytest.mark.parametrize("settings", [{"n": 0}, {"cfg_weight": -1.0}, {"cfg_weight": float("nan")},
-                                      {"temperature": 0.0}, {"top_p": 1.5}, {"n": 10_000}, {"colour": "red"}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"n": 0},
+        {"cfg_weight": -1.0},
+        {"cfg_weight": float("nan")},
+        {"temperature": 0.0},
+        {"top_p": 1.5},
+        {"n": 10_000},
+        {"colour": "red"},
+    ],
+)
 def test_bad_image_settings_fail_before_any_model_work(pipe: JanusPipeline, settings: dict[str, Any]) -> None:
     def never(_: Progress) -> None:
         raise AssertionError("the model ran")
@@ -102,7 +116,9 @@ def test_empty_prompt_is_refused(pipe: JanusPipeline) -> None:
         pipe.chat("")
 
 
-def test_cancelling_through_the_callback_leaves_the_pipeline_usable(pipe: JanusPipeline, image: Image.Image) -> None:
+def test_cancelling_through_the_callback_leaves_the_pipeline_usable(
+    pipe: JanusPipeline, image: Image.Image
+) -> None:
     steps: list[int] = []
 
     def stop_at_five(progress: Progress) -> bool:
@@ -137,11 +153,14 @@ def test_same_seed_same_images_and_chunking_is_deterministic(pipe: JanusPipeline
 
 
 def test_multi_turn_messages(pipe: JanusPipeline, image: Image.Image) -> None:
-    answer = pipe.chat(messages=[
-        {"role": "user", "content": QUESTION, "images": [image]},
-        {"role": "assistant", "content": MANIFEST["greedy_text"]},
-        {"role": "user", "content": "And the colours?"},
-    ], max_new_tokens=4)
+    answer = pipe.chat(
+        messages=[
+            {"role": "user", "content": QUESTION, "images": [image]},
+            {"role": "assistant", "content": MANIFEST["greedy_text"]},
+            {"role": "user", "content": "And the colours?"},
+        ],
+        max_new_tokens=4,
+    )
     assert isinstance(answer, str)
     with pytest.raises(InputError, match="either prompt"):
         pipe.chat("hi", messages=[{"role": "user", "content": "hi"}])

@@ -37,7 +37,9 @@ def _uint8_close(ours: Tensor, reference: Tensor) -> None:
     assert float((diff == 0).float().mean()) >= 0.999
 
 
-def test_greedy_chat_reproduces_reference_ids_and_text(pipe: JanusPipeline, golden: dict[str, Tensor]) -> None:
+def test_greedy_chat_reproduces_reference_ids_and_text(
+    pipe: JanusPipeline, golden: dict[str, Tensor]
+) -> None:
     image = Image.open(FIXTURE / "golden" / "input.png")
     conversation = MANIFEST["und_conversation"][0]["content"]
     answer = pipe.chat(conversation, images=[image], max_new_tokens=16, do_sample=False)
@@ -47,7 +49,9 @@ def test_greedy_chat_reproduces_reference_ids_and_text(pipe: JanusPipeline, gold
 def test_default_placeholder_rule_gives_the_same_prompt(pipe: JanusPipeline) -> None:
     """Images without a tag in the text: one tag per image before the text, then a newline."""
     image = Image.open(FIXTURE / "golden" / "input.png")
-    explicit = pipe.chat("<image_placeholder>\nWhat is shown in this image?", images=[image], max_new_tokens=4)
+    explicit = pipe.chat(
+        "<image_placeholder>\nWhat is shown in this image?", images=[image], max_new_tokens=4
+    )
     implicit = pipe.chat("What is shown in this image?", images=[image], max_new_tokens=4)
     assert implicit == explicit
 
@@ -74,14 +78,22 @@ class TeacherForcing:
 
 def _image_loop(pipe: JanusPipeline, sampler: object, *, num_tokens: int = 576) -> Tensor:
     guidance = pipe._component(ComponentKind.GUIDANCE, "cfg", {"cfg_weight": 5.0})
-    ids = build_generation_prompt_ids(MANIFEST["gen_conversation"][0]["content"], pipe.tokenizer, pipe.chat_template)
+    ids = build_generation_prompt_ids(
+        MANIFEST["gen_conversation"][0]["content"], pipe.tokenizer, pipe.chat_template
+    )
     rows = guidance_rows(ids, 2, guidance.num_branches, pipe.tokenizer.pad_id)
     model = pipe.model
     with torch.inference_mode():
         return generate_image_codes(
-            model.language_model, model.language_model.embed_tokens(rows), gen_head=model.gen_head,
-            gen_embed=model.gen_embed, gen_aligner=model.gen_aligner, guidance=guidance, sampler=sampler,  # type: ignore[arg-type]
-            num_tokens=num_tokens, generator=None,
+            model.language_model,
+            model.language_model.embed_tokens(rows),
+            gen_head=model.gen_head,
+            gen_embed=model.gen_embed,
+            gen_aligner=model.gen_aligner,
+            guidance=guidance,
+            sampler=sampler,  # type: ignore[arg-type]
+            num_tokens=num_tokens,
+            generator=None,
         )
 
 

@@ -24,8 +24,15 @@ def _patterns(names: object) -> set[str]:
 def test_preset_builds_with_the_official_parameter_count(name: str) -> None:
     info = preset_info(name)
     assert info["total_parameters"] == OFFICIAL_TOTALS[name]
-    assert set(info["parameters"]) == {"vision_model", "aligner", "gen_vision_model", "gen_aligner", "gen_head",
-                                       "language_model", "gen_embed"}
+    assert set(info["parameters"]) == {
+        "vision_model",
+        "aligner",
+        "gen_vision_model",
+        "gen_aligner",
+        "gen_head",
+        "language_model",
+        "gen_embed",
+    }
 
 
 def test_real_key_patterns_equal_the_official_checkpoint_patterns() -> None:
@@ -41,6 +48,9 @@ def test_7b_relies_on_llama_defaults_for_its_sizes() -> None:
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["language_model.model.layers.0.mlp.gate_proj.weight"] == (11008, 4096)
     assert shapes["language_model.lm_head.weight"] == (102400, 4096)
-    assert sum(k.startswith("language_model.model.layers.") and k.endswith("q_proj.weight") for k in shapes) == 30
+    assert (
+        sum(k.startswith("language_model.model.layers.") and k.endswith("q_proj.weight") for k in shapes)
+        == 30
+    )
     assert shapes["gen_head.vision_head.weight"] == (16384, 4096)
     assert shapes["vision_model.vision_tower.pos_embed"] == (1, 576, 1024)

@@ -19,7 +19,9 @@ def test_default_sampler_is_the_official_softmax_multinomial() -> None:
     """Same generator state -> the very tokens of softmax(logits / t) + torch.multinomial."""
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
     ours = Sampler(SampleConfig(temperature=0.7))(logits, torch.Generator().manual_seed(42))
-    reference = torch.multinomial(torch.softmax(logits / 0.7, dim=-1), 1, generator=torch.Generator().manual_seed(42))
+    reference = torch.multinomial(
+        torch.softmax(logits / 0.7, dim=-1), 1, generator=torch.Generator().manual_seed(42)
+    )
     assert ours.tolist() == reference.squeeze(-1).tolist()
 
 
@@ -37,8 +39,17 @@ def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     assert set(Sampler(SampleConfig(top_p=0.4))(logits, torch.Generator().manual_seed(0)).tolist()) == {0}
 
 
-@pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": float("nan")}, {"top_p": 0}, {"top_p": 1.5},
-                                 {"top_k": -1}, {"temperature": float("inf")}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": 0},
+        {"temperature": float("nan")},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -1},
+        {"temperature": float("inf")},
+    ],
+)
 def test_sampler_config_rejects_bad_values(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         SampleConfig(**bad)

@@ -1,4 +1,4 @@
-"""Built-in plugin: attention backends that need nothing beyond torch (SDPA, and eager math as a reference)."""
+"""Built-in plugin: attention backends needing nothing beyond torch (SDPA; eager math as reference)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: 
 class SDPAAttention:
     """torch.nn.functional.scaled_dot_product_attention: picks flash / memory-efficient / math kernels itself.
 
-    One exception: a single-query decode step on the CPU goes through plain matmul-softmax-matmul, which torch's
+    One exception: a single-query decode step on the CPU uses plain matmul-softmax-matmul, which torch's
     CPU SDPA kernels are several times slower than there (measured in bf16 at 8 rows over 600 positions)."""
 
     name = "sdpa"
@@ -42,7 +42,14 @@ class SDPAAttention:
         """Runs wherever torch runs."""
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Tensor | None = None, scale: float | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool,
+        mask: Tensor | None = None,
+        scale: float | None = None,
     ) -> Tensor:
         tq, tk = q.shape[-2], k.shape[-2]
         if tq == 1 and q.device.type == "cpu":
@@ -51,7 +58,9 @@ class SDPAAttention:
             causal_mask = end_aligned_causal_mask(tq, tk, q.device, q.dtype)
             mask = causal_mask if mask is None else mask + causal_mask
             causal = False
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, scale=scale
+        )
 
 
 class EagerAttention:
@@ -63,7 +72,14 @@ class EagerAttention:
         """Runs wherever torch runs."""
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Tensor | None = None, scale: float | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool,
+        mask: Tensor | None = None,
+        scale: float | None = None,
     ) -> Tensor:
         if causal:
             causal_mask = end_aligned_causal_mask(q.shape[-2], k.shape[-2], q.device, q.dtype)

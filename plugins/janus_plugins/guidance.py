@@ -20,8 +20,10 @@ class CFGConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cfg_weight: float = Field(
-        5.0, ge=0, allow_inf_nan=False,
-        description="Guidance weight w >= 0: 0 = unconditional, 1 = conditional only, Janus-Pro uses about 5.",
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Guidance weight w >= 0: 0 = unconditional, 1 = conditional only, Janus-Pro uses ~5.",
     )
 
 

@@ -1,6 +1,6 @@
 """Built-in plugin: sampling strategies (logits [B, V] -> token ids [B]).
 
-All randomness comes from the explicit torch.Generator. `sample` with its defaults is the official image sampler:
+All randomness comes from the explicit torch.Generator. `sample` with defaults is the official image sampler:
 softmax(logits / temperature) followed by one torch.multinomial call, so a seeded generator reproduces the
 reference script run after torch.manual_seed(seed) token for token.
 """
@@ -29,7 +29,11 @@ class SampleConfig(BaseModel):
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="Divides the logits; > 0.")
     top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens; 0 keeps all.")
     top_p: float = Field(
-        1.0, gt=0, le=1, allow_inf_nan=False, description="Keep the smallest set of tokens whose probability reaches p."
+        1.0,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Keep the smallest set of tokens whose probability reaches p.",
     )
 
 
@@ -41,7 +45,7 @@ class GreedySampler:
 
 
 class Sampler:
-    """softmax(logits / temperature), optionally truncated to top-k and top-p, then one multinomial draw per row."""
+    """softmax(logits / temperature), optionally cut to top-k and top-p, then one multinomial draw per row."""
 
     def __init__(self, config: SampleConfig) -> None:
         self.temperature = config.temperature
@@ -56,7 +60,9 @@ class Sampler:
         if self.top_p < 1.0:
             sorted_logits, order = logits.sort(dim=-1, descending=True)
             cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # keeps at least the top token
+            drop_sorted = (
+                cumulative - sorted_logits.softmax(dim=-1) >= self.top_p
+            )  # keeps at least the top token
             logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)

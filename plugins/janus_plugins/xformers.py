@@ -1,6 +1,7 @@
 """Built-in plugin: xformers' memory-efficient attention (install with `pip install janus-sdk[xformers]`).
 
-It runs only on CUDA; asked for elsewhere, or without xformers installed, it raises BackendUnavailableError saying
+It runs only on CUDA; asked for elsewhere, or without xformers installed, it raises BackendUnavailableError
+saying
 so and naming the alternative ("sdpa")."""
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from janus_plugins.attention import NoOptions, end_aligned_causal_mask
 from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
-from janus_plugins.attention import NoOptions, end_aligned_causal_mask
 
 
 def _xformers_ops() -> Any:
@@ -36,12 +37,20 @@ class XFormersAttention:
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         if device.type != "cuda":
             raise BackendUnavailableError(
-                f"attention backend 'xformers' runs only on CUDA, not on {device.type!r}; use attention 'sdpa'"
+                f"attention backend 'xformers' runs only on CUDA, not on {device.type!r}; "
+                "use attention 'sdpa'"
             )
         _xformers_ops()
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Tensor | None = None, scale: float | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool,
+        mask: Tensor | None = None,
+        scale: float | None = None,
     ) -> Tensor:
         ops = _xformers_ops()
         tq, tk = q.shape[-2], k.shape[-2]

@@ -1,4 +1,4 @@
-"""janus-sdk: run DeepSeek's Janus-Pro (image understanding and text-to-image) from Python and the command line.
+"""janus-sdk: run DeepSeek's Janus-Pro (image understanding, text-to-image) from Python and the command line.
 
 The library API::
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 @runtime_checkable
 class VisualEncoder(Protocol):
-    """Understanding encoder: normalised pixels [B, 3, S, S] -> patch features [B, num_tokens, feature_dim]."""
+    """Understanding encoder: pixels [B, 3, S, S] (normalised) -> features [B, num_tokens, feature_dim]."""
 
     image_size: int
     num_tokens: int
@@ -91,7 +91,7 @@ class ChatTemplate(Protocol):
     default_system_prompt: str
 
     def render(self, turns: Sequence[tuple[str, str]], system_prompt: str) -> str:
-        """(role, content) turns -> prompt; an empty last assistant turn leaves the prompt open for the answer."""
+        """(role, content) turns -> prompt; an empty last assistant turn leaves it open for the answer."""
         ...
 
 
@@ -119,7 +119,8 @@ class LLMBackbone(Protocol):
         ...
 
     def hidden_states(self, inputs_embeds: Tensor, cache: KVCache, start: int) -> Tensor:
-        """Run positions start..start+T-1 ([B, T, hidden]), append them to `cache`, return the final-norm hidden
+        """Run positions start..start+T-1 ([B, T, hidden]), append them to `cache`, return the final-norm
+        hidden
         states [B, T, hidden]."""
         ...
 
@@ -161,10 +162,16 @@ class AttentionBackend(Protocol):
     name: str
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Raise BackendUnavailableError (saying why and what to use instead) if this backend cannot run here."""
+        """Raise BackendUnavailableError (why, and what to use instead) if this backend cannot run here."""
         ...
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, mask: Tensor | None = None, scale: float | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool,
+        mask: Tensor | None = None,
+        scale: float | None = None,
     ) -> Tensor: ...
-

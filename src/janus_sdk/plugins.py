@@ -66,9 +66,7 @@ class PluginHost:
         self._registry: Registry | None = None
 
     # -- loading ---------------------------------------------------------------------------------------------
-    def register(
-        self, plugin: object, name: str, distribution: str = IN_PROCESS, version: str = ""
-    ) -> None:
+    def register(self, plugin: object, name: str, distribution: str = IN_PROCESS, version: str = "") -> None:
         """Register a plugin object or module in-process (tests, apps that bundle their own components)."""
         if self.pm.get_plugin(name) is not None:
             raise PluginError(
@@ -84,8 +82,11 @@ class PluginHost:
         self._registry = None
         for caller in self.pm.get_hookcallers(plugin) or []:
             if not caller.has_spec():  # pluggy accepts unknown hook names silently; a typo would do nothing
-                self._fail(info, f"plugin {name!r} implements {caller.name!r}, which is not a janus-sdk hook "
-                                 f"(known: {', '.join(_HOOK_NAMES)})")
+                self._fail(
+                    info,
+                    f"plugin {name!r} implements {caller.name!r}, which is not a janus-sdk hook "
+                    f"(known: {', '.join(_HOOK_NAMES)})",
+                )
 
     def unregister(self, name: str) -> None:
         """Remove a plugin registered earlier; its components disappear from the registry."""
@@ -104,7 +105,8 @@ class PluginHost:
             warnings.warn(
                 f"{ENV_ONLY} names {', '.join(unknown)}, but no installed distribution has a "
                 f"{ENTRY_POINT_GROUP!r} entry point of that name (installed: {installed})",
-                PluginWarning, stacklevel=2,
+                PluginWarning,
+                stacklevel=2,
             )
         for ep in entry_points:
             dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
@@ -114,8 +116,12 @@ class PluginHost:
             if self.pm.get_plugin(ep.name) is not None:
                 loaded = self._info[ep.name].distribution
                 if loaded != dist:
-                    warnings.warn(f"plugin {ep.name!r} of distribution {dist} is skipped: a plugin of that "
-                                  f"name comes from {loaded}", PluginWarning, stacklevel=2)
+                    warnings.warn(
+                        f"plugin {ep.name!r} of distribution {dist} is skipped: a plugin of that "
+                        f"name comes from {loaded}",
+                        PluginWarning,
+                        stacklevel=2,
+                    )
                 continue
             info = PluginInfo(ep.name, dist, version, ep.value)
             try:
@@ -186,12 +192,23 @@ class PluginHost:
                     f"{where}: config= of {name!r} must be a pydantic BaseModel subclass, got {config!r}"
                 )
             if isinstance(aliases, str) or not all(isinstance(a, str) and a.strip() for a in aliases):
-                raise PluginError(f"{where}: aliases= of {name!r} must be a sequence of non-empty names, "
-                                  f"got {aliases!r}")
+                raise PluginError(
+                    f"{where}: aliases= of {name!r} must be a sequence of non-empty names, got {aliases!r}"
+                )
             summary = description or (factory.__doc__ or "").strip().split("\n")[0]
-            collected.append(Registration(
-                kind, name, factory, config, info.name, info.distribution, tuple(aliases), override, summary
-            ))
+            collected.append(
+                Registration(
+                    kind,
+                    name,
+                    factory,
+                    config,
+                    info.name,
+                    info.distribution,
+                    tuple(aliases),
+                    override,
+                    summary,
+                )
+            )
 
         try:
             hook(register=register)
@@ -219,8 +236,10 @@ class PluginHost:
                 choice = impl.function(device=device, dtype=dtype)
             except Exception as exc:
                 info = self._info[impl.plugin_name]
-                self._fail(info, f"plugin {info.name!r} raised in choose_attention_backend: "
-                                 f"{type(exc).__name__}: {exc}")
+                self._fail(
+                    info,
+                    f"plugin {info.name!r} raised in choose_attention_backend: {type(exc).__name__}: {exc}",
+                )
                 continue
             if choice:
                 return str(choice)
@@ -241,13 +260,17 @@ class PluginHost:
                 raise
             except Exception as exc:
                 info = self._info[impl.plugin_name]
-                self._fail(info, f"plugin {info.name!r} raised in open_checkpoint_layout: "
-                                 f"{type(exc).__name__}: {exc}")
+                self._fail(
+                    info,
+                    f"plugin {info.name!r} raised in open_checkpoint_layout: {type(exc).__name__}: {exc}",
+                )
                 continue
             if view is not None:
                 if not isinstance(view, CheckpointLayoutView):
-                    raise PluginError(f"plugin {impl.plugin_name!r}: open_checkpoint_layout returned "
-                                      f"{type(view).__name__}, not a CheckpointLayoutView")
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r}: open_checkpoint_layout returned "
+                        f"{type(view).__name__}, not a CheckpointLayoutView"
+                    )
                 log.info("%s: layout read by plugin %r", path, impl.plugin_name)
                 return view
         return official_layout(path)

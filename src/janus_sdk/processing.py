@@ -147,9 +147,7 @@ class ImageProcessor:
     def resize_and_pad(self, image: Image.Image) -> np.ndarray:
         """uint8 [S, S, 3]: PIL bicubic resize (torchvision's path for PIL images), centred on the canvas."""
         if not isinstance(image, Image.Image):
-            raise InputError(
-                f"the image processor takes PIL images (see `load`), got {type(image).__name__}"
-            )
+            raise InputError(f"the image processor takes PIL images (see `load`), got {type(image).__name__}")
         if image.width <= 0 or image.height <= 0:
             raise InputError(f"cannot process an image of zero size ({image.width}x{image.height})")
         # Other modes go through load_image, whose conversion reports failures as InputError.

@@ -37,8 +37,12 @@ CHECKPOINT = FIXTURE / "checkpoint"
 CHECKPOINT_BIN = FIXTURE / "checkpoint-bin"
 CFG_WEIGHT = 5.0
 Model = Any  # a loaded JanusForConditionalGeneration (its type hints are stricter than its behaviour)
-METADATA_FILES = ("preprocessor_config.json", "processor_config.json", "special_tokens_map.json",
-                  "tokenizer_config.json")
+METADATA_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,24 +140,48 @@ def _official_config(language: dict[str, Any], hidden: int) -> dict[str, Any]:
     return {
         "aligner_config": sub("MlpProjector", "aligner", {**mlp, "input_dim": 1024}),
         "gen_aligner_config": sub("MlpProjector", "gen_aligner", {**mlp, "input_dim": 8}),
-        "gen_head_config": sub("vision_head", "gen_head",
-                               {"image_token_embed": hidden, "image_token_size": 16384, "n_embed": hidden}),
+        "gen_head_config": sub(
+            "vision_head",
+            "gen_head",
+            {"image_token_embed": hidden, "image_token_size": 16384, "n_embed": hidden},
+        ),
         "gen_vision_config": sub("VQ-16", "gen_vision", {"image_token_size": 16384, "n_embed": 8}),
-        "language_config": {"max_position_embeddings": 16384, "model_type": "llama",
-                            "torch_dtype": "bfloat16", "vocab_size": 102400, **language},
+        "language_config": {
+            "max_position_embeddings": 16384,
+            "model_type": "llama",
+            "torch_dtype": "bfloat16",
+            "vocab_size": 102400,
+            **language,
+        },
         "model_type": "multi_modality",
         "torch_dtype": "bfloat16",
-        "vision_config": sub("CLIPVisionTower", "vision", {
-            "image_size": 384, "model_name": "siglip_large_patch16_384", "select_feature": "same",
-            "select_layer": -1}),
+        "vision_config": sub(
+            "CLIPVisionTower",
+            "vision",
+            {
+                "image_size": 384,
+                "model_name": "siglip_large_patch16_384",
+                "select_feature": "same",
+                "select_layer": -1,
+            },
+        ),
     }
 
 
 @pytest.mark.parametrize(
     ("language", "hidden", "official_state_size"),
     [
-        ({"hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 16, "num_hidden_layers": 24,
-          "num_key_value_heads": 16}, 2048, 2_089_297_547),
+        (
+            {
+                "hidden_size": 2048,
+                "intermediate_size": 5632,
+                "num_attention_heads": 16,
+                "num_hidden_layers": 24,
+                "num_key_value_heads": 16,
+            },
+            2048,
+            2_089_297_547,
+        ),
         ({"num_hidden_layers": 30}, 4096, 7_420_434_059),  # the 7B file relies on LlamaConfig's defaults
     ],
     ids=["Janus-Pro-1B", "Janus-Pro-7B"],
@@ -161,8 +189,9 @@ def _official_config(language: dict[str, Any], hidden: int) -> dict[str, Any]:
 def test_real_janus_pro_configs_build_the_real_model(
     language: dict[str, Any], hidden: int, official_state_size: int
 ) -> None:
-    ids = TokenIds(bos=100000, eos=100001, pad=100015, image=100581, begin_of_image=100016,
-                   end_of_image=100593)
+    ids = TokenIds(
+        bos=100000, eos=100001, pad=100015, image=100581, begin_of_image=100016, end_of_image=100593
+    )
     config = JanusConfig.from_dict(official_to_transformers(_official_config(language, hidden), ids))
     with torch.device("meta"):
         built = JanusForConditionalGeneration(config)
@@ -182,9 +211,7 @@ def test_config_refuses_what_transformers_cannot_express() -> None:
 # -- transformers' model reproduces the official goldens -----------------------------------------------------
 
 
-def test_understanding_logits_match_golden(
-    model: Model, golden: dict[str, torch.Tensor]
-) -> None:
+def test_understanding_logits_match_golden(model: Model, golden: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         out = model(
             input_ids=golden["und_input_ids"],
@@ -194,9 +221,7 @@ def test_understanding_logits_match_golden(
     torch.testing.assert_close(out.logits, golden["und_prompt_logits"], atol=2e-4, rtol=0)
 
 
-def test_greedy_text_generation_matches_golden(
-    model: Model, golden: dict[str, torch.Tensor]
-) -> None:
+def test_greedy_text_generation_matches_golden(model: Model, golden: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         out = model.generate(
             input_ids=golden["und_input_ids"],
@@ -208,9 +233,7 @@ def test_greedy_text_generation_matches_golden(
     assert out[0, -16:].tolist() == golden["greedy_ids"].tolist()
 
 
-def test_teacher_forced_image_steps_match_golden(
-    model: Model, golden: dict[str, torch.Tensor]
-) -> None:
+def test_teacher_forced_image_steps_match_golden(model: Model, golden: dict[str, torch.Tensor]) -> None:
     """Rows [cond0, uncond0, cond1, uncond1] as the official loop lays them out, through transformers."""
     forced = golden["gen_forced_tokens"]
     expected = golden["gen_forced_cfg_logits_first32"]
@@ -260,8 +283,11 @@ def test_image_generate_samples_like_official_only_without_top_k(
         kwargs = {} if top_k == "default" else {"top_k": top_k}
         with torch.no_grad():
             drawn[top_k] = model.generate(
-                input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_mode="image",
-                do_sample=True, **kwargs,
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                generation_mode="image",
+                do_sample=True,
+                **kwargs,
             )
         probs[top_k] = torch.stack(recorded, dim=1)  # [2, steps, 16384]
     official = golden["gen_sampled_tokens"][:, :steps].long()
@@ -273,9 +299,7 @@ def test_image_generate_samples_like_official_only_without_top_k(
     assert bool(((probs["default"] > 0).sum(dim=-1) == 50).all())
 
 
-def test_vq_encode_skips_the_official_l2_normalisation(
-    model: Model, golden: dict[str, torch.Tensor]
-) -> None:
+def test_vq_encode_skips_the_official_l2_normalisation(model: Model, golden: dict[str, torch.Tensor]) -> None:
     """Same latent, different codes: only the official L2 normalisation of latent and codebook is missing."""
     vq = model.model.vqmodel
     with torch.no_grad():
@@ -293,8 +317,12 @@ def test_vq_encode_skips_the_official_l2_normalisation(
 
 def test_processor_reproduces_official_prompt_ids(processor: Any, golden: dict[str, torch.Tensor]) -> None:
     """The chat template + JanusProcessor give the official ids (pixels: see the resize difference)."""
-    conversation = [{"role": "user", "content": [
-        {"type": "image"}, {"type": "text", "text": "What is shown in this image?"}]}]
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "What is shown in this image?"}],
+        }
+    ]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     image = Image.open(FIXTURE / "golden" / "input.png").convert("RGB")
     inputs = processor(text=prompt, images=[image], return_tensors="pt")

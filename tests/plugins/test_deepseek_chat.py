@@ -10,7 +10,6 @@ import pytest
 from safetensors.torch import load_file
 
 import janus_plugins.deepseek_chat as deepseek_chat
-from janus_sdk.text_stream import StreamDecoder
 from janus_plugins.deepseek_chat import (
     DeepSeekChatConfig,
     DeepSeekChatTemplate,
@@ -22,6 +21,7 @@ from janus_sdk.interfaces import ChatTemplate, TextTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.plugins import PluginHost
 from janus_sdk.registry import BuildContext, Registry
+from janus_sdk.text_stream import StreamDecoder
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
 CHECKPOINT = FIXTURE / "checkpoint"
@@ -201,5 +201,8 @@ def test_ids_are_those_of_the_checkpoints_own_tokenizer_json() -> None:
     directory = Path(__file__).parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
     raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
     ours = HFTextTokenizer.from_directory(directory)
-    for text in ["<|User|>: A red cube on a blue table.\n\n<|Assistant|>:<begin_of_image>", "héllo  wörld\t!"]:
+    for text in [
+        "<|User|>: A red cube on a blue table.\n\n<|Assistant|>:<begin_of_image>",
+        "héllo  wörld\t!",
+    ]:
         assert ours.encode(text) == raw.encode(text).ids

@@ -133,19 +133,39 @@ def official_to_transformers(official: Mapping[str, Any], ids: TokenIds) -> dict
     llm: DeepSeekLLMConfig = _validated(
         DeepSeekLLMConfig, {k: v for k, v in language.items() if k not in _FILE_KEYS}, "language_config"
     )
-    _require_equal([
-        ("aligner projector_type / gen_aligner projector_type must be mlp_gelu",
-         (aligner.projector_type, gen_aligner.projector_type), ("mlp_gelu", "mlp_gelu")),
-        ("aligner depth / gen_aligner depth must be 2", (aligner.depth, gen_aligner.depth), (2, 2)),
-        ("SigLIP pixel_mean/pixel_std must be unset", (vision.pixel_mean, vision.pixel_std), (None, None)),
-        ("codebook_l2_norm must be true", vq.codebook_l2_norm, True),
-        ("aligner input_dim must equal the SigLIP width", aligner.input_dim, vision.width),
-        ("gen_aligner input_dim must equal the VQ code width", gen_aligner.input_dim, vq.codebook_embed_dim),
-        ("gen_head image_token_embed must equal gen_aligner n_embed",
-         head.image_token_embed, gen_aligner.n_embed),
-        ("gen_head image_token_size must equal the codebook size", head.image_token_size, vq.codebook_size),
-        ("the VQ code grid must equal the SigLIP patch grid", vq.grid_size, vision.grid_size),
-    ])
+    _require_equal(
+        [
+            (
+                "aligner projector_type / gen_aligner projector_type must be mlp_gelu",
+                (aligner.projector_type, gen_aligner.projector_type),
+                ("mlp_gelu", "mlp_gelu"),
+            ),
+            ("aligner depth / gen_aligner depth must be 2", (aligner.depth, gen_aligner.depth), (2, 2)),
+            (
+                "SigLIP pixel_mean/pixel_std must be unset",
+                (vision.pixel_mean, vision.pixel_std),
+                (None, None),
+            ),
+            ("codebook_l2_norm must be true", vq.codebook_l2_norm, True),
+            ("aligner input_dim must equal the SigLIP width", aligner.input_dim, vision.width),
+            (
+                "gen_aligner input_dim must equal the VQ code width",
+                gen_aligner.input_dim,
+                vq.codebook_embed_dim,
+            ),
+            (
+                "gen_head image_token_embed must equal gen_aligner n_embed",
+                head.image_token_embed,
+                gen_aligner.n_embed,
+            ),
+            (
+                "gen_head image_token_size must equal the codebook size",
+                head.image_token_size,
+                vq.codebook_size,
+            ),
+            ("the VQ code grid must equal the SigLIP patch grid", vq.grid_size, vision.grid_size),
+        ]
+    )
     dtype = official.get("torch_dtype", language.get("torch_dtype", "bfloat16"))
     return {
         "architectures": ["JanusForConditionalGeneration"],
@@ -231,45 +251,92 @@ def transformers_to_official(hf: Mapping[str, Any], transformers_version: str) -
     text: Any = config.text_config
     vision: Any = config.vision_config
     vq: Any = config.vq_config
-    _require_equal([
-        ("vision hidden_act / VQ hidden_act must be exact gelu",
-         (vision.hidden_act, vq.hidden_act), ("gelu", "gelu")),
-        ("vision attention_bias must be true and use_qk_norm false",
-         (vision.attention_bias, vision.use_qk_norm), (True, False)),
-        ("vision aligner depth / VQ aligner depth must be 2", (vision.depth, vq.num_hidden_layers), (2, 2)),
-        ("VQ double_latent / in_channels / out_channels", (vq.double_latent, vq.in_channels, vq.out_channels),
-         (False, 3, 3)),
-        ("text head_dim must be hidden_size / num_attention_heads",
-         text.head_dim, text.hidden_size // text.num_attention_heads),
-        ("text hidden_act / attention_bias / mlp_bias", (text.hidden_act, text.attention_bias, text.mlp_bias),
-         ("silu", False, False)),
-        ("text rope_type must be default", text.rope_parameters.get("rope_type", "default"), "default"),
-    ])
+    _require_equal(
+        [
+            (
+                "vision hidden_act / VQ hidden_act must be exact gelu",
+                (vision.hidden_act, vq.hidden_act),
+                ("gelu", "gelu"),
+            ),
+            (
+                "vision attention_bias must be true and use_qk_norm false",
+                (vision.attention_bias, vision.use_qk_norm),
+                (True, False),
+            ),
+            (
+                "vision aligner depth / VQ aligner depth must be 2",
+                (vision.depth, vq.num_hidden_layers),
+                (2, 2),
+            ),
+            (
+                "VQ double_latent / in_channels / out_channels",
+                (vq.double_latent, vq.in_channels, vq.out_channels),
+                (False, 3, 3),
+            ),
+            (
+                "text head_dim must be hidden_size / num_attention_heads",
+                text.head_dim,
+                text.hidden_size // text.num_attention_heads,
+            ),
+            (
+                "text hidden_act / attention_bias / mlp_bias",
+                (text.hidden_act, text.attention_bias, text.mlp_bias),
+                ("silu", False, False),
+            ),
+            ("text rope_type must be default", text.rope_parameters.get("rope_type", "default"), "default"),
+        ]
+    )
     dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "bfloat16")
 
     def sub(cls: str, model_type: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"cls": cls, "model_type": model_type, "params": params}
 
     return {
-        "aligner_config": sub("MlpProjector", "aligner", {
-            "depth": vision.depth, "input_dim": vision.hidden_size, "n_embed": vision.projection_dim,
-            "projector_type": "mlp_gelu",
-        }),
+        "aligner_config": sub(
+            "MlpProjector",
+            "aligner",
+            {
+                "depth": vision.depth,
+                "input_dim": vision.hidden_size,
+                "n_embed": vision.projection_dim,
+                "projector_type": "mlp_gelu",
+            },
+        ),
         "architectures": ["MultiModalityCausalLM"],
-        "gen_aligner_config": sub("MlpProjector", "gen_aligner", {
-            "depth": vq.num_hidden_layers, "input_dim": vq.embed_dim, "n_embed": vq.projection_dim,
-            "projector_type": "mlp_gelu",
-        }),
-        "gen_head_config": sub("vision_head", "gen_head", {
-            "image_token_embed": vq.projection_dim, "image_token_size": vq.num_embeddings,
-            "n_embed": vq.image_token_embed_dim,
-        }),
-        "gen_vision_config": sub("VQ-16", "gen_vision", {
-            "image_token_size": vq.num_embeddings, "n_embed": vq.embed_dim, "ch": vq.base_channels,
-            "ch_mult": list(vq.channel_multiplier), "z_channels": vq.latent_channels,
-            "num_res_blocks": vq.num_res_blocks, "codebook_size": vq.num_embeddings,
-            "codebook_embed_dim": vq.embed_dim, "codebook_l2_norm": True,
-        }),
+        "gen_aligner_config": sub(
+            "MlpProjector",
+            "gen_aligner",
+            {
+                "depth": vq.num_hidden_layers,
+                "input_dim": vq.embed_dim,
+                "n_embed": vq.projection_dim,
+                "projector_type": "mlp_gelu",
+            },
+        ),
+        "gen_head_config": sub(
+            "vision_head",
+            "gen_head",
+            {
+                "image_token_embed": vq.projection_dim,
+                "image_token_size": vq.num_embeddings,
+                "n_embed": vq.image_token_embed_dim,
+            },
+        ),
+        "gen_vision_config": sub(
+            "VQ-16",
+            "gen_vision",
+            {
+                "image_token_size": vq.num_embeddings,
+                "n_embed": vq.embed_dim,
+                "ch": vq.base_channels,
+                "ch_mult": list(vq.channel_multiplier),
+                "z_channels": vq.latent_channels,
+                "num_res_blocks": vq.num_res_blocks,
+                "codebook_size": vq.num_embeddings,
+                "codebook_embed_dim": vq.embed_dim,
+                "codebook_l2_norm": True,
+            },
+        ),
         "language_config": {
             "hidden_size": text.hidden_size,
             "intermediate_size": text.intermediate_size,
@@ -286,12 +353,22 @@ def transformers_to_official(hf: Mapping[str, Any], transformers_version: str) -
         "model_type": "multi_modality",
         "torch_dtype": dtype,
         "transformers_version": transformers_version,
-        "vision_config": sub("CLIPVisionTower", "vision", {
-            "image_size": vision.image_size, "model_name": DEFAULT_MODEL, "select_feature": "same",
-            "select_layer": -1, "width": vision.hidden_size, "layers": vision.num_hidden_layers,
-            "heads": vision.num_attention_heads, "mlp_ratio": float(vision.mlp_ratio),
-            "patch_size": vision.patch_size, "global_pool": "map",
-        }),
+        "vision_config": sub(
+            "CLIPVisionTower",
+            "vision",
+            {
+                "image_size": vision.image_size,
+                "model_name": DEFAULT_MODEL,
+                "select_feature": "same",
+                "select_layer": -1,
+                "width": vision.hidden_size,
+                "layers": vision.num_hidden_layers,
+                "heads": vision.num_attention_heads,
+                "mlp_ratio": float(vision.mlp_ratio),
+                "patch_size": vision.patch_size,
+                "global_pool": "map",
+            },
+        ),
     }
 
 

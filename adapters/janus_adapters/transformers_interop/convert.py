@@ -60,6 +60,8 @@ Layout = Literal["official", "transformers"]
 LAYOUTS: tuple[Layout, ...] = ("official", "transformers")
 
 _MODEL_TYPES: dict[str, Layout] = {"multi_modality": "official", "janus": "transformers"}
+
+
 def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False) -> None:
     text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys)
     path.write_text(text + "\n", encoding="utf-8")

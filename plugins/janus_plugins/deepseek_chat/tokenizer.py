@@ -64,7 +64,7 @@ class HFTextTokenizer:
                 f"(set the tokenizer's `path` to the directory that holds them)"
             )
         # Heavy import, deferred until a tokenizer is actually built. With a tokenizer.json, load exactly that
-        # file: the checkpoint names LlamaTokenizer, and depending on the transformers version AutoTokenizer maps
+        # file: the checkpoint names LlamaTokenizer, and in some transformers versions AutoTokenizer maps
         # that to LlamaTokenizerFast, whose own pre-tokenisation gives other ids for this byte-level BPE.
         from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
-from janus_sdk.hookspecs import hookimpl
-from janus_sdk.registry import BuildContext, Register
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.model import DeepSeekLLM
+from janus_sdk.hookspecs import hookimpl
+from janus_sdk.registry import BuildContext, Register
 
 __all__ = ["DeepSeekLLM", "DeepSeekLLMConfig"]
 
@@ -20,7 +19,9 @@ def build_deepseek_llm(config: DeepSeekLLMConfig, context: BuildContext) -> Deep
 
 @hookimpl
 def register_llm_backbones(register: Register) -> None:
-    register("deepseek-llm", build_deepseek_llm, config=DeepSeekLLMConfig,
-             aliases=("llama", "LlamaForCausalLM", "deepseek_llm"))
-
-
+    register(
+        "deepseek-llm",
+        build_deepseek_llm,
+        config=DeepSeekLLMConfig,
+        aliases=("llama", "LlamaForCausalLM", "deepseek_llm"),
+    )

@@ -27,7 +27,9 @@ class DeepSeekLLMConfig(BaseModel):
         2048, gt=0, description="Longest sequence the rotary embedding is set up for (Janus-Pro: 16384)."
     )
     max_context: int = Field(
-        4096, gt=0, description="Longest prompt + answer the SDK accepts: the context DeepSeek-LLM was trained with."
+        4096,
+        gt=0,
+        description="Longest prompt + answer the SDK accepts: the context DeepSeek-LLM was trained with.",
     )
     rms_norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the RMSNorm layers.")
     rope_theta: float = Field(10000.0, gt=0, description="Base of the rotary position embedding.")
@@ -40,11 +42,14 @@ class DeepSeekLLMConfig(BaseModel):
         kv = self.num_key_value_heads or self.num_attention_heads
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+                f"hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
             )
         if self.num_attention_heads % kv:
-            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                             f"num_key_value_heads {kv}")
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {kv}"
+            )
         return self
 
     def to_llama_config(self) -> LlamaConfig:

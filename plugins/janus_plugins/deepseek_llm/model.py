@@ -1,8 +1,9 @@
 """DeepSeek-LLM (LLaMA architecture) driven by input embeddings, with a preallocated (static) KV cache.
 
-Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention block and the cache are written
-here so that every step writes keys/values in place (no concatenation, no per-step allocation) and attention goes
-through the pipeline's AttentionBackend. Parameter names equal the official `language_model.*` checkpoint keys.
+Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention block and the cache are
+written here so that every step writes keys/values in place (no concatenation, no per-step allocation) and
+attention goes through the pipeline's AttentionBackend. Parameter names equal the official
+`language_model.*` checkpoint keys.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from transformers.models.llama.modeling_llama import (
     apply_rotary_pos_emb,
 )
 
+from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
-from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 
 
 @dataclass
@@ -50,7 +51,12 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=cfg.attention_bias)
 
     def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StaticKVCache, start: int, attention: AttentionBackend
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        cache: StaticKVCache,
+        start: int,
+        attention: AttentionBackend,
     ) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
@@ -81,7 +87,12 @@ class DecoderLayer(nn.Module):
         self.mlp = LlamaMLP(llama)
 
     def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StaticKVCache, start: int, attention: AttentionBackend
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        cache: StaticKVCache,
+        start: int,
+        attention: AttentionBackend,
     ) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention)
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -14,7 +14,8 @@ from janus_sdk.plugins import get_registry
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "config", help="pipeline config schema, validation and derivation",
+        "config",
+        help="pipeline config schema, validation and derivation",
         description="Work with pipeline config files (JSON, YAML or TOML).",
         epilog="examples:\n  janus config schema > pipeline.schema.json\n"
         "  janus config validate pipeline.yaml\n"

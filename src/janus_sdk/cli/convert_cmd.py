@@ -15,7 +15,8 @@ TARGETS = ("safetensors", "transformers", "official")
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "convert", help="convert a checkpoint to safetensors, or to/from the transformers layout",
+        "convert",
+        help="convert a checkpoint to safetensors, or to/from the transformers layout",
         description="Write the checkpoint SRC into DST. --to safetensors (default) keeps the layout and "
         "rewrites the weights (pytorch_model*.bin, sharded or not, loaded with weights_only=True, or "
         "safetensors) as safetensors, copying config, tokenizer and processor files. --to transformers "
@@ -32,7 +33,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser.add_argument("src", help="checkpoint directory to read")
     parser.add_argument("dst", help="directory to write (must not exist unless --overwrite)")
     parser.add_argument(
-        "--to", choices=TARGETS, default="safetensors",
+        "--to",
+        choices=TARGETS,
+        default="safetensors",
         help="safetensors (same layout, default), transformers or official",
     )
     parser.add_argument(

@@ -11,7 +11,9 @@ from janus_sdk.images import load_image
 HELP = "commands: /image PATH (attach to the next message), /reset (forget the conversation), /exit"
 
 
-def interactive_chat(pipe: Any, *, first_images: list[str], seed: int | None, settings: dict[str, Any]) -> int:
+def interactive_chat(
+    pipe: Any, *, first_images: list[str], seed: int | None, settings: dict[str, Any]
+) -> int:
     """Read messages from stdin until /exit or end of input; answers stream to stdout."""
     history: list[dict[str, Any]] = []
     pending = [load_image(p) for p in first_images]
@@ -32,7 +34,7 @@ def interactive_chat(pipe: Any, *, first_images: list[str], seed: int | None, se
             print("(conversation cleared)", file=sys.stderr)
             continue
         if line.startswith("/image"):
-            path = line[len("/image"):].strip()
+            path = line[len("/image") :].strip()
             try:
                 pending.append(load_image(path))
                 print(f"(attached {path})", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`janus`: entry point, global options and the error policy.
 
-Exit codes: 0 ok, 2 usage error (argparse), 1 runtime error printed as one line with its cause; `--debug` shows
+Exit codes: 0 ok, 2 usage error (argparse), 1 runtime error printed as one line with its cause; `--debug`
+shows
 the traceback instead.
 """
 
@@ -26,8 +27,10 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (every subcommand has --help with examples)."""
     parser = argparse.ArgumentParser(
-        prog="janus", description="Run DeepSeek Janus-Pro: chat about images, generate images, manage plugins.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="janus",
+        description="Run DeepSeek Janus-Pro: chat about images, generate images, manage plugins.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -40,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
     try:
         code: int = args.handler(args)
         return code

@@ -13,13 +13,17 @@ from pydantic import BaseModel
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig
 from janus_sdk.errors import InputError
 
-MODEL_HELP = "checkpoint directory in the official layout, or a Hugging Face Hub id (e.g. deepseek-ai/Janus-Pro-1B)"
+MODEL_HELP = (
+    "checkpoint directory in the official layout, or a Hugging Face Hub id (e.g. deepseek-ai/Janus-Pro-1B)"
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     info = sub.add_parser(
-        "info", help="components and parameter counts of a model", formatter_class=raw,
+        "info",
+        help="components and parameter counts of a model",
+        formatter_class=raw,
         description="Show the components of a model and their parameter counts. With --preset, the real "
         "architecture of a released model is built on the meta device (no weights, no download).",
         epilog="examples:\n  janus info --model tests/fixtures/janus-tiny/checkpoint\n"
@@ -27,17 +31,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     source = info.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help=MODEL_HELP)
-    source.add_argument("--preset", help="a released model's architecture: Janus-Pro-1B, Janus-Pro-7B, Janus-1.3B")
+    source.add_argument(
+        "--preset", help="a released model's architecture: Janus-Pro-1B, Janus-Pro-7B, Janus-1.3B"
+    )
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=run_info)
 
     chat = sub.add_parser(
-        "chat", help="answer a prompt about images (streamed), or talk interactively", formatter_class=raw,
+        "chat",
+        help="answer a prompt about images (streamed), or talk interactively",
+        formatter_class=raw,
         description="Answer PROMPT about the given images, streaming the text. Without PROMPT, open an "
-        "interactive multi-turn session: /image PATH attaches an image to the next message, /reset starts over, "
+        "interactive multi-turn session: /image PATH attaches an image to the next message, "
+        "/reset starts over, "
         "/exit leaves.",
-        epilog="examples:\n  janus chat --model DIR --image cat.png \"What is in this picture?\"\n"
-        "  janus chat --model DIR --temperature 0.7 --top-p 0.9 --seed 1 \"Write a haiku.\"\n"
+        epilog='examples:\n  janus chat --model DIR --image cat.png "What is in this picture?"\n'
+        '  janus chat --model DIR --temperature 0.7 --top-p 0.9 --seed 1 "Write a haiku."\n'
         "  janus chat --model DIR            # interactive",
     )
     _model_options(chat)
@@ -53,11 +62,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     chat.set_defaults(handler=run_chat)
 
     generate = sub.add_parser(
-        "generate", help="generate images from a prompt", formatter_class=raw,
+        "generate",
+        help="generate images from a prompt",
+        formatter_class=raw,
         description="Generate images and write OUT/000.png, OUT/001.png, ... (never overwriting unless "
         "--overwrite); prints their paths.",
-        epilog="examples:\n  janus generate --model DIR -n 4 --seed 0 --out out/ \"a red fox in snow\"\n"
-        "  janus generate --model DIR --cfg-weight 3 --grid --json \"a lighthouse at dusk\"",
+        epilog='examples:\n  janus generate --model DIR -n 4 --seed 0 --out out/ "a red fox in snow"\n'
+        '  janus generate --model DIR --cfg-weight 3 --grid --json "a lighthouse at dusk"',
     )
     _model_options(generate)
     generate.add_argument("-n", type=int, help="number of images (default 1)")
@@ -69,7 +80,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     generate.add_argument("--max-batch", type=int, help="most images sampled at once (memory bound)")
     generate.add_argument("--out", default="janus-images", help="output directory (default: janus-images)")
     generate.add_argument("--overwrite", action="store_true", help="replace existing files of the same names")
-    generate.add_argument("--grid", action="store_true", help="also write grid.png, a contact sheet of all images")
+    generate.add_argument(
+        "--grid", action="store_true", help="also write grid.png, a contact sheet of all images"
+    )
     generate.add_argument("--json", action="store_true", help="print a machine-readable summary")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
     generate.add_argument("prompt", help="what to draw")
@@ -79,14 +92,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)"
+    )
     parser.add_argument("--attention", help="attention backend: sdpa (default), eager, xformers")
 
 
 def _load(args: argparse.Namespace) -> Any:
     from janus_sdk.pipeline.janus import JanusPipeline
 
-    return JanusPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, attention=args.attention)
+    return JanusPipeline.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, attention=args.attention
+    )
 
 
 def _check_settings(model: type[BaseModel], settings: dict[str, Any]) -> Any:
@@ -136,8 +153,14 @@ def run_chat(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from janus_sdk.cli.output import planned_paths, write_outputs
 
-    settings = {"n": args.n, "cfg_weight": args.cfg_weight, "temperature": args.temperature, "top_k": args.top_k,
-                "top_p": args.top_p, "max_batch": args.max_batch}
+    settings = {
+        "n": args.n,
+        "cfg_weight": args.cfg_weight,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "max_batch": args.max_batch,
+    }
     n = _check_settings(ImageGenerationConfig, settings).n
     out = Path(args.out)
     paths = planned_paths(out, n, grid=args.grid, overwrite=args.overwrite)  # refuse before any model work
@@ -148,8 +171,14 @@ def run_generate(args: argparse.Namespace) -> int:
         images = pipe.generate_images(args.prompt, seed=args.seed, on_step=on_step, **settings)
     write_outputs(images, paths, grid=args.grid)
     if args.json:
-        summary = {"prompt": args.prompt, "n": n, "seed": args.seed, "model": args.model,
-                   "images": [str(p) for p in paths.images], "grid": str(paths.grid) if args.grid else None}
+        summary = {
+            "prompt": args.prompt,
+            "n": n,
+            "seed": args.seed,
+            "model": args.model,
+            "images": [str(p) for p in paths.images],
+            "grid": str(paths.grid) if args.grid else None,
+        }
         print(json.dumps(summary, indent=2))
     else:
         for path in [*paths.images, *([paths.grid] if args.grid else [])]:

@@ -70,8 +70,10 @@ def _move_without_replacing(tmp: Path, path: Path) -> None:
         if not os.path.lexists(path):
             os.replace(tmp, path)
             return
-    raise InputError(f"{path} already exists (it appeared while the images were generated); pass --overwrite "
-                     "to replace it or choose another --out")
+    raise InputError(
+        f"{path} already exists (it appeared while the images were generated); pass --overwrite "
+        "to replace it or choose another --out"
+    )
 
 
 def contact_sheet(images: list[Image.Image]) -> Image.Image:

@@ -11,7 +11,8 @@ from janus_sdk.plugins import PluginHost, PluginInfo, get_plugin_host
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "plugins", help="list plugins and their components",
+        "plugins",
+        help="list plugins and their components",
         description="List every janus-sdk plugin (built-in and installed), with the components it registers "
         "and any error that kept it (or one of its hooks) from loading.",
         epilog="examples:\n  janus plugins\n  janus plugins --json",
@@ -48,8 +49,13 @@ def _describe(host: PluginHost, info: PluginInfo) -> dict[str, Any]:
         "version": info.version,
         "module": info.module,
         "components": [
-            {"kind": r.kind.value, "name": r.name, "aliases": list(r.aliases), "override": r.override,
-             "description": r.description}
+            {
+                "kind": r.kind.value,
+                "name": r.name,
+                "aliases": list(r.aliases),
+                "override": r.override,
+                "description": r.description,
+            }
             for r in regs
         ],
         "errors": list(info.errors),

@@ -23,8 +23,15 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback | None]:
         if progress.step == 1:
             if bars:
                 bars[-1].close()
-            bars.append(tqdm(total=progress.total, desc=f"image tokens ({progress.rows} rows)", unit="tok",
-                             file=sys.stderr, leave=True))
+            bars.append(
+                tqdm(
+                    total=progress.total,
+                    desc=f"image tokens ({progress.rows} rows)",
+                    unit="tok",
+                    file=sys.stderr,
+                    leave=True,
+                )
+            )
         bar = bars[-1]
         bar.update(progress.step - bar.n)
         bar.set_postfix_str(f"{progress.tokens_per_second:.1f} tok/s")

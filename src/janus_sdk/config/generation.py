@@ -48,7 +48,10 @@ class ImageGenerationConfig(BaseModel):
         default=1, ge=1, le=MAX_IMAGES_PER_REQUEST, description="Images to generate for the prompt."
     )
     cfg_weight: float = Field(
-        default=5.0, ge=0, le=MAX_CFG_WEIGHT, allow_inf_nan=False,
+        default=5.0,
+        ge=0,
+        le=MAX_CFG_WEIGHT,
+        allow_inf_nan=False,
         description="Classifier-free guidance weight: 0 = unconditional, 1 = no guidance, Janus-Pro uses 5.",
     )
     temperature: float = Field(
@@ -67,7 +70,8 @@ class ImageGenerationConfig(BaseModel):
         default="cfg", description="Guidance strategy component: 'cfg' (classifier-free) or 'none'."
     )
     max_batch: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Most images sampled together (each needs one or two LLM rows); larger n runs in chunks. "
         "Each chunk draws from the same generator in turn, so a seed reproduces the whole run for the same "
         "n and max_batch; the tokens equal the reference's only when all n images are in one chunk.",

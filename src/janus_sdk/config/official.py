@@ -25,8 +25,17 @@ OFFICIAL_SLOTS = {
 
 # Bookkeeping keys of transformers configs that describe the file, not the model.
 _LLM_BOOKKEEPING = {
-    "model_type", "torch_dtype", "dtype", "_name_or_path", "architectures", "transformers_version",
-    "_attn_implementation", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "_attn_implementation",
+    "use_cache",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
 }
 _PROCESSOR_BOOKKEEPING = {"processor_class", "image_processor_type"}
 

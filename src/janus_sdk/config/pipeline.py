@@ -72,8 +72,11 @@ def _checked(kind: ComponentKind) -> AfterValidator:
         try:
             params = registration.config.model_validate(spec.params).model_dump(mode="json")
         except ValidationError as exc:
-            context = {"component": f"{kind.value} {spec.name!r}", "errors": exc.errors(),
-                       "model": registration.config}
+            context = {
+                "component": f"{kind.value} {spec.name!r}",
+                "errors": exc.errors(),
+                "model": registration.config,
+            }
             message = "invalid params of {component}"
             raise PydanticCustomError(COMPONENT_PARAMS_ERROR, message, context) from None
         return ComponentSpec(name=spec.name, params=params)
@@ -143,8 +146,14 @@ class PipelineConfig(BaseModel):
     )
     llm_backbone: Annotated[ComponentSpec, _checked(ComponentKind.LLM_BACKBONE)] = Field(
         default_factory=lambda: _spec(
-            "deepseek-llm", hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
-            num_attention_heads=16, num_key_value_heads=16, vocab_size=102400, max_position_embeddings=16384,
+            "deepseek-llm",
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            vocab_size=102400,
+            max_position_embeddings=16384,
         ),
         description="Language-model backbone.",
     )
@@ -189,7 +198,11 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def from_checkpoint(
-        cls, directory: str | Path, *, registry: Registry | None = None, plugins: PluginHost | None = None,
+        cls,
+        directory: str | Path,
+        *,
+        registry: Registry | None = None,
+        plugins: PluginHost | None = None,
         **overrides: Any,
     ) -> PipelineConfig:
         """Derive the config from a checkpoint directory's own files: the official layout, or any layout a
@@ -208,7 +221,11 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def from_layout(
-        cls, pipeline_dict: dict[str, Any], directory: str | Path, *, registry: Registry | None = None,
+        cls,
+        pipeline_dict: dict[str, Any],
+        directory: str | Path,
+        *,
+        registry: Registry | None = None,
         **overrides: Any,
     ) -> PipelineConfig:
         """Validate the fields a `CheckpointLayoutView` derived from `directory`, with `overrides` on top."""

@@ -16,8 +16,12 @@ def _official(width: int, language: dict[str, Any]) -> dict[str, Any]:
     return {
         "vision_config": {
             "cls": "CLIPVisionTower",
-            "params": {"image_size": 384, "model_name": "siglip_large_patch16_384", "select_feature": "same",
-                       "select_layer": -1},
+            "params": {
+                "image_size": 384,
+                "model_name": "siglip_large_patch16_384",
+                "select_feature": "same",
+                "select_layer": -1,
+            },
         },
         "aligner_config": {"cls": "MlpProjector", "params": {**mlp, "input_dim": 1024, "n_embed": width}},
         "gen_vision_config": {"cls": "VQ-16", "params": {"image_token_size": 16384, "n_embed": 8}},
@@ -31,17 +35,29 @@ def _official(width: int, language: dict[str, Any]) -> dict[str, Any]:
 
 
 _SMALL_LLM = {
-    "hidden_size": 2048, "intermediate_size": 5632, "max_position_embeddings": 16384, "model_type": "llama",
-    "num_attention_heads": 16, "num_hidden_layers": 24, "num_key_value_heads": 16, "torch_dtype": "bfloat16",
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "max_position_embeddings": 16384,
+    "model_type": "llama",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 16,
+    "torch_dtype": "bfloat16",
     "vocab_size": 102400,
 }
 
 OFFICIAL_CONFIGS: dict[str, dict[str, Any]] = {
     "deepseek-ai/Janus-Pro-1B": _official(2048, _SMALL_LLM),
-    "deepseek-ai/Janus-Pro-7B": _official(4096, {
-        "max_position_embeddings": 16384, "model_type": "llama", "num_hidden_layers": 30,
-        "torch_dtype": "bfloat16", "vocab_size": 102400,
-    }),
+    "deepseek-ai/Janus-Pro-7B": _official(
+        4096,
+        {
+            "max_position_embeddings": 16384,
+            "model_type": "llama",
+            "num_hidden_layers": 30,
+            "torch_dtype": "bfloat16",
+            "vocab_size": 102400,
+        },
+    ),
     "deepseek-ai/Janus-1.3B": _official(2048, _SMALL_LLM),
 }
 

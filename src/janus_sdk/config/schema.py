@@ -23,21 +23,22 @@ def pipeline_json_schema(registry: Registry) -> dict[str, Any]:
             defs.update(params_schema.pop("$defs", {}))
             ref = f"{reg.kind.value}.{reg.name}"
             defs[ref] = params_schema
-            choices.append({
-                "type": "object",
-                "title": reg.name,
-                "description": reg.description or f"{reg.kind.value} from plugin {reg.plugin}",
-                "properties": {
-                    "name": {"enum": [reg.name, *reg.aliases]},
-                    "params": {"$ref": f"#/$defs/{ref}"},
-                },
-                "required": ["name"],
-                "additionalProperties": False,
-            })
+            choices.append(
+                {
+                    "type": "object",
+                    "title": reg.name,
+                    "description": reg.description or f"{reg.kind.value} from plugin {reg.plugin}",
+                    "properties": {
+                        "name": {"enum": [reg.name, *reg.aliases]},
+                        "params": {"$ref": f"#/$defs/{ref}"},
+                    },
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
         prop = schema["properties"][slot]
         schema["properties"][slot] = {
             "description": prop.get("description", ""),
             "oneOf": choices,
         }
     return schema
-

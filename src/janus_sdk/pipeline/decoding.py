@@ -1,7 +1,8 @@
 """The two autoregressive loops: text tokens for chat, image codes for text-to-image.
 
-Each is one short function over the component interfaces: prefill the prompt into a preallocated cache once, then
-one position per step, the head applied to the last position only. Progress goes to an optional callback, which
+Each is one short function over the component interfaces: prefill the prompt into a preallocated cache
+once, then one position per step, the head applied to the last position only. Progress goes to an optional
+callback, which
 can cancel by returning False.
 """
 
@@ -44,7 +45,9 @@ class _Reporter:
         if self.on_step is not None:
             progress = Progress(step, self.total, self.rows, time.perf_counter() - self.start)
             if self.on_step(progress) is False:
-                raise GenerationCancelled(f"generation cancelled by the progress callback at step {step}/{self.total}")
+                raise GenerationCancelled(
+                    f"generation cancelled by the progress callback at step {step}/{self.total}"
+                )
 
 
 def generate_text_ids(
@@ -87,7 +90,8 @@ def generate_image_codes(
 ) -> Tensor:
     """Sample `num_tokens` image codes for each sample of `prompt_embeds` [n * branches, L, hidden].
 
-    Rows of one sample are adjacent ([cond, uncond] under classifier-free guidance); every row of a sample is fed
+    Rows of one sample are adjacent ([cond, uncond] under classifier-free guidance); every row of a sample is
+    fed
     the sample's code, embedded with gen_embed + gen_aligner. Returns codes [n, num_tokens] (int64).
     """
     rows, prompt_len = prompt_embeds.shape[:2]

@@ -1,4 +1,4 @@
-"""The real architectures of released models, built on the meta device: names, shapes and counts, no weights."""
+"""The real architectures of released models, on the meta device: names, shapes and counts, no weights."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from janus_sdk.registry import BuildContext
 
 def preset_model(name: str) -> tuple[PipelineConfig, JanusModel]:
     """The config and meta-device model of a released Janus model (e.g. 'Janus-Pro-7B')."""
-    config = PipelineConfig.parse(official_config_to_pipeline_dict(official_preset(name), source=name), source=name)
+    config = PipelineConfig.parse(
+        official_config_to_pipeline_dict(official_preset(name), source=name), source=name
+    )
     context = BuildContext(device=torch.device("meta"))
     return config, build_model(config, get_registry(), context)
 

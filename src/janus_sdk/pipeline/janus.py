@@ -54,8 +54,15 @@ class JanusPipeline:
     >>> pipe.generate_images("a red fox in snow", n=4, seed=0)                # doctest: +SKIP
     """
 
-    def __init__(self, config: PipelineConfig, model: JanusModel, tokenizer: TextTokenizer,
-                 chat_template: ChatTemplate, attention: AttentionBackend, registry: Registry) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        model: JanusModel,
+        tokenizer: TextTokenizer,
+        chat_template: ChatTemplate,
+        attention: AttentionBackend,
+        registry: Registry,
+    ) -> None:
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
@@ -69,7 +76,12 @@ class JanusPipeline:
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, source: str | Path, *, device: str = "auto", dtype: str = "auto", attention: str | None = None,
+        cls,
+        source: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        attention: str | None = None,
         plugins: PluginHost | None = None,
     ) -> JanusPipeline:
         """Load a checkpoint from a local directory or a Hugging Face Hub id: the official layout, or any
@@ -99,7 +111,9 @@ class JanusPipeline:
         elif isinstance(config, dict):
             config = PipelineConfig.parse(config, registry=registry)
         if config.checkpoint is None:
-            raise ConfigError("the config names no checkpoint: set `checkpoint` to a model directory or hub id")
+            raise ConfigError(
+                "the config names no checkpoint: set `checkpoint` to a model directory or hub id"
+            )
         path = resolve_model_source(config.checkpoint)
         return cls._assemble(config, host, path, host.open_checkpoint_layout(path).weights)
 
@@ -128,10 +142,20 @@ class JanusPipeline:
                 model, cast(CheckpointWeights, weights), dtype=dtype, device=device, ignore=weightless
             )
         model.eval()
-        tokenizer = _build(registry, ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name,
-                           config.text_tokenizer.params, context)
-        template = _build(registry, ComponentKind.CHAT_TEMPLATE, config.chat_template.name,
-                          config.chat_template.params, context)
+        tokenizer = _build(
+            registry,
+            ComponentKind.TEXT_TOKENIZER,
+            config.text_tokenizer.name,
+            config.text_tokenizer.params,
+            context,
+        )
+        template = _build(
+            registry,
+            ComponentKind.CHAT_TEMPLATE,
+            config.chat_template.name,
+            config.chat_template.params,
+            context,
+        )
         log.info("loaded %s on %s as %s", path, device, dtype)
         return cls(config, model, tokenizer, template, attention, registry)
 
@@ -139,20 +163,50 @@ class JanusPipeline:
     def components(self) -> dict[str, Any]:
         """Every component by slot name, e.g. to inspect or to share weights with another pipeline."""
         slots = {slot: getattr(self.model, module) for module, slot in MODULE_SLOTS.items()}
-        return {**slots, "gen_embed": self.model.gen_embed, "attention": self.attention,
-                "text_tokenizer": self.tokenizer, "chat_template": self.chat_template}
+        return {
+            **slots,
+            "gen_embed": self.model.gen_embed,
+            "attention": self.attention,
+            "text_tokenizer": self.tokenizer,
+            "chat_template": self.chat_template,
+        }
 
     # -- understanding ---------------------------------------------------------------------------------------
-    def chat(self, prompt: str | None = None, *, images: Sequence[ImageSource] = (),
-             messages: Sequence[Message | dict[str, Any]] | None = None, system_prompt: str | None = None,
-             seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any) -> str:
+    def chat(
+        self,
+        prompt: str | None = None,
+        *,
+        images: Sequence[ImageSource] = (),
+        messages: Sequence[Message | dict[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        seed: Seed = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
+    ) -> str:
         """Answer a prompt (with optional images) or continue a conversation; returns the whole answer."""
-        return "".join(self.stream_chat(prompt, images=images, messages=messages, system_prompt=system_prompt,
-                                        seed=seed, on_step=on_step, **settings))
+        return "".join(
+            self.stream_chat(
+                prompt,
+                images=images,
+                messages=messages,
+                system_prompt=system_prompt,
+                seed=seed,
+                on_step=on_step,
+                **settings,
+            )
+        )
 
-    def stream_chat(self, prompt: str | None = None, *, images: Sequence[ImageSource] = (),
-                    messages: Sequence[Message | dict[str, Any]] | None = None, system_prompt: str | None = None,
-                    seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any) -> Iterator[str]:
+    def stream_chat(
+        self,
+        prompt: str | None = None,
+        *,
+        images: Sequence[ImageSource] = (),
+        messages: Sequence[Message | dict[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        seed: Seed = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
+    ) -> Iterator[str]:
         """Like `chat`, yielding the answer's text as it is decoded.
 
         settings: any GenerationConfig field (max_new_tokens, do_sample, temperature, top_k, top_p).
@@ -160,7 +214,11 @@ class JanusPipeline:
         gen = merge_settings(self.config.generation, settings, GenerationConfig)
         conversation = _conversation(prompt, images, messages)
         inputs = build_understanding_inputs(
-            conversation, self.tokenizer, self.chat_template, self.image_processor, self.config.processor,
+            conversation,
+            self.tokenizer,
+            self.chat_template,
+            self.image_processor,
+            self.config.processor,
             system_prompt=system_prompt,
         )
         prompt_len = inputs.input_ids.shape[1]
@@ -177,8 +235,13 @@ class JanusPipeline:
             embeds = self._understanding_embeds(inputs)
             decoder = StreamDecoder(self.tokenizer)
             ids = generate_text_ids(
-                self.model.language_model, embeds, sampler, max_new_tokens=max_new_tokens,
-                eos_id=self.tokenizer.eos_id, generator=generator, on_step=on_step,
+                self.model.language_model,
+                embeds,
+                sampler,
+                max_new_tokens=max_new_tokens,
+                eos_id=self.tokenizer.eos_id,
+                generator=generator,
+                on_step=on_step,
             )
             for token in ids:
                 piece = decoder.push(token)
@@ -202,28 +265,35 @@ class JanusPipeline:
         return embeds
 
     # -- generation ------------------------------------------------------------------------------------------
-    def generate_images(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
-                        **settings: Any) -> list[Image.Image]:
-        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, cfg_weight, temperature,
+    def generate_images(
+        self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
+    ) -> list[Image.Image]:
+        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, cfg_weight,
+        temperature,
         top_k, top_p, guidance, max_batch)."""
         codes = self.generate_image_codes(prompt, seed=seed, on_step=on_step, **settings)
         return to_pil(self.decode_images(codes))
 
-    def generate_image_codes(self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None,
-                             **settings: Any) -> Tensor:
-        """The image-token half of `generate_images`: codes [n, grid**2] (int64), decoded by `decode_images`."""
+    def generate_image_codes(
+        self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
+    ) -> Tensor:
+        """The image-token half of `generate_images`: codes [n, grid**2] (int64), for `decode_images`."""
         gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig)
         tokenizer_component = self.model.gen_vision_model
-        num_tokens = tokenizer_component.grid_size ** 2
+        num_tokens = tokenizer_component.grid_size**2
         prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
         total = len(prompt_ids) + num_tokens
         if total > self.model.language_model.max_context:
             raise InputError(
-                f"the prompt is {len(prompt_ids)} tokens; with the {num_tokens} image tokens that is {total}, "
+                f"the prompt is {len(prompt_ids)} tokens; with the {num_tokens} image tokens that is "
+                f"{total}, "
                 f"beyond the model's context of {self.model.language_model.max_context}; shorten the prompt"
             )
-        guidance = self._component(ComponentKind.GUIDANCE, gen.guidance,
-                                   {"cfg_weight": gen.cfg_weight} if gen.guidance == "cfg" else {})
+        guidance = self._component(
+            ComponentKind.GUIDANCE,
+            gen.guidance,
+            {"cfg_weight": gen.cfg_weight} if gen.guidance == "cfg" else {},
+        )
         sampler = self._sampler(*gen.sampler)
         generator = _generator(seed if seed is not None else gen.seed, self.device)
         chunk = gen.max_batch or gen.n
@@ -231,21 +301,32 @@ class JanusPipeline:
         with self._lock, torch.inference_mode():
             for first in range(0, gen.n, chunk):
                 count = min(chunk, gen.n - first)
-                rows = guidance_rows(prompt_ids, count, guidance.num_branches, self.tokenizer.pad_id).to(self.device)
-                results.append(generate_image_codes(
-                    self.model.language_model, self.model.language_model.embed_tokens(rows),
-                    gen_head=self.model.gen_head, gen_embed=self.model.gen_embed, gen_aligner=self.model.gen_aligner,
-                    guidance=guidance, sampler=sampler, num_tokens=num_tokens, generator=generator, on_step=on_step,
-                ))
+                rows = guidance_rows(prompt_ids, count, guidance.num_branches, self.tokenizer.pad_id).to(
+                    self.device
+                )
+                results.append(
+                    generate_image_codes(
+                        self.model.language_model,
+                        self.model.language_model.embed_tokens(rows),
+                        gen_head=self.model.gen_head,
+                        gen_embed=self.model.gen_embed,
+                        gen_aligner=self.model.gen_aligner,
+                        guidance=guidance,
+                        sampler=sampler,
+                        num_tokens=num_tokens,
+                        generator=generator,
+                        on_step=on_step,
+                    )
+                )
         return torch.cat(results)
 
     def decode_images(self, codes: Tensor) -> Tensor:
-        """Image codes [n, grid**2] -> uint8 images [n, H, W, 3], converted exactly as the reference script."""
+        """Image codes [n, grid**2] -> uint8 images [n, H, W, 3], converted as the reference script does."""
         with self._lock, torch.inference_mode():
             return to_uint8(self.model.gen_vision_model.decode(codes.to(self.device)).float().cpu())
 
     def encode_image(self, image: ImageSource) -> Tensor:
-        """An image -> its VQ codes [grid**2] (after the understanding preprocessing: resize, pad, normalise)."""
+        """An image -> its VQ codes [grid**2] (after the understanding preprocessing)."""
         pixels = self.image_processor([load_image(image)]).to(self.device, self.dtype)
         with self._lock, torch.inference_mode():
             return self.model.gen_vision_model.encode(pixels)[0]
@@ -280,7 +361,9 @@ def model_info(config: PipelineConfig, model: JanusModel) -> dict[str, Any]:
     return {"components": components, "parameters": counts, "total_parameters": sum(counts.values())}
 
 
-def _build(registry: Registry, kind: ComponentKind, name: str, params: dict[str, Any], context: BuildContext) -> Any:
+def _build(
+    registry: Registry, kind: ComponentKind, name: str, params: dict[str, Any], context: BuildContext
+) -> Any:
     return registry.get(kind, name).build(params, context)
 
 
@@ -290,13 +373,16 @@ def merge_settings(defaults: BaseModel, overrides: dict[str, Any], model: type[B
     if unknown:
         raise InputError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(model.model_fields)}")
     try:
-        return model.model_validate({**defaults.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        return model.model_validate(
+            {**defaults.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc, subject="generation settings")) from None
 
 
-def _conversation(prompt: str | None, images: Sequence[ImageSource],
-                  messages: Sequence[Message | dict[str, Any]] | None) -> list[Message]:
+def _conversation(
+    prompt: str | None, images: Sequence[ImageSource], messages: Sequence[Message | dict[str, Any]] | None
+) -> list[Message]:
     if messages is not None:
         if prompt is not None or images:
             raise InputError("pass either prompt (with images) or messages, not both")

@@ -20,9 +20,11 @@ MODULE_SLOTS = {
 
 
 class JanusModel(nn.Module):
-    """Holds the components so that `state_dict()` keys equal the official checkpoint's (`vision_model.*`, ...).
+    """Holds the components so that `state_dict()` keys equal the official checkpoint's
+    (`vision_model.*`, ...).
 
-    `gen_embed` (image code -> code embedding fed to the gen aligner) has no component of its own upstream either:
+    `gen_embed` (image code -> code embedding fed to the gen aligner) has no component of its own upstream
+    either:
     it is sized by the image tokenizer's codebook and the gen aligner's input width.
     """
 
@@ -42,7 +44,9 @@ class JanusModel(nn.Module):
             if not isinstance(component, nn.Module):
                 raise TypeError(f"{slot} component {type(component).__name__} is not a torch.nn.Module")
             self.add_module(module_name, component)
-        self.gen_embed = nn.Embedding(components["image_tokenizer"].codebook_size, components["gen_aligner"].input_dim)
+        self.gen_embed = nn.Embedding(
+            components["image_tokenizer"].codebook_size, components["gen_aligner"].input_dim
+        )
 
     def parameter_counts(self) -> dict[str, int]:
         """Values (parameters + persistent buffers) per top-level module, as stored in a checkpoint."""

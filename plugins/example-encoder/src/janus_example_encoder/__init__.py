@@ -52,7 +52,8 @@ class PatchStatsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     feature_dim: int = Field(
-        default=1024, gt=0,
+        default=1024,
+        gt=0,
         description="Numbers per patch; must equal the aligner's input_dim (Janus-Pro: 1024, as SigLIP).",
     )
     image_size: int = Field(
