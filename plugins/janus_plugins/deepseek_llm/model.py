@@ -72,7 +72,8 @@ class Attention(nn.Module):
             keys = keys.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             values = values.repeat_interleave(self.n_heads // self.n_kv, dim=1)
         out = attention.attend(q, keys, values, causal=t > 1)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        projected: Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return projected
 
 
 class DecoderLayer(nn.Module):
@@ -84,7 +85,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.self_attn = Attention(cfg, layer_idx)
         self.post_attention_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(llama)
+        self.mlp = LlamaMLP(llama)  # type: ignore[no-untyped-call]
 
     def forward(
         self,
@@ -95,7 +96,8 @@ class DecoderLayer(nn.Module):
         attention: AttentionBackend,
     ) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        out: Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return out
 
 
 class LlamaStack(nn.Module):
