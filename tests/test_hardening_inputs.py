@@ -134,11 +134,13 @@ def test_control_characters_and_special_token_text_are_just_text(pipe: JanusPipe
     refused(pipe, "chat", "describe <image_placeholder>", match="1 image tag")
 
 
-@pytest.mark.parametrize(
-    "images", [None, [None], [42], 42], ids=["none", "list-of-none", "list-of-int", "int"]
-)
+@pytest.mark.parametrize("images", [[None], [42], 42], ids=["list-of-none", "list-of-int", "int"])
 def test_images_of_the_wrong_type(pipe: JanusPipeline, images: Any) -> None:
     assert "image" in str(refused(pipe, "chat", "what is this?", images=images))
+
+
+def test_images_none_means_no_images(pipe: JanusPipeline) -> None:
+    assert pipe.chat("hello", images=None, max_new_tokens=2) == pipe.chat("hello", max_new_tokens=2)
 
 
 def test_a_bare_path_is_one_image_or_a_clear_error(pipe: JanusPipeline) -> None:

@@ -11,6 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from janus_sdk.config.generation import MIN_TEMPERATURE
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -26,7 +27,9 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="Divides the logits; > 0.")
+    temperature: float = Field(
+        1.0, ge=MIN_TEMPERATURE, allow_inf_nan=False, description="Divides the logits; >= 1e-5."
+    )
     top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens; 0 keeps all.")
     top_p: float = Field(
         1.0,

@@ -71,7 +71,7 @@ class HFTextTokenizer:
         loader = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
         try:
             with _quiet_transformers():
-                tokenizer = loader.from_pretrained(str(path))
+                tokenizer = loader.from_pretrained(str(path), trust_remote_code=False)
         except Exception as exc:
             raise CheckpointError(
                 f"cannot load the tokenizer in {str(path)!r}: {type(exc).__name__}: {exc}"

@@ -9,6 +9,11 @@ MAX_IMAGES_PER_REQUEST = 64
 MAX_CFG_WEIGHT = 100
 
 
+# Smaller temperatures overflow the scaled logits in float32 (NaN probabilities): use greedy decoding instead.
+MIN_TEMPERATURE = 1e-5
+MAX_SEED = 2**64 - 1
+
+
 class GenerationConfig(BaseModel):
     """How a chat answer is decoded."""
 
@@ -21,14 +26,20 @@ class GenerationConfig(BaseModel):
         default=False, description="Sample (temperature / top-k / top-p) instead of greedy decoding."
     )
     temperature: float = Field(
-        default=1.0, gt=0, allow_inf_nan=False, description="Softmax temperature when sampling; > 0."
+        default=1.0,
+        ge=MIN_TEMPERATURE,
+        allow_inf_nan=False,
+        description="Softmax temperature when sampling, >= 1e-5 (use greedy decoding for 0).",
     )
     top_k: int = Field(default=0, ge=0, description="Sample among the k most likely tokens; 0 = no limit.")
     top_p: float = Field(
         default=1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling mass in (0, 1]."
     )
     seed: int | None = Field(
-        default=None, ge=0, description="Seed of the sampling generator; None = nondeterministic."
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the sampling generator; None = nondeterministic.",
     )
 
     @property
@@ -55,7 +66,10 @@ class ImageGenerationConfig(BaseModel):
         description="Classifier-free guidance weight: 0 = unconditional, 1 = no guidance, Janus-Pro uses 5.",
     )
     temperature: float = Field(
-        default=1.0, gt=0, allow_inf_nan=False, description="Softmax temperature of the image sampler."
+        default=1.0,
+        ge=MIN_TEMPERATURE,
+        allow_inf_nan=False,
+        description="Softmax temperature of the image sampler, >= 1e-5.",
     )
     top_k: int = Field(
         default=0, ge=0, description="Sample among the k most likely codes; 0 = all (the official sampler)."
@@ -64,7 +78,10 @@ class ImageGenerationConfig(BaseModel):
         default=1.0, gt=0, le=1, allow_inf_nan=False, description="Nucleus mass; 1 = all (official)."
     )
     seed: int | None = Field(
-        default=None, ge=0, description="Seed of the sampling generator; None = nondeterministic."
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the sampling generator; None = nondeterministic.",
     )
     guidance: str = Field(
         default="cfg", description="Guidance strategy component: 'cfg' (classifier-free) or 'none'."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,11 +22,11 @@ from torch import Tensor
 from janus_sdk.checkpoint import CheckpointWeights, load_state_into, resolve_model_source
 from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
-from janus_sdk.config.pipeline import AUTO
+from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
 from janus_sdk.devices import resolve_device, resolve_dtype
-from janus_sdk.errors import ConfigError, InputError
+from janus_sdk.errors import ConfigError, InputError, PluginError
 from janus_sdk.imageio import to_pil, to_uint8
-from janus_sdk.images import ImageSource, load_image
+from janus_sdk.images import ImageSource
 from janus_sdk.interfaces import AttentionBackend, ChatTemplate, TextTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
@@ -212,6 +213,7 @@ class JanusPipeline:
         settings: any GenerationConfig field (max_new_tokens, do_sample, temperature, top_k, top_p).
         """
         gen = merge_settings(self.config.generation, settings, GenerationConfig)
+        _check_callback(on_step)
         conversation = _conversation(prompt, images, messages)
         inputs = build_understanding_inputs(
             conversation,
@@ -228,12 +230,23 @@ class JanusPipeline:
                 f"the prompt is {prompt_len} tokens long but the model's context is "
                 f"{self.model.language_model.max_context}; shorten the text or send fewer images"
             )
-        max_new_tokens = min(gen.max_new_tokens, room)
         sampler = self._sampler(*gen.sampler)
         generator = _generator(seed if seed is not None else gen.seed, self.device)
+        return self._stream(inputs, sampler, generator, min(gen.max_new_tokens, room), on_step)
+
+    def _stream(
+        self,
+        inputs: Any,
+        sampler: Any,
+        generator: torch.Generator,
+        max_new_tokens: int,
+        on_step: ProgressCallback | None,
+    ) -> Iterator[str]:
+        """Decode under the lock one step at a time and yield outside it: a stream may be consumed from any
+        thread (web servers move a sync iterator between workers), and concurrent streams interleave safely,
+        each with its own cache and generator."""
         with self._lock, torch.inference_mode():
             embeds = self._understanding_embeds(inputs)
-            decoder = StreamDecoder(self.tokenizer)
             ids = generate_text_ids(
                 self.model.language_model,
                 embeds,
@@ -243,13 +256,18 @@ class JanusPipeline:
                 generator=generator,
                 on_step=on_step,
             )
-            for token in ids:
-                piece = decoder.push(token)
-                if piece:
-                    yield piece
-            tail = decoder.flush()
-            if tail:
-                yield tail
+        decoder = StreamDecoder(self.tokenizer)
+        while True:
+            with self._lock, torch.inference_mode():
+                token = next(ids, None)
+            if token is None:
+                break
+            piece = decoder.push(token)
+            if piece:
+                yield piece
+        tail = decoder.flush()
+        if tail:
+            yield tail
 
     def _understanding_embeds(self, inputs: Any) -> Tensor:
         """Token embeddings with each image's aligned SigLIP features in place of its placeholder tokens."""
@@ -279,6 +297,7 @@ class JanusPipeline:
     ) -> Tensor:
         """The image-token half of `generate_images`: codes [n, grid**2] (int64), for `decode_images`."""
         gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig)
+        _check_callback(on_step)
         tokenizer_component = self.model.gen_vision_model
         num_tokens = tokenizer_component.grid_size**2
         prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
@@ -327,7 +346,7 @@ class JanusPipeline:
 
     def encode_image(self, image: ImageSource) -> Tensor:
         """An image -> its VQ codes [grid**2] (after the understanding preprocessing)."""
-        pixels = self.image_processor([load_image(image)]).to(self.device, self.dtype)
+        pixels = self.image_processor([self.image_processor.load(image)]).to(self.device, self.dtype)
         with self._lock, torch.inference_mode():
             return self.model.gen_vision_model.encode(pixels)[0]
 
@@ -351,6 +370,13 @@ def build_model(config: PipelineConfig, registry: Registry, context: BuildContex
             for slot, (kind, spec) in config.component_specs().items()
             if slot in MODULE_SLOTS.values()
         }
+        for slot, component in modules.items():
+            if not isinstance(component, torch.nn.Module):
+                reg = registry.get(SLOT_KINDS[slot], getattr(config, slot).name)
+                raise PluginError(
+                    f"plugin {reg.plugin!r} ({reg.distribution}) built the {slot} {reg.name!r} as a "
+                    f"{type(component).__name__}; components with weights must be torch.nn.Modules"
+                )
         return JanusModel(modules)
 
 
@@ -392,13 +418,33 @@ def _conversation(
             raise InputError(describe_validation_error(exc, subject="messages")) from None
     if prompt is None:
         raise InputError("nothing to answer: pass a prompt or messages")
-    return [Message(role="user", content=prompt, images=list(images))]
+    if not isinstance(prompt, str):
+        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+    if images is None:
+        images = ()
+    elif isinstance(images, (str, bytes, os.PathLike, Image.Image)):
+        images = (images,)  # one image given bare, not a sequence of them
+    elif not isinstance(images, Sequence):
+        raise InputError(
+            f"images must be a list of images (paths, bytes or PIL images), got {type(images).__name__}"
+        )
+    try:
+        return [Message(role="user", content=prompt, images=list(images))]
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, subject="images")) from None
+
+
+def _check_callback(on_step: ProgressCallback | None) -> None:
+    if on_step is not None and not callable(on_step):
+        raise InputError(f"on_step must be a callable taking a Progress, got {type(on_step).__name__}")
 
 
 def _generator(seed: Seed, device: torch.device) -> torch.Generator:
     """A generator on the pipeline's device: seeded when asked, else from fresh entropy."""
     if isinstance(seed, torch.Generator):
         return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+        raise InputError(f"seed must be an integer in [0, 2**64) or a torch.Generator, got {seed!r}")
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
