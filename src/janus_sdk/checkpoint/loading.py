@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from janus_sdk.checkpoint.weights import CheckpointWeights
+from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.errors import CheckpointError, ConfigError, PluginError
 
 #: At most this many names are listed per kind of mismatch; the rest are counted.
@@ -42,7 +42,7 @@ class RebuildsBuffers(Protocol):
 
 def load_state_into(
     module: nn.Module,
-    weights: CheckpointWeights,
+    weights: WeightSource,
     *,
     dtype: torch.dtype,
     device: torch.device | str,
@@ -81,7 +81,7 @@ def _materialize(stored: torch.Tensor, dtype: torch.dtype, device: torch.device)
 
 def _check_fit(
     module: nn.Module,
-    weights: CheckpointWeights,
+    weights: WeightSource,
     expected: Mapping[str, torch.Tensor],
     available: Mapping[str, str],
     prefix: str,

@@ -12,14 +12,14 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from janus_sdk.checkpoint import CheckpointWeights, load_state_into, resolve_model_source
+from janus_sdk.checkpoint import load_state_into, resolve_model_source
 from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
 from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
@@ -137,11 +137,8 @@ class JanusPipeline:
         context = BuildContext(path, device, dtype, attention)
         model = build_model(config, registry, context)
         weightless = [f"{name}.*" for name, module in model.named_children() if not module.state_dict()]
-        # load_state_into reads only through the WeightSource interface (CheckpointWeights is one).
         with contextlib.closing(weights):
-            load_state_into(
-                model, cast(CheckpointWeights, weights), dtype=dtype, device=device, ignore=weightless
-            )
+            load_state_into(model, weights, dtype=dtype, device=device, ignore=weightless)
         model.eval()
         tokenizer = _build(
             registry,
