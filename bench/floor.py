@@ -30,6 +30,15 @@ def _best_seconds(run: Any, device: torch.device, repeats: int) -> float:
     return best
 
 
+def _copy_and_read_seconds(device: torch.device, nbytes: int, repeats: int) -> tuple[float, float]:
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    src.sum()
+    return (_best_seconds(lambda: dst.copy_(src), device, repeats),
+            _best_seconds(lambda: src.sum(), device, repeats))
+
+
 def measure_bandwidth(device: torch.device, nbytes: int = GIB, repeats: int = 5) -> dict[str, float]:
     """Sustained bandwidth in GB/s (1e9 bytes), best of `repeats` (after one untimed pass):
 
@@ -37,12 +46,9 @@ def measure_bandwidth(device: torch.device, nbytes: int = GIB, repeats: int = 5)
     - read_gbps: a float32 sum over `nbytes` (read only);
     - floor_gbps: the higher of the two, the figure the floor uses (the one that makes the floor hardest).
     """
-    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    src.sum()
-    copy = _best_seconds(lambda: dst.copy_(src), device, repeats)
-    read = _best_seconds(lambda: src.sum(), device, repeats)
+    copy, read = _copy_and_read_seconds(device, nbytes, repeats)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # give the buffers back before the next worker starts
     copy_gbps, read_gbps = 2 * nbytes / copy / 1e9, nbytes / read / 1e9
     return {"copy_gbps": copy_gbps, "read_gbps": read_gbps, "floor_gbps": max(copy_gbps, read_gbps)}
 

@@ -35,13 +35,13 @@ class StepClock:
         synchronize(self.device)
         self._t0 = time.perf_counter()
         if self._cuda:
-            self._events = [torch.cuda.Event(enable_timing=True)]
+            self._events = [torch.cuda.Event(enable_timing=True)]  # type: ignore[no-untyped-call]
             self._events[0].record()
 
     def mark(self) -> None:
         """Called by the system under test once per generated token (or other unit of work)."""
         if self._cuda:
-            event = torch.cuda.Event(enable_timing=True)
+            event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             event.record()
             self._events.append(event)
         else:

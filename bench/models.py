@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from transformers import GenerationConfig, JanusConfig, JanusForConditionalGener
 
 from janus_adapters.transformers_interop import config as hf_meta
 from janus_adapters.transformers_interop import keymap
+from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_sdk.config import PipelineConfig
 from janus_sdk.config.official import official_config_to_pipeline_dict
 from janus_sdk.config.pipeline import AUTO
@@ -158,8 +158,9 @@ def build_transformers_peer(pipe: JanusPipeline, size: str) -> JanusForCondition
         state.update(keymap.to_transformers(keymap.route_official(name), tensor))
     model.load_state_dict(state, strict=True, assign=True)
     place_computed_buffers(model, pipe.device)
-    model.generation_config = GenerationConfig(**hf_meta.generation_config(ids))
-    return model.eval()
+    model.generation_config = GenerationConfig(**hf_meta.generation_config(ids))  # type: ignore[no-untyped-call]
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
 
 
 class VisionHead(nn.Module):
@@ -206,35 +207,27 @@ class ReferenceJanus(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class _Sizes:
-    hidden: int
-    head_embed: int
-    codebook: int
-    code_dim: int
-
-
 def build_reference_peer(pipe: JanusPipeline) -> ReferenceJanus:
     """The official module layout holding our model's tensors (shared storage)."""
-    ours = pipe.model
-    head = cast(nn.Linear, ours.gen_head.vision_head)
-    sizes = _Sizes(ours.language_model.hidden_size, head.in_features, head.out_features,
-                   ours.gen_embed.embedding_dim)
-    llama_config = ours.language_model.config.to_llama_config()
+    state = pipe.model.state_dict()
+    codebook, head_embed = state["gen_head.vision_head.weight"].shape
+    code_dim = state["gen_embed.weight"].shape[1]
+    hidden = pipe.model.language_model.hidden_size
+    llama_config = DeepSeekLLMConfig.model_validate(pipe.config.llm_backbone.params).to_llama_config()
     llama_config.tie_word_embeddings = False
     llama_config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = ReferenceJanus(
             LlamaForCausalLM(llama_config),
-            VisionHead(sizes.hidden, sizes.head_embed, sizes.codebook),
-            MlpGelu(sizes.code_dim, sizes.hidden),
-            nn.Embedding(sizes.codebook, sizes.code_dim),
+            VisionHead(hidden, head_embed, codebook),
+            MlpGelu(code_dim, hidden),
+            nn.Embedding(codebook, code_dim),
         )
     wanted = model.state_dict().keys()
-    state = {name: t for name, t in ours.state_dict().items() if name in wanted}
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict({name: t for name, t in state.items() if name in wanted}, strict=True, assign=True)
     place_computed_buffers(model, pipe.device)
-    return model.eval()
+    model.eval()
+    return model
 
 
 def unique_bytes(tensors: Mapping[str, Tensor] | list[Tensor]) -> int:

@@ -49,7 +49,9 @@ def _shape(results: dict[str, Any], workload: str) -> Entry | None:
     return next((e for s in SYSTEMS if (e := _entry(results, s, workload)) is not None), None)
 
 
-def _values(results: dict[str, Any], workload: str, pick: Callable[[Entry], float | None]) -> dict[str, float | None]:
+def _values(
+    results: dict[str, Any], workload: str, pick: Callable[[Entry], float | None]
+) -> dict[str, float | None]:
     return {s: (pick(e) if (e := _entry(results, s, workload)) is not None else None) for s in SYSTEMS}
 
 
@@ -94,8 +96,8 @@ def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float)
     floor_ms = (sum(step_bytes.text_step(prompt + i) for i in decode) / len(decode) / (gbps * GB) * 1e3
                 if decode else None)
     return [
-        Row(f"understand: prefill {prompt} tokens, s", _values(results, "understand", lambda e: e["prefill_s"]),
-            target="transformers/ours >= 2x"),
+        Row(f"understand: prefill {prompt} tokens, s",
+            _values(results, "understand", lambda e: e["prefill_s"]), target="transformers/ours >= 2x"),
         Row(f"understand: decode ms/token (median of {len(decode)})",
             _values(results, "understand", lambda e: e["decode_ms"]), floor_ms,
             "transformers/ours >= 2x, ours/floor <= 1.3x"),
@@ -115,7 +117,8 @@ def memory_rows(results: dict[str, Any], cuda: bool) -> list[Row]:
     def of(field: str) -> dict[str, float | None]:
         return {s: (results[s][field] / GB if results.get(s, {}).get(field) else None) for s in SYSTEMS}
 
-    rows = [Row("peak RSS, GB (floor: weights + KV cache)", of("peak_rss_bytes"), budget, "ours/floor <= 1.2x")]
+    rows = [Row("peak RSS, GB (floor: weights + KV cache)", of("peak_rss_bytes"), budget,
+                "ours/floor <= 1.2x")]
     if cuda:
         rows.append(Row("CUDA max allocated, GB (floor: weights + KV cache)", of("cuda_peak_bytes"), budget))
     return rows

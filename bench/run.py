@@ -35,6 +35,7 @@ from worker import SYSTEMS, WORKLOADS, WorkerSpec
 
 HERE = Path(__file__).resolve().parent
 FULL_IMAGE = 576
+CPU_DEFAULT = ("t2i", "understand")
 
 
 def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
@@ -49,15 +50,19 @@ def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tokens", type=int, default=32,
-                        help="image tokens per text-to-image run (576 = whole image) and understanding decode "
-                             "tokens (default 32: a quick, bounded run)")
+                        help="image tokens per text-to-image run (576 = a whole image) and understanding "
+                             "decode tokens (default 32: a quick, bounded run)")
     parser.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--n", type=_csv(int), default=(1, 4), help="images per text-to-image run, e.g. 1,4")
-    parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=WORKLOADS,
-                        help=f"subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=None,
+                        help=f"subset of {','.join(WORKLOADS)} (default: all on CUDA; "
+                             f"{','.join(CPU_DEFAULT)} on the CPU, where one bfloat16 VQ decode at 1B size "
+                             "can take tens of minutes)")
     parser.add_argument("--systems", type=_csv(str, SYSTEMS), default=SYSTEMS,
                         help=f"subset of {','.join(SYSTEMS)}")
     parser.add_argument("--model-size", choices=MODEL_SIZES, default="1b")
@@ -70,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.tokens <= FULL_IMAGE:
         parser.error(f"--tokens must be in 1..{FULL_IMAGE}")
+    if args.workloads is None:
+        args.workloads = CPU_DEFAULT if torch.device(args.device).type == "cpu" else WORKLOADS
     return args
 
 
@@ -84,10 +91,9 @@ def _lscpu_model() -> str:
 
 def _git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=HERE).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True,
-                               cwd=HERE).stdout.strip()
+        rev, dirty = (subprocess.run(["git", *cmd], capture_output=True, text=True, check=True,
+                                     cwd=HERE).stdout.strip()
+                      for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"]))
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{rev}{' + uncommitted changes' if dirty else ''}"
@@ -113,16 +119,17 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_system(spec: WorkerSpec) -> dict[str, Any]:
-    """One worker subprocess; its stderr (progress) goes to ours. A failed worker gives {'error': ...}."""
+    """One worker subprocess (its output goes to our stderr). When it fails, what it saved before is kept
+    and 'error' says how it ended (e.g. killed for memory)."""
     with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
         out = Path(tmp) / "result.json"
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(HERE / "worker.py"), spec.to_json(), str(out)],
                               stdout=sys.stderr, check=False)
-        if proc.returncode != 0 or not out.exists():
-            return {"error": f"worker exited with status {proc.returncode}"}
-        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
         result["wall_s"] = time.perf_counter() - start
+        if proc.returncode != 0 or not result.get("complete"):
+            result["error"] = f"worker exited with status {proc.returncode} before finishing"
         return result
 
 
@@ -133,23 +140,26 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
 
     floors = [b["floor_gbps"] for b in bandwidth]
     lines = []
-    if args.tokens < FULL_IMAGE:
+    if args.tokens < FULL_IMAGE and {"t2i", "understand"} & set(args.workloads):
+        t = args.tokens
         lines.append(
-            f"BOUNDED RUN: every text-to-image run stops after {args.tokens} of the {FULL_IMAGE} image tokens, so "
-            f"s/image covers those {args.tokens} tokens only (prefill included) and 'end' is token {args.tokens}, "
-            f"not the end of an image; understanding decodes {args.tokens} tokens. Whole images: --tokens {FULL_IMAGE}."
+            f"BOUNDED RUN: every text-to-image run stops after {t} of the {FULL_IMAGE} image tokens, so "
+            f"s/image covers those {t} tokens only (prefill included) and 'end' is token {t}, not the end of "
+            f"an image; understanding decodes {t} tokens. Whole images: --tokens {FULL_IMAGE}."
         )
     lines += [
-        f"Floor bandwidth {max(floors):.1f} GB/s: the best of a 1 GiB tensor copy (read + write bytes counted) "
-        f"and a 1 GiB float32 sum (read only), best of 5 each, measured {len(floors)} times in this run "
-        f"(per measurement: copy {listed('copy_gbps')}; read {listed('read_gbps')} GB/s).",
-        f"Bytes per decode step: text-to-image {step_bytes.image_weights / 1e9:.3f} GB of weights (decoder layers, "
-        f"final norm, gen head, gen aligner) + KV {step_bytes.kv_per_position / 1e3:.0f} kB per cached position "
-        f"per row; understanding {step_bytes.text_weights / 1e9:.3f} GB (layers, norm, lm head) + the same KV. "
-        f"All weights: {step_bytes.total_weights / 1e9:.3f} GB.",
+        f"Floor bandwidth {max(floors):.1f} GB/s: the best of a 1 GiB tensor copy (read + write bytes "
+        f"counted) and a 1 GiB float32 sum (read only), best of 5 each, measured {len(floors)} times in this "
+        f"run, before and after each system (copy {listed('copy_gbps')}; read {listed('read_gbps')} GB/s).",
+        f"Bytes per decode step: text-to-image {step_bytes.image_weights / 1e9:.3f} GB of weights (decoder "
+        f"layers, final norm, gen head, gen aligner) + K and V, {step_bytes.kv_per_position / 1e3:.0f} kB "
+        f"per cached position per row; understanding {step_bytes.text_weights / 1e9:.3f} GB (layers, norm, "
+        f"lm head) + the same KV. All weights: {step_bytes.total_weights / 1e9:.3f} GB.",
         "Ratios peer/ours > 1 mean ours is faster (smaller). Per-token 'start'/'end' are medians over the "
         "window of decode steps named in the row; step 0 (prefill) is excluded from them.",
     ]
+    if "vq" not in args.workloads:
+        lines.append("VQ decode not run (the default on the CPU); add it with --workloads t2i,understand,vq.")
     failed = [f"{s}: {r['error']}" for s, r in results.items() if "error" in r]
     failed += [f"{s} {w}: {e['error']}" for s, r in results.items() for w, e in r.get("results", {}).items()
                if e and "error" in e]
@@ -166,8 +176,8 @@ def render_markdown(command: str, machine: dict[str, Any], table: str, lines: li
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM"
         + (f", GPU {machine['gpu']}" if machine["gpu"] else "")
         + f"; {machine['threads']} torch threads for every system.",
-        f"Versions: Python {machine['python']}, torch {machine['torch']}, transformers {machine['transformers']}, "
-        f"janus-sdk {machine['janus_sdk']} (git {machine['git']}).",
+        f"Versions: Python {machine['python']}, torch {machine['torch']}, transformers "
+        f"{machine['transformers']}, janus-sdk {machine['janus_sdk']} (git {machine['git']}).",
         f"Model: Janus-Pro {args.model_size} dimensions, seeded random weights, {args.dtype} on {device}.",
         "",
         table,
@@ -214,11 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown is not None:
         args.markdown.write_text(render_markdown(command, machine, table, lines, args), encoding="utf-8")
     if args.json is not None:
-        payload = {"command": command, "machine": machine, "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                                    for k, v in vars(args).items()},
-                   "bandwidth": bandwidth, "floor_gbps": gbps, "step_bytes": step_bytes.as_dict(),
-                   "table": [dict(zip(report.HEADER, row.cells())) for row in rows], "notes": lines,
-                   "results": results}
+        payload = {
+            "command": command, "machine": machine,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "bandwidth": bandwidth, "floor_gbps": gbps, "step_bytes": step_bytes.as_dict(),
+            "table": [dict(zip(report.HEADER, row.cells(), strict=True)) for row in rows], "notes": lines,
+            "results": results,
+        }
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
 

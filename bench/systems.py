@@ -9,8 +9,8 @@ the loop of DeepSeek's `generation_inference.py` and, for text, the `language_mo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+from contextlib import contextmanager, suppress
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,23 +30,22 @@ TEMPERATURE = 1.0
 
 
 class System(Protocol):
-    """What the workloads need from a system; `prompt_ids` is the text-to-image prompt (BOS ... <begin_of_image>)."""
+    """What a workload needs; prompt_ids is the text-to-image prompt (BOS .. <begin_of_image>)."""
 
-    name: str
     module: nn.Module  # everything holding the system's weights
 
     def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
         """Sample `tokens` image tokens for n images (2n rows with CFG), marking the clock once per token."""
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
-        """Greedy-decode `tokens` text tokens after the prompt embeddings [1, T, hidden], one mark per token."""
+        """Greedy-decode `tokens` text tokens after prompt embeddings [1, T, hidden], one mark per token."""
 
     def vq_decode(self, codes: Tensor) -> Tensor | None:
         """Image codes [n, 576] -> pixels; None when the system has no VQ decoder of its own."""
 
 
 class Ours:
-    name = "ours"
+    """janus-sdk: the pipeline's own text-to-image entry point and its text decoding loop."""
 
     def __init__(self, pipe: JanusPipeline, prompt: str) -> None:
         self.pipe = pipe
@@ -61,10 +60,8 @@ class Ours:
             clock.mark()
             return progress.step < tokens or tokens >= progress.total
 
-        try:
+        with suppress(GenerationCancelled):
             self.pipe.generate_image_codes(self.prompt, n=n, seed=0, on_step=on_step)
-        except GenerationCancelled:
-            pass
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         llm = self.pipe.model.language_model
@@ -104,27 +101,26 @@ def marking(head: nn.Module, clock: StepClock, stop_after: int | None = None) ->
 
 
 class TransformersPeer:
-    name = "transformers"
+    """transformers' JanusForConditionalGeneration.generate, image and text mode."""
 
     def __init__(self, model: JanusForConditionalGeneration) -> None:
         self.model = model
         self.module: nn.Module = model
 
     def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
-        ids = torch.tensor([prompt_ids] * n, device=self.model.device)
+        ids = cast(torch.LongTensor, torch.tensor([prompt_ids] * n, device=self.model.device))
         stop = tokens if tokens < NUM_IMAGE_TOKENS else None
         with marking(self.model.model.generation_head, clock, stop):
             self.model.generate(
-                ids, attention_mask=torch.ones_like(ids), generation_mode="image", do_sample=True, top_k=0,
-                temperature=TEMPERATURE, guidance_scale=CFG_WEIGHT,
+                ids, attention_mask=cast(torch.LongTensor, torch.ones_like(ids)), generation_mode="image",
+                do_sample=True, top_k=0, temperature=TEMPERATURE, guidance_scale=CFG_WEIGHT,
             )
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        mask = cast(torch.LongTensor, torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device))
         with marking(self.model.lm_head, clock):
-            self.model.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens, do_sample=False, eos_token_id=None,
-            )
+            self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens,
+                                do_sample=False, eos_token_id=None)
 
     def vq_decode(self, codes: Tensor) -> Tensor:
         out: Tensor = self.model.decode_image_tokens(codes)
@@ -132,14 +128,15 @@ class TransformersPeer:
 
 
 class ReferencePeer:
-    name = "reference"
+    """DeepSeek's reference code: generation_inference.py's loop, inference.py's language_model.generate."""
 
     def __init__(self, model: ReferenceJanus, pad_id: int, bos_id: int) -> None:
         self.model, self.pad_id, self.bos_id = model, pad_id, bos_id
         self.module: nn.Module = model
 
     def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
-        generate_reference(self.model, prompt_ids, self.pad_id, parallel_size=n, num_tokens=tokens, clock=clock)
+        generate_reference(self.model, prompt_ids, self.pad_id, parallel_size=n, num_tokens=tokens,
+                           clock=clock)
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
@@ -158,8 +155,9 @@ def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int
                        temperature: float = TEMPERATURE) -> Tensor:
     """The text-to-image loop of DeepSeek's generation_inference.py, statement for statement.
 
-    Differences: `num_tokens` may stop it early; the cache argument/attribute is `cache` (transformers 5's name
-    for `past_key_values`); tensors go to the model's device instead of `.cuda()`; a clock mark per token.
+    Differences: `num_tokens` may stop it early; the cache argument and attribute are called `cache`
+    (transformers 5's name for `past_key_values`); tensors go to the model's device instead of `.cuda()`;
+    a clock mark per token.
     """
     device = mmgpt.gen_embed.weight.device
     input_ids = torch.LongTensor(prompt_ids)

@@ -1,5 +1,6 @@
-"""One system in a process of its own: build it on the seeded random weights, run the asked-for workloads, write
-the results (and the process's peak memory) as JSON. Started by run.py: `python bench/worker.py SPEC_JSON OUT`."""
+"""One system in a process of its own: build it on the seeded random weights, run the asked-for workloads and
+write the results with the process's peak memory as JSON, rewritten after every workload so that a run cut
+short keeps what it measured. Started by run.py as `python bench/worker.py SPEC_JSON OUT_JSON`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,8 @@ class WorkerSpec:
 
 
 def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
-    """The official one-image prompt [1, T, hidden] (T = 631 with the fixture tokenizer), with seeded random
-    image features in place of SigLIP + aligner output."""
+    """The official one-image prompt as embeddings [1, T, hidden] (T = 631 with the fixture tokenizer), seeded
+    random features standing in for SigLIP + aligner output at the image positions."""
     blank = Image.new("RGB", (384, 384), (127, 127, 127))
     inputs = build_understanding_inputs(
         [Message(role="user", content=UNDERSTAND_PROMPT, images=[blank])], pipe.tokenizer, pipe.chat_template,
@@ -69,11 +72,11 @@ def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
         embeds = pipe.model.language_model.embed_tokens(inputs.input_ids.to(pipe.device))
         features = torch.randn(int(mask.sum()), embeds.shape[-1], generator=generator, device=pipe.device)
         embeds[mask] = features.to(embeds.dtype)
-    return embeds  # type: ignore[no-any-return]
+    return embeds
 
 
 def build_system(spec: WorkerSpec, pipe: JanusPipeline) -> System:
-    """The system under test; a peer takes over the pipeline's tensors and the pipeline is dropped."""
+    """The system under test; a peer takes over the pipeline's tensors (the caller drops the pipeline)."""
     if spec.system == "ours":
         return Ours(pipe, T2I_PROMPT)
     if spec.system == "transformers":
@@ -83,63 +86,69 @@ def build_system(spec: WorkerSpec, pipe: JanusPipeline) -> System:
     raise ValueError(f"unknown system {spec.system!r}; known: {', '.join(SYSTEMS)}")
 
 
-def _guarded(results: dict[str, Any], key: str, run: Any) -> None:
-    """Run one workload; a failure is recorded under `key` and the other workloads still run."""
-    print(f"[{key}] ...", file=sys.stderr, flush=True)
+def _attempt(run: Callable[[], Any]) -> Any:
+    """A workload's result, or its error (the other workloads still run)."""
     try:
-        results[key] = run()
+        return run()
     except Exception as exc:
-        results[key] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    print(f"[{key}] done", file=sys.stderr, flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
-def run_worker(spec: WorkerSpec) -> dict[str, Any]:
+def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None:
+    """Build the system, then run each workload, calling `save` with everything so far after each one."""
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention)
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
-    codebook_size = pipe.model.gen_vision_model.codebook_size
+    codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (1, NUM_IMAGE_TOKENS),
+                          generator=torch.Generator().manual_seed(spec.seed)).to(device)
     system = build_system(spec, pipe)
     del pipe
     gc.collect()
-    info: dict[str, Any] = {"spec": asdict(spec), "build_s": time.perf_counter() - start,
-                            "weight_bytes": unique_bytes(system.module.state_dict()), "prompt_len": len(prompt_ids)}
-    print(f"{spec.system}: built in {info['build_s']:.1f} s", file=sys.stderr, flush=True)
+    build_s = time.perf_counter() - start
+    print(f"{spec.system}: built in {build_s:.1f} s", file=sys.stderr, flush=True)
 
-    results: dict[str, Any] = {}
-    kv_rows_positions = [0]
+    # (result key, workload, positions x rows our KV cache holds for it)
+    jobs: list[tuple[str, Callable[[], Any], int]] = []
     if "t2i" in spec.workloads:
-        for n in spec.n:
-            _guarded(results, f"t2i_n{n}", lambda n=n: workloads.text_to_image(
-                system, device, prompt_ids, n, spec.tokens))
-            kv_rows_positions.append(2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS))
+        jobs += [
+            (f"t2i_n{n}", partial(workloads.text_to_image, system, device, prompt_ids, n, spec.tokens),
+             2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS))
+            for n in spec.n
+        ]
     if embeds is not None:
-        _guarded(results, "understand", lambda: workloads.understand(system, device, embeds, spec.tokens))
-        kv_rows_positions.append(embeds.shape[1] + spec.tokens)
+        jobs.append(("understand", partial(workloads.understand, system, device, embeds, spec.tokens),
+                     embeds.shape[1] + spec.tokens))
     if "vq" in spec.workloads:
-        codes = torch.randint(0, codebook_size, (1, NUM_IMAGE_TOKENS), generator=torch.Generator().manual_seed(spec.seed))
-        _guarded(results, "vq", lambda: workloads.vq_decode(system, device, codes.to(device), spec.vq_repeats))
-    return {
-        **info,
-        "results": results,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "cuda_peak_bytes": cuda_peak_bytes(device),
-        "kv_cache_bytes": step_bytes.kv_per_position * max(kv_rows_positions),
-        "step_bytes": step_bytes.as_dict(),
+        jobs.append(("vq", partial(workloads.vq_decode, system, device, codes, spec.vq_repeats), 0))
+
+    payload: dict[str, Any] = {
+        "spec": asdict(spec), "build_s": build_s, "weight_bytes": unique_bytes(system.module.state_dict()),
+        "kv_cache_bytes": 0, "step_bytes": step_bytes.as_dict(), "results": {}, "complete": False,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
+    for key, run, positions in jobs:
+        print(f"{spec.system}: {key} ...", file=sys.stderr, flush=True)
+        payload["results"][key] = _attempt(run)
+        payload["kv_cache_bytes"] = max(payload["kv_cache_bytes"], step_bytes.kv_per_position * positions)
+        payload.update(peak_rss_bytes=peak_rss_bytes(), cuda_peak_bytes=cuda_peak_bytes(device))
+        save(payload)
+    payload["complete"] = True
+    save(payload)
 
 
 def main() -> None:
-    transformers.logging.set_verbosity_error()
-    spec = WorkerSpec.from_json(sys.argv[1])
-    Path(sys.argv[2]).write_text(json.dumps(run_worker(spec)), encoding="utf-8")
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    spec, out = WorkerSpec.from_json(sys.argv[1]), Path(sys.argv[2])
+
+    def save(payload: dict[str, Any]) -> None:
+        out.write_text(json.dumps(payload), encoding="utf-8")
+
+    run_worker(spec, save)
 
 
 if __name__ == "__main__":

@@ -71,4 +71,5 @@ def vq_decode(system: System, device: torch.device, codes: Tensor, repeats: int)
             system.vq_decode(codes)
             synchronize(device)
             times.append(time.perf_counter() - start)
-    return {"images": codes.shape[0], "best_s": min(times), "median_s": statistics.median(times), "times_s": times}
+    return {"images": codes.shape[0], "best_s": min(times), "median_s": statistics.median(times),
+            "times_s": times}
