@@ -54,6 +54,7 @@ from janus_adapters.transformers_interop.layout import (
     read_optional_json,
 )
 from janus_sdk.checkpoint import CheckpointWeights, open_checkpoint, parse_size
+from janus_sdk.checkpoint.convert import swap_in_directory
 from janus_sdk.errors import CheckpointError, ConfigError
 
 Layout = Literal["official", "transformers"]
@@ -115,7 +116,7 @@ def convert_checkpoint(
                 _to_transformers(source, weights, staging, limit)
         else:
             _to_official(source, staging, limit)
-        _swap_in(staging, target)
+        swap_in_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -171,22 +172,6 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result[name] = tensor.clone() if pointer in seen else tensor
         seen.add(pointer)
     return result
-
-
-def _swap_in(staging: Path, dst: Path) -> None:
-    """Put the finished `staging` at `dst`; an old `dst` is moved aside first and deleted afterwards."""
-    if not dst.exists():
-        staging.rename(dst)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-    retired.rmdir()
-    dst.rename(retired)
-    try:
-        staging.rename(dst)
-    except OSError:
-        retired.rename(dst)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 # -- official -> transformers --------------------------------------------------------------------------------

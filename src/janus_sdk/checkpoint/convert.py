@@ -73,7 +73,7 @@ def convert_to_safetensors(
         with CheckpointWeights(src) as weights:
             _write_weights(weights, staging, limit)
         _copy_other_files(src, staging)
-        _swap_in(staging, dst)
+        swap_in_directory(staging, dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dst
@@ -133,7 +133,7 @@ def _copy_other_files(src: Path, out: Path) -> None:
             shutil.copy2(entry, out / entry.name)
 
 
-def _swap_in(staging: Path, dst: Path) -> None:
+def swap_in_directory(staging: Path, dst: Path) -> None:
     """Put the finished `staging` at `dst`; an old `dst` is moved aside first and deleted afterwards."""
     if not dst.exists():
         staging.rename(dst)
