@@ -28,10 +28,9 @@ from janus_adapters.transformers_interop import keymap
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_sdk.config import PipelineConfig
 from janus_sdk.config.official import official_config_to_pipeline_dict
-from janus_sdk.config.pipeline import AUTO
 from janus_sdk.config.presets import official_preset
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.pipeline.janus import JanusPipeline, build_model
+from janus_sdk.pipeline.janus import JanusPipeline, build_backend, build_model
 from janus_sdk.pipeline.model import JanusModel
 from janus_sdk.plugins import get_plugin_host, get_registry
 from janus_sdk.registry import BuildContext
@@ -53,13 +52,15 @@ def official_config(size: str) -> dict[str, Any]:
 
 
 def pipeline_config(
-    size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None
+    size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None, linear: str | None = None
 ) -> PipelineConfig:
     """The PipelineConfig `JanusPipeline.from_pretrained` derives from the model's official config.json."""
     data = official_config_to_pipeline_dict(official_config(size), source=size)
     data.update(device=str(device), dtype=str(dtype).removeprefix("torch."))
     if attention is not None:
         data["attention"] = {"name": attention}
+    if linear is not None:
+        data["linear"] = {"name": linear}
     return PipelineConfig.parse(data, source=size)
 
 
@@ -111,22 +112,18 @@ def place_computed_buffers(model: nn.Module, device: torch.device) -> None:
 
 
 def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int,
-               attention: str | None = None) -> JanusPipeline:
+               attention: str | None = None, linear: str | None = None) -> JanusPipeline:
     """Our pipeline built step by step as `JanusPipeline.from_config` builds it, except that the weights come
     from `materialise` instead of a checkpoint; the fixture's tokenizer and the official chat template."""
-    config = pipeline_config(size, device=device, dtype=dtype, attention=attention)
+    config = pipeline_config(size, device=device, dtype=dtype, attention=attention, linear=linear)
     host = get_plugin_host()
     registry = host.registry
-    name = config.attention.name
-    if name == AUTO:
-        name = host.choose_attention_backend(device, dtype)
-    backend = registry.get(ComponentKind.ATTENTION_BACKEND, name).build(
-        config.attention.params, BuildContext(FIXTURE, device, dtype)
-    )
-    backend.check(device, dtype)
+    backend = build_backend(host, ComponentKind.ATTENTION_BACKEND, config.attention, FIXTURE, device, dtype)
+    linear_backend = build_backend(host, ComponentKind.LINEAR_BACKEND, config.linear, FIXTURE, device, dtype)
     context = BuildContext(FIXTURE, device, dtype, backend)
     model = build_model(config, registry, context)
     materialise(model, dtype=dtype, device=device, seed=seed)
+    model.convert_per_token_linears(linear_backend)
     model.eval()
     tokenizer = registry.get(ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name).build(
         config.text_tokenizer.params, context
@@ -134,7 +131,7 @@ def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int
     template = registry.get(ComponentKind.CHAT_TEMPLATE, config.chat_template.name).build(
         config.chat_template.params, context
     )
-    return JanusPipeline(config, model, tokenizer, template, backend, registry)
+    return JanusPipeline(config, model, tokenizer, template, backend, registry, linear=linear_backend)
 
 
 def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from floor import StepBytes
-from worker import SYSTEMS
+from worker import PEERS, SYSTEMS
 
-PEERS = SYSTEMS[1:]
 HEADER = ["figure", *SYSTEMS, *(f"{p}/ours" for p in PEERS), "floor", "ours/floor", "target"]
 GB = 1e9
 Entry = dict[str, Any]

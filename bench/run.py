@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads for every system (default: torch's default here)")
     parser.add_argument("--vq-repeats", type=int, default=1, help="timed VQ decodes after the warm-up one")
     parser.add_argument("--attention", default=None, help="our attention backend (default: the config's)")
+    parser.add_argument("--linear", default=None,
+                        help="the linear backend of 'ours' (default: the config's 'auto'); "
+                             "'ours-int8' uses int8")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown report here")
     args = parser.parse_args(argv)
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {system} ==", file=sys.stderr, flush=True)
         spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
                           threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
-                          vq_repeats=args.vq_repeats, attention=args.attention)
+                          vq_repeats=args.vq_repeats, attention=args.attention, linear=args.linear)
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)

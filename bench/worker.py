@@ -29,7 +29,9 @@ from measure import cuda_peak_bytes, peak_rss_bytes
 from models import build_ours, build_reference_peer, build_transformers_peer, unique_bytes
 from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersPeer
 
-SYSTEMS = ("ours", "transformers", "reference")
+SYSTEMS = ("ours", "ours-int8", "transformers", "reference")
+PEERS = ("transformers", "reference")
+OUR_LINEAR = {"ours-int8": "int8"}  # our variants: the linear backend each is built with
 WORKLOADS = ("t2i", "understand", "vq")
 T2I_PROMPT = "A red cube on a blue table."
 UNDERSTAND_PROMPT = "What is shown in this image?"
@@ -47,6 +49,7 @@ class WorkerSpec:
     workloads: tuple[str, ...]
     vq_repeats: int
     attention: str | None = None
+    linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
     seed: int = 0
 
     def to_json(self) -> str:
@@ -77,7 +80,7 @@ def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
 
 def build_system(spec: WorkerSpec, pipe: JanusPipeline) -> System:
     """The system under test; a peer takes over the pipeline's tensors (the caller drops the pipeline)."""
-    if spec.system == "ours":
+    if spec.system in ("ours", *OUR_LINEAR):
         return Ours(pipe, T2I_PROMPT)
     if spec.system == "transformers":
         return TransformersPeer(build_transformers_peer(pipe, spec.model_size))
@@ -100,7 +103,9 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     device = torch.device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     start = time.perf_counter()
-    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention)
+    linear = "torch" if spec.system in PEERS else OUR_LINEAR.get(spec.system, spec.linear)
+    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
+                      linear=linear)
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None

@@ -67,3 +67,26 @@ def test_xformers_backend_is_usable_or_says_why() -> None:
     assert pipe.chat(prompt, images=[image], max_new_tokens=4) == reference.chat(
         prompt, images=[image], max_new_tokens=4
     )
+
+
+def test_linear_backends_on_cuda() -> None:
+    """auto keeps torch's kernels on CUDA, the CPU kernel is refused, int8 runs and stays close to bf16."""
+    checkpoint = FIXTURE / "checkpoint"
+    plain = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="bfloat16")
+    assert plain.linear is not None and plain.linear.name == "torch"
+    with pytest.raises(BackendUnavailableError, match="use linear 'torch'"):
+        JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="bfloat16", linear="avx2")
+    int8 = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="bfloat16", linear="int8")
+    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
+    embeds = golden["und_inputs_embeds"].to("cuda", torch.bfloat16)
+    logits = {}
+    for name, pipe in (("bf16", plain), ("int8", int8)):
+        llm = pipe.model.language_model
+        with torch.inference_mode():
+            hidden = llm.hidden_states(embeds, llm.new_cache(1, embeds.shape[1]), 0)
+            logits[name] = llm.text_logits(hidden).float().cpu()
+    reference = golden["und_prompt_logits"]
+    assert float((logits["int8"] - reference).abs().mean()) < 4 * float(
+        (logits["bf16"] - reference).abs().mean()
+    )
+    assert len(int8.generate_images("a red cube", n=2, seed=0)) == 2

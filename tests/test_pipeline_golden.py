@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import Tensor
 
-from janus_sdk import JanusPipeline
+from janus_sdk import BackendUnavailableError, JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
 from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
@@ -26,9 +26,16 @@ def golden() -> dict[str, Tensor]:
     return load_file(FIXTURE / "golden" / "golden.safetensors")
 
 
-@pytest.fixture(scope="module")
-def pipe() -> JanusPipeline:
-    return JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cpu", dtype="float32")
+@pytest.fixture(scope="module", params=["torch", "avx2"])
+def pipe(request: pytest.FixtureRequest) -> JanusPipeline:
+    """The tiny pipeline with torch's linear layers and with the AVX2 kernel (where it builds): both must
+    reproduce the reference."""
+    try:
+        return JanusPipeline.from_pretrained(
+            FIXTURE / "checkpoint", device="cpu", dtype="float32", linear=request.param
+        )
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
 
 
 def _uint8_close(ours: Tensor, reference: Tensor) -> None:

@@ -80,9 +80,19 @@ def register_attention_backends(register: Register) -> None:
     """Register attention backends."""
 
 
+@hookspec
+def register_linear_backends(register: Register) -> None:
+    """Register linear backends (how the per-token linear layers compute: kernels, packed or int8 weights)."""
+
+
 @hookspec(firstresult=True)
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     """Name the attention backend to use when a config says "auto"; the first plugin that answers decides."""
+
+
+@hookspec(firstresult=True)
+def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Name the linear backend to use when a config says "auto"; the first plugin that answers decides."""
 
 
 @hookspec(firstresult=True)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @runtime_checkable
@@ -175,3 +175,21 @@ class AttentionBackend(Protocol):
         mask: Tensor | None = None,
         scale: float | None = None,
     ) -> Tensor: ...
+
+
+@runtime_checkable
+class LinearBackend(Protocol):
+    """How the linear layers read once per generated token (LLM backbone, generation head) compute.
+
+    A decode step is a handful of rows against every weight: its speed is how fast the weights stream from
+    memory. A backend may repack or quantize each layer's weights to read fewer bytes or read them faster."""
+
+    name: str
+
+    def check(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Raise BackendUnavailableError (why, and what to use instead) if this backend cannot run here."""
+        ...
+
+    def convert(self, linear: nn.Linear) -> nn.Module:
+        """A module computing `linear`'s function its own way (or `linear` itself), holding loaded weights."""
+        ...

@@ -20,6 +20,7 @@ class ComponentKind(str, enum.Enum):
     SAMPLER = "sampler"
     GUIDANCE = "guidance"
     ATTENTION_BACKEND = "attention_backend"
+    LINEAR_BACKEND = "linear_backend"
 
     @property
     def hook_name(self) -> str:
@@ -43,4 +44,5 @@ _INTERFACES: dict[ComponentKind, type] = {
     ComponentKind.SAMPLER: interfaces.Sampler,
     ComponentKind.GUIDANCE: interfaces.Guidance,
     ComponentKind.ATTENTION_BACKEND: interfaces.AttentionBackend,
+    ComponentKind.LINEAR_BACKEND: interfaces.LinearBackend,
 }

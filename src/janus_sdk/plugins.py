@@ -38,6 +38,8 @@ ENV_DISABLE_AUTOLOAD = "JANUS_SDK_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY = "JANUS_SDK_PLUGINS"
 BUILTIN_DISTRIBUTION = "janus-sdk"
 IN_PROCESS = "(in-process)"
+DEFAULT_BACKENDS = {ComponentKind.ATTENTION_BACKEND: "sdpa", ComponentKind.LINEAR_BACKEND: "torch"}
+"""What "auto" means for a backend kind when no plugin's `choose_*` hook answers."""
 
 
 class PluginWarning(UserWarning):
@@ -226,24 +228,31 @@ class PluginHost:
         return sorted(self._info.values(), key=lambda i: i.name)
 
     def choose_attention_backend(self, device: torch.device, dtype: torch.dtype) -> str:
-        """Ask the plugins which attention backend to use for "auto"; SDPA when none has an opinion.
+        """The attention backend for a config's "auto": what the plugins choose, else SDPA."""
+        return self.choose_backend(ComponentKind.ATTENTION_BACKEND, device, dtype)
+
+    def choose_linear_backend(self, device: torch.device, dtype: torch.dtype) -> str:
+        """The linear backend for a config's "auto": what the plugins choose, else torch's own."""
+        return self.choose_backend(ComponentKind.LINEAR_BACKEND, device, dtype)
+
+    def choose_backend(self, kind: ComponentKind, device: torch.device, dtype: torch.dtype) -> str:
+        """Ask the plugins' `choose_<kind>` hook which backend of `kind` to use for "auto"; the default
+        (`DEFAULT_BACKENDS`) when none has an opinion.
 
         Implementations are asked in pluggy's order (last registered first); one that raises is reported and
         skipped like a failing register hook.
         """
-        for impl in reversed(self.pm.hook.choose_attention_backend.get_hookimpls()):
+        hook_name = f"choose_{kind.value}"
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             try:
                 choice = impl.function(device=device, dtype=dtype)
             except Exception as exc:
                 info = self._info[impl.plugin_name]
-                self._fail(
-                    info,
-                    f"plugin {info.name!r} raised in choose_attention_backend: {type(exc).__name__}: {exc}",
-                )
+                self._fail(info, f"plugin {info.name!r} raised in {hook_name}: {type(exc).__name__}: {exc}")
                 continue
             if choice:
                 return str(choice)
-        return "sdpa"
+        return DEFAULT_BACKENDS[kind]
 
     def open_checkpoint_layout(self, directory: str | Path) -> CheckpointLayoutView:
         """Read a checkpoint directory in whatever layout a plugin recognises, else the official layout.

@@ -135,11 +135,12 @@ class DeepSeekLLM(nn.Module):
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         kv = cfg.num_key_value_heads or cfg.num_attention_heads
-        weight = self.lm_head.weight
+        # the embedding table sets dtype and device: linear layers may hold packed or quantized weights
+        table = self.model.embed_tokens.weight
         shape = (cfg.num_hidden_layers, batch_size, kv, max_length, head_dim)
         return StaticKVCache(
-            torch.zeros(shape, dtype=weight.dtype, device=weight.device),
-            torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+            torch.zeros(shape, dtype=table.dtype, device=table.device),
+            torch.zeros(shape, dtype=table.dtype, device=table.device),
         )
 
     def hidden_states(self, inputs_embeds: Tensor, cache: StaticKVCache, start: int) -> Tensor:

@@ -49,7 +49,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         '  janus chat --model DIR --temperature 0.7 --top-p 0.9 --seed 1 "Write a haiku."\n'
         "  janus chat --model DIR            # interactive",
     )
-    _model_options(chat)
+    add_model_options(chat)
     chat.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeatable)")
     chat.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")
     mode = chat.add_mutually_exclusive_group()
@@ -70,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         epilog='examples:\n  janus generate --model DIR -n 4 --seed 0 --out out/ "a red fox in snow"\n'
         '  janus generate --model DIR --cfg-weight 3 --grid --json "a lighthouse at dusk"',
     )
-    _model_options(generate)
+    add_model_options(generate)
     generate.add_argument("-n", type=int, help="number of images (default 1)")
     generate.add_argument("--cfg-weight", type=float, help="classifier-free guidance weight (default 5)")
     generate.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
@@ -89,20 +89,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     generate.set_defaults(handler=run_generate)
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument(
         "--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)"
     )
     parser.add_argument("--attention", help="attention backend: sdpa (default), eager, xformers")
+    parser.add_argument(
+        "--linear",
+        help="linear backend of the per-token layers: auto (default), torch, avx2 (CPU kernel), int8 "
+        "(weight-only int8)",
+    )
 
 
-def _load(args: argparse.Namespace) -> Any:
+def load_pipeline(args: argparse.Namespace) -> Any:
+    """The pipeline the model options (`add_model_options`) describe."""
     from janus_sdk.pipeline.janus import JanusPipeline
 
     return JanusPipeline.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, attention=args.attention
+        args.model, device=args.device, dtype=args.dtype, attention=args.attention, linear=args.linear
     )
 
 
@@ -119,7 +125,9 @@ def run_info(args: argparse.Namespace) -> int:
 
         info = preset_info(args.preset)
     else:
-        info = _load(argparse.Namespace(model=args.model, device="cpu", dtype="auto", attention=None)).info()
+        info = load_pipeline(
+            argparse.Namespace(model=args.model, device="cpu", dtype="auto", attention=None, linear=None)
+        ).info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -139,7 +147,7 @@ def run_chat(args: argparse.Namespace) -> int:
     elif args.top_p is not None or args.top_k is not None:
         raise InputError("--top-p and --top-k apply to sampling: add --temperature T")
     _check_settings(GenerationConfig, settings)
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     if args.prompt is not None:
         for piece in pipe.stream_chat(args.prompt, images=args.image, seed=args.seed, **settings):
             print(piece, end="", flush=True)
@@ -164,7 +172,7 @@ def run_generate(args: argparse.Namespace) -> int:
     n = _check_settings(ImageGenerationConfig, settings).n
     out = Path(args.out)
     paths = planned_paths(out, n, grid=args.grid, overwrite=args.overwrite)  # refuse before any model work
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     from janus_sdk.cli.progress import progress_bar
 
     with progress_bar(enabled=not args.no_progress and not args.json) as on_step:

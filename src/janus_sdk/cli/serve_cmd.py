@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from janus_adapters.server.settings import ServerSettings
-from janus_sdk.cli.model_cmds import MODEL_HELP
+from janus_sdk.cli.model_cmds import add_model_options, load_pipeline
 from janus_sdk.errors import ConfigError
 from janus_sdk.registry import describe_validation_error
 
@@ -42,12 +42,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         f"  {API_KEY_ENV}=secret janus serve --model deepseek-ai/Janus-Pro-1B --host 0.0.0.0\n\n"
         "then e.g.: openai.OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='secret')",
     )
-    serve.add_argument("--model", required=True, help=MODEL_HELP)
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    serve.add_argument(
-        "--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)"
-    )
-    serve.add_argument("--attention", help="attention backend: sdpa (default), eager, xformers")
+    add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--model-name", help="model id clients use (default: the checkpoint's folder name)")
@@ -107,11 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
     server.check_bind(args.host, settings.api_key, args.allow_unauthenticated)
     sock = server.bind(args.host, args.port)  # fail on a taken port before the model loads
     try:
-        from janus_sdk.pipeline.janus import JanusPipeline
-
-        pipeline = JanusPipeline.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, attention=args.attention
-        )
+        pipeline = load_pipeline(args)
         app = server.create_app(pipeline, settings)
         url = server.url_of(sock)
         print(

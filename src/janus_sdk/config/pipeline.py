@@ -29,7 +29,8 @@ from janus_sdk.registry import (
 if TYPE_CHECKING:
     from janus_sdk.plugins import PluginHost
 
-AUTO = "auto"  # an attention backend chosen by the plugins' choose_attention_backend hook
+AUTO = "auto"  # a backend (attention, linear) chosen by the plugins' choose_* hooks for the device and dtype
+BACKEND_KINDS = (ComponentKind.ATTENTION_BACKEND, ComponentKind.LINEAR_BACKEND)
 
 
 class ComponentSpec(BaseModel):
@@ -58,12 +59,13 @@ def _checked(kind: ComponentKind) -> AfterValidator:
     """Validate a ComponentSpec's params against the registered component of `kind`, filling in defaults.
 
     The registry comes from the validation context (`PipelineConfig.parse(..., registry=...)`), else the
-    process-wide one. An attention backend may also be "auto": the plugins choose when the pipeline is built.
+    process-wide one. A backend (attention, linear) may also be "auto": the plugins choose when the pipeline
+    is built.
     Errors carry the component's own errors, to be reported with full paths (visual_encoder.params.width).
     """
 
     def check(spec: ComponentSpec, info: ValidationInfo) -> ComponentSpec:
-        if kind is ComponentKind.ATTENTION_BACKEND and spec.name == AUTO:
+        if kind in BACKEND_KINDS and spec.name == AUTO:
             return spec
         try:
             registration = _registry(info).get(kind, spec.name)
@@ -121,6 +123,12 @@ class PipelineConfig(BaseModel):
         default_factory=lambda: _spec("sdpa"),
         description="Attention backend: 'sdpa', 'eager', 'xformers', or 'auto' (the plugins choose for the "
         "device and dtype; SDPA when none does).",
+    )
+    linear: Annotated[ComponentSpec, _checked(ComponentKind.LINEAR_BACKEND)] = Field(
+        default_factory=lambda: _spec(AUTO),
+        description="How the linear layers read once per token (LLM backbone, generation head) compute: "
+        "'torch', 'avx2' (weight-streaming CPU kernel), 'int8' (weight-only int8), or 'auto' (the plugins "
+        "choose for the device and dtype; torch's own when none does).",
     )
     visual_encoder: Annotated[ComponentSpec, _checked(ComponentKind.VISUAL_ENCODER)] = Field(
         default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> features)."
@@ -238,6 +246,7 @@ class PipelineConfig(BaseModel):
 
 SLOT_KINDS: dict[str, ComponentKind] = {
     "attention": ComponentKind.ATTENTION_BACKEND,
+    "linear": ComponentKind.LINEAR_BACKEND,
     "visual_encoder": ComponentKind.VISUAL_ENCODER,
     "aligner": ComponentKind.ALIGNER,
     "image_tokenizer": ComponentKind.IMAGE_TOKENIZER,

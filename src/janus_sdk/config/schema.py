@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from janus_sdk.config.pipeline import SLOT_KINDS, PipelineConfig
+from janus_sdk.config.pipeline import AUTO, BACKEND_KINDS, SLOT_KINDS, PipelineConfig
 from janus_sdk.registry import Registry
 
 
@@ -32,6 +32,17 @@ def pipeline_json_schema(registry: Registry) -> dict[str, Any]:
                         "name": {"enum": [reg.name, *reg.aliases]},
                         "params": {"$ref": f"#/$defs/{ref}"},
                     },
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
+        if kind in BACKEND_KINDS:
+            choices.append(
+                {
+                    "type": "object",
+                    "title": AUTO,
+                    "description": f"the {kind.value} the installed plugins choose for the device and dtype",
+                    "properties": {"name": {"const": AUTO}, "params": {"type": "object", "maxProperties": 0}},
                     "required": ["name"],
                     "additionalProperties": False,
                 }

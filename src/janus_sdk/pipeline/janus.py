@@ -22,12 +22,12 @@ from torch import Tensor
 from janus_sdk.checkpoint import load_state_into, resolve_model_source
 from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
-from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
+from janus_sdk.config.pipeline import AUTO, SLOT_KINDS, ComponentSpec
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
 from janus_sdk.imageio import to_pil, to_uint8
 from janus_sdk.images import ImageSource
-from janus_sdk.interfaces import AttentionBackend, ChatTemplate, TextTokenizer
+from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, TextTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
@@ -63,7 +63,11 @@ class JanusPipeline:
         chat_template: ChatTemplate,
         attention: AttentionBackend,
         registry: Registry,
+        *,
+        linear: LinearBackend | None = None,
     ) -> None:
+        """Wrap loaded components; `linear` is the backend that converted `model`'s per-token linear layers
+        (None: they are torch's own)."""
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
@@ -71,6 +75,7 @@ class JanusPipeline:
         self.registry = registry
         self.image_processor = ImageProcessor(config.image_processor)
         self.attention = attention
+        self.linear = linear
         self.device, self.dtype = model.gen_embed.weight.device, model.gen_embed.weight.dtype
         self._lock = threading.RLock()
 
@@ -83,6 +88,7 @@ class JanusPipeline:
         device: str = "auto",
         dtype: str = "auto",
         attention: str | None = None,
+        linear: str | None = None,
         plugins: PluginHost | None = None,
     ) -> JanusPipeline:
         """Load a checkpoint from a local directory or a Hugging Face Hub id: the official layout, or any
@@ -91,6 +97,8 @@ class JanusPipeline:
         overrides: dict[str, Any] = {"device": device, "dtype": dtype}
         if attention is not None:
             overrides["attention"] = {"name": attention}
+        if linear is not None:
+            overrides["linear"] = {"name": linear}
         host = plugins or get_plugin_host()
         view = host.open_checkpoint_layout(path)
         config = PipelineConfig.from_layout(view.pipeline_dict, path, registry=host.registry, **overrides)
@@ -127,18 +135,16 @@ class JanusPipeline:
         registry = host.registry
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        attention_name = config.attention.name
-        if attention_name == AUTO:
-            attention_name = host.choose_attention_backend(device, dtype)
-        attention = registry.get(ComponentKind.ATTENTION_BACKEND, attention_name).build(
-            config.attention.params, BuildContext(path, device, dtype)
+        attention = build_backend(
+            host, ComponentKind.ATTENTION_BACKEND, config.attention, path, device, dtype
         )
-        attention.check(device, dtype)
+        linear = build_backend(host, ComponentKind.LINEAR_BACKEND, config.linear, path, device, dtype)
         context = BuildContext(path, device, dtype, attention)
         model = build_model(config, registry, context)
         weightless = [f"{name}.*" for name, module in model.named_children() if not module.state_dict()]
         with contextlib.closing(weights):
             load_state_into(model, weights, dtype=dtype, device=device, ignore=weightless)
+        model.convert_per_token_linears(linear)
         model.eval()
         tokenizer = _build(
             registry,
@@ -155,7 +161,7 @@ class JanusPipeline:
             context,
         )
         log.info("loaded %s on %s as %s", path, device, dtype)
-        return cls(config, model, tokenizer, template, attention, registry)
+        return cls(config, model, tokenizer, template, attention, registry, linear=linear)
 
     @property
     def components(self) -> dict[str, Any]:
@@ -165,6 +171,7 @@ class JanusPipeline:
             **slots,
             "gen_embed": self.model.gen_embed,
             "attention": self.attention,
+            "linear": self.linear,
             "text_tokenizer": self.tokenizer,
             "chat_template": self.chat_template,
         }
@@ -382,6 +389,21 @@ def model_info(config: PipelineConfig, model: JanusModel) -> dict[str, Any]:
     counts = model.parameter_counts()
     components = {slot: getattr(config, slot).name for slot in config.component_specs()}
     return {"components": components, "parameters": counts, "total_parameters": sum(counts.values())}
+
+
+def build_backend(
+    host: PluginHost,
+    kind: ComponentKind,
+    spec: ComponentSpec,
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Any:
+    """The backend a config slot names ("auto": the plugins' choice), checked for the device and dtype."""
+    name = host.choose_backend(kind, device, dtype) if spec.name == AUTO else spec.name
+    backend = host.registry.get(kind, name).build(spec.params, BuildContext(path, device, dtype))
+    backend.check(device, dtype)
+    return backend
 
 
 def _build(

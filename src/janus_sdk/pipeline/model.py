@@ -6,7 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from janus_sdk.interfaces import Aligner, GenerationHead, ImageTokenizer, LLMBackbone, VisualEncoder
+from janus_sdk.interfaces import (
+    Aligner,
+    GenerationHead,
+    ImageTokenizer,
+    LinearBackend,
+    LLMBackbone,
+    VisualEncoder,
+)
 
 # Official top-level module name -> PipelineConfig slot.
 MODULE_SLOTS = {
@@ -17,6 +24,8 @@ MODULE_SLOTS = {
     "gen_head": "generation_head",
     "language_model": "llm_backbone",
 }
+PER_TOKEN_MODULES = ("language_model", "gen_head")
+"""The modules whose every weight is read once per generated token: where a linear backend pays off."""
 
 
 class JanusModel(nn.Module):
@@ -55,3 +64,16 @@ class JanusModel(nn.Module):
             top = key.split(".", 1)[0]
             counts[top] = counts.get(top, 0) + tensor.numel()
         return counts
+
+    def convert_per_token_linears(self, backend: LinearBackend) -> None:
+        """Replace each plain `nn.Linear` of the per-token modules with `backend`'s version of it."""
+        for name in PER_TOKEN_MODULES:
+            _convert_linears(getattr(self, name), backend)
+
+
+def _convert_linears(module: nn.Module, backend: LinearBackend) -> None:
+    for name, child in module.named_children():
+        if type(child) is nn.Linear:
+            setattr(module, name, backend.convert(child))
+        else:
+            _convert_linears(child, backend)

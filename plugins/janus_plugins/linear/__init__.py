@@ -1,0 +1,120 @@
+"""Built-in plugin: linear backends, i.e. how the per-token linear layers compute.
+
+- `torch`: nn.Linear as it is (torch's own kernels);
+- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_linear.cpp`, compiled on first use), which
+  on CPUs reads them several times faster than torch's GEMV/GEMM at the 1-8 rows of a decode step;
+- `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
+  token, through the AVX2 kernel on such CPUs and a dequantizing matmul elsewhere.
+
+"auto" picks `avx2` on AVX2 CPUs for float32/bfloat16 when the kernel compiles here, else `torch`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from janus_plugins.attention import NoOptions
+from janus_plugins.linear.kernels import avx2_kernels, cpu_has_avx2
+from janus_plugins.linear.packed import PackedLinear
+from janus_sdk.errors import BackendUnavailableError
+from janus_sdk.hookspecs import hookimpl
+from janus_sdk.registry import BuildContext, Register
+
+log = logging.getLogger(__name__)
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
+
+
+class TorchLinear:
+    """Leaves nn.Linear as it is."""
+
+    name = "torch"
+
+    def check(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Runs wherever torch runs."""
+
+    def convert(self, linear: nn.Linear) -> nn.Module:
+        return linear
+
+
+class AVX2Linear:
+    """Float32/bfloat16 weights as loaded, streamed by the AVX2 kernel for decode steps."""
+
+    name = "avx2"
+
+    def check(self, device: torch.device, dtype: torch.dtype) -> None:
+        if device.type != "cpu" or dtype not in KERNEL_DTYPES:
+            raise BackendUnavailableError(
+                f"linear backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
+                f"{str(dtype).removeprefix('torch.')}; use linear 'torch'"
+            )
+        avx2_kernels()
+
+    def convert(self, linear: nn.Linear) -> nn.Module:
+        if linear.in_features % KERNEL_BLOCK:
+            return linear
+        return PackedLinear(linear.weight.detach(), _bias(linear), None, use_kernel=True)
+
+
+class Int8Linear:
+    """Weight-only int8: w ~ scale[out] * q[out, in], q in [-127, 127], scale = max |w[out, :]| / 127."""
+
+    name = "int8"
+
+    def __init__(self) -> None:
+        self.use_kernel = False
+
+    def check(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Runs anywhere; on AVX2 CPUs through the kernel when it compiles (else a dequantizing matmul)."""
+        if device.type == "cpu" and cpu_has_avx2():
+            try:
+                avx2_kernels()
+                self.use_kernel = True
+            except BackendUnavailableError as exc:
+                log.warning("int8 linear layers fall back to a dequantizing matmul: %s", exc)
+
+    def convert(self, linear: nn.Linear) -> nn.Module:
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        use_kernel = self.use_kernel and linear.in_features % KERNEL_BLOCK == 0
+        return PackedLinear(quantized, _bias(linear), scale, use_kernel=use_kernel)
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor | None:
+    return None if linear.bias is None else linear.bias.detach()
+
+
+@hookimpl
+def register_linear_backends(register: Register) -> None:
+    def torch_(_: NoOptions, __: BuildContext) -> TorchLinear:
+        """nn.Linear as it is: torch's own kernels (default off AVX2 CPUs)."""
+        return TorchLinear()
+
+    def avx2(_: NoOptions, __: BuildContext) -> AVX2Linear:
+        """Weights as loaded, streamed by an AVX2 kernel for decode steps (CPU, float32/bfloat16)."""
+        return AVX2Linear()
+
+    def int8(_: NoOptions, __: BuildContext) -> Int8Linear:
+        """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
+        return Int8Linear()
+
+    register("torch", torch_, config=NoOptions)
+    register("avx2", avx2, config=NoOptions)
+    register("int8", int8, config=NoOptions, aliases=("int8-weight-only",))
+
+
+@hookimpl
+def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
+        return None
+    try:
+        avx2_kernels()
+    except BackendUnavailableError as exc:
+        log.warning("linear 'auto' uses torch's kernels: %s", exc)
+        return None
+    return "avx2"

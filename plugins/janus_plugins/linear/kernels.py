@@ -1,0 +1,60 @@
+"""The AVX2 weight-streaming kernel (avx2_linear.cpp), compiled on first use and cached by torch.
+
+torch compiles it with the machine's C++ compiler through ninja into its extensions cache
+(`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), once per source version: about a minute the
+first time, an import afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from janus_sdk.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("avx2_linear.cpp")
+EXTENSION = "janus_avx2_linear"
+
+
+def cpu_has_avx2() -> bool:
+    """Whether torch's own CPU kernels dispatch to AVX2 or better here (the kernel needs AVX2 and FMA)."""
+    return torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512", "AVX512_BF16", "AMX"}
+
+
+@functools.cache
+def avx2_kernels() -> ModuleType:
+    """The compiled kernel module; BackendUnavailableError saying why when it cannot be had here."""
+    if not cpu_has_avx2():
+        raise BackendUnavailableError(
+            f"linear backend 'avx2' needs a CPU with AVX2 and FMA (torch reports "
+            f"{torch.backends.cpu.get_cpu_capability()!r}); use linear 'torch'"
+        )
+    from torch.utils import cpp_extension
+
+    log.info("compiling the AVX2 linear kernel (once per version, about a minute)")
+    try:
+        module: ModuleType = cpp_extension.load(
+            EXTENSION,
+            [str(SOURCE)],
+            extra_cflags=[
+                "-O3",
+                "-mavx2",
+                "-mfma",
+                "-fopenmp",
+            ],  # OpenMP: at::parallel_for uses torch's threads
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except (RuntimeError, OSError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise BackendUnavailableError(
+            "linear backend 'avx2' could not compile its kernel (it needs a C++ compiler and the ninja "
+            f"package: pip install ninja): {reason}; use linear 'torch'"
+        ) from exc
+    return module

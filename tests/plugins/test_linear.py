@@ -1,0 +1,192 @@
+"""Linear backends: the AVX2 kernel and weight-only int8 compute what nn.Linear computes, and are chosen,
+refused and reported as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from janus_plugins import linear as linear_plugin
+from janus_plugins.linear import AVX2Linear, Int8Linear, TorchLinear
+from janus_plugins.linear import kernels as kernel_module
+from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear, gemm_dtype
+from janus_sdk.errors import BackendUnavailableError
+
+
+def _kernel_or_skip() -> None:
+    try:
+        kernel_module.avx2_kernels()
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def _linear(in_features: int, out_features: int, dtype: torch.dtype, *, bias: bool = True) -> nn.Linear:
+    torch.manual_seed(in_features * 1000 + out_features)
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    with torch.no_grad():
+        layer.weight.normal_(0, 0.05)
+        if layer.bias is not None:
+            layer.bias.normal_(0, 0.05)
+    return layer.to(dtype).eval()
+
+
+def _reference(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The layer's function computed in float64."""
+    bias = None if layer.bias is None else layer.bias.double()
+    return nn.functional.linear(x.double(), layer.weight.double(), bias)
+
+
+# Rows 1-9 cover every group size of the kernel (4 rows per pass, then 3/2/1); 37 and 61 out-features leave
+# tails of 1 and 1 rows after the 4-row tiles; KERNEL_MAX_ROWS + 3 goes to torch's GEMM instead.
+ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize(("in_features", "out_features"), [(64, 37), (128, 61), (32, 16)])
+def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_features: int) -> None:
+    _kernel_or_skip()
+    layer = _linear(in_features, out_features, torch.float32)
+    packed = AVX2Linear().convert(layer)
+    assert isinstance(packed, PackedLinear)
+    x = torch.randn(rows, in_features)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(x).double(), _reference(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int) -> None:
+    _kernel_or_skip()
+    layer = _linear(96, 45, torch.bfloat16)
+    packed = AVX2Linear().convert(layer)
+    x = torch.randn(2, rows, 96).to(torch.bfloat16)  # leading dims are flattened and restored
+    with torch.inference_mode():
+        out = packed(x)
+        reference = _reference(layer, x)
+    assert out.shape == (2, rows, 45) and out.dtype == torch.bfloat16
+    # bfloat16 keeps 8 bits of mantissa: the result may differ by one rounding of the output
+    torch.testing.assert_close(out.double(), reference, atol=1e-3, rtol=2**-8)
+
+
+def test_avx2_keeps_layers_whose_width_the_kernel_cannot_take() -> None:
+    layer = _linear(40, 8, torch.float32)  # 40 is not a multiple of the kernel's 16-weight blocks
+    assert AVX2Linear().convert(layer) is layer
+    assert TorchLinear().convert(layer) is layer
+
+
+def test_avx2_refuses_other_devices_and_dtypes() -> None:
+    backend = AVX2Linear()
+    with pytest.raises(BackendUnavailableError, match=r"runs on the CPU.*not on meta.*use linear 'torch'"):
+        backend.check(torch.device("meta"), torch.float32)
+    with pytest.raises(BackendUnavailableError, match="not on cpu in float16"):
+        backend.check(torch.device("cpu"), torch.float16)
+
+
+def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils import cpp_extension
+
+    def broken_compiler(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error building extension 'janus_avx2_linear'\nc++: command not found")
+
+    kernel_module.avx2_kernels.cache_clear()
+    monkeypatch.setattr(cpp_extension, "load", broken_compiler)
+    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"pip install ninja.*command not found.*'torch'"):
+            AVX2Linear().check(torch.device("cpu"), torch.float32)
+        assert linear_plugin.choose_linear_backend(torch.device("cpu"), torch.float32) is None
+        int8 = Int8Linear()
+        int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
+        assert not int8.use_kernel
+    finally:
+        kernel_module.avx2_kernels.cache_clear()
+
+
+def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    choose = linear_plugin.choose_linear_backend
+    assert choose(torch.device("cpu"), torch.float16) is None
+    assert choose(torch.device("meta"), torch.float32) is None
+    monkeypatch.setattr(linear_plugin, "cpu_has_avx2", lambda: False)
+    assert choose(torch.device("cpu"), torch.float32) is None
+    monkeypatch.undo()
+    _kernel_or_skip()
+    assert choose(torch.device("cpu"), torch.bfloat16) == "avx2"
+
+
+def test_int8_quantization_is_per_output_feature_and_round_to_nearest() -> None:
+    layer = _linear(64, 24, torch.float32)
+    with torch.no_grad():
+        layer.weight[3] *= 100  # one loud row must not coarsen the others' scales
+    packed = Int8Linear().convert(layer)
+    assert isinstance(packed, PackedLinear) and packed.scale is not None
+    assert packed.weight.dtype == torch.int8 and int(packed.weight.abs().max()) == 127
+    torch.testing.assert_close(packed.scale, layer.weight.abs().amax(dim=1) / 127)
+    error = (packed.weight.float() * packed.scale[:, None] - layer.weight).abs()
+    assert bool((error <= packed.scale[:, None] / 2 + 1e-7).all())
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype) -> None:
+    _kernel_or_skip()
+    layer = _linear(128, 50, dtype)
+    fast = Int8Linear()
+    fast.check(torch.device("cpu"), dtype)
+    packed = fast.convert(layer)
+    assert isinstance(packed, PackedLinear) and packed.use_kernel
+    plain = PackedLinear(packed.weight, packed.bias, packed.scale, use_kernel=False)
+    x = torch.randn(rows, 128).to(dtype)
+    with torch.inference_mode():
+        dequantized = nn.Linear(128, 50).double()
+        assert packed.scale is not None and packed.bias is not None
+        dequantized.weight.copy_(packed.weight.double() * packed.scale.double()[:, None])
+        dequantized.bias.copy_(packed.bias.double())
+        expected = dequantized(x.double())
+        tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-3, "rtol": 2**-7}
+        torch.testing.assert_close(packed(x).double(), expected, **tolerance)
+        torch.testing.assert_close(plain(x).double(), expected, **tolerance)
+
+
+def test_bfloat16_gemm_runs_in_float32_on_cpus_without_native_bfloat16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = torch.zeros(2, 2, dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert gemm_dtype(x) == torch.float32
+    assert gemm_dtype(x.float()) == torch.float32
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
+    assert gemm_dtype(x) == torch.bfloat16
+
+
+def test_int8_pipeline_stays_close_to_the_reference() -> None:
+    """Weight-only int8 on the tiny checkpoint: the prompt logits move by about what bfloat16 moves them
+    (bench/quality.py measures both: mean error 0.020 for int8, 0.011 for bfloat16, logit std 2.0)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from janus_sdk import JanusPipeline
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
+    golden = load_file(fixture / "golden" / "golden.safetensors")
+    pipe = JanusPipeline.from_pretrained(fixture / "checkpoint", device="cpu", dtype="float32", linear="int8")
+    llm = pipe.model.language_model
+    assert isinstance(pipe.model.gen_head.vision_head, PackedLinear)
+    assert pipe.model.gen_head.vision_head.weight.dtype == torch.int8
+    embeds = golden["und_inputs_embeds"]
+    with torch.inference_mode():
+        logits = llm.text_logits(llm.hidden_states(embeds, llm.new_cache(1, embeds.shape[1]), 0))
+    reference = golden["und_prompt_logits"]
+    error = (logits - reference).abs()
+    assert 1e-3 < float(error.mean()) < 0.05  # quantized (not float32-exact), yet close
+    assert float((logits.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.95
+    assert len(pipe.generate_image_codes("a red cube", n=1, seed=0)[0]) == 576
+
+
+def test_kernel_builds_wherever_avx2_and_a_compiler_are_present() -> None:
+    """Guards the skips above: on an AVX2 machine with a C++ compiler the kernel must build."""
+    import shutil
+
+    if not kernel_module.cpu_has_avx2() or shutil.which("c++") is None:
+        pytest.skip("no AVX2 CPU or no C++ compiler here")
+    kernel_module.avx2_kernels()
