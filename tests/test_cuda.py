@@ -90,3 +90,28 @@ def test_linear_backends_on_cuda() -> None:
         (logits["bf16"] - reference).abs().mean()
     )
     assert len(int8.generate_images("a red cube", n=2, seed=0)) == 2
+
+
+def test_cuda_graph_decode_steps_match_eager_steps() -> None:
+    """The captured decode step (default on CUDA) against the same steps launched one kernel at a time."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    checkpoint = FIXTURE / "checkpoint"
+    graphs = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
+    config = graphs.config.model_copy(deep=True)
+    config.llm_backbone.params["cuda_graphs"] = False
+    config.checkpoint = str(checkpoint)
+    eager = JanusPipeline.from_config(config)
+    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
+    embeds = golden["und_inputs_embeds"].cuda()
+    steps = torch.randn(6, 1, 1, embeds.shape[-1], device="cuda")
+    out = {}
+    for name, pipe in (("graphs", graphs), ("eager", eager)):
+        llm = pipe.model.language_model
+        cache = llm.new_cache(1, embeds.shape[1] + 8)
+        with torch.inference_mode():
+            llm.hidden_states(embeds, cache, 0)
+            out[name] = torch.cat(
+                [llm.hidden_states(s, cache, embeds.shape[1] + i) for i, s in enumerate(steps)]
+            )
+        assert (cache.decode_graph is not None) == (name == "graphs")
+    torch.testing.assert_close(out["graphs"], out["eager"], atol=1e-4, rtol=1e-4)

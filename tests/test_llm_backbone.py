@@ -63,6 +63,26 @@ def test_kv_cached_greedy_decoding_matches_reference(golden: dict[str, torch.Ten
     torch.testing.assert_close(torch.stack(step_logits), golden["greedy_step_logits"], atol=2e-4, rtol=0)
 
 
+@pytest.mark.parametrize("attention", [SDPAAttention(), EagerAttention()], ids=["sdpa", "eager"])
+def test_decode_at_a_device_position_equals_decode_at_an_int_position(
+    attention: object, golden: dict[str, torch.Tensor]
+) -> None:
+    """The CUDA-graph step's form (position as a tensor, whole cache masked past it) computes what the sliced
+    form does; checked here on the CPU, replayed as a graph in tests/test_cuda.py."""
+    llm = tiny_llm(attention)
+    embeds = golden["und_inputs_embeds"][:, :30]
+    steps = torch.randn(4, 1, 1, embeds.shape[-1])
+    caches = [llm.new_cache(1, 40), llm.new_cache(1, 40)]
+    with torch.inference_mode():
+        for cache in caches:
+            llm.hidden_states(embeds, cache, 0)
+        for i, step in enumerate(steps):
+            by_int = llm.run_layers(step, caches[0], 30 + i)
+            by_tensor = llm.run_layers(step, caches[1], torch.tensor([30 + i]))
+            torch.testing.assert_close(by_tensor, by_int, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[1].keys[:, :, :, :34], caches[0].keys[:, :, :, :34])
+
+
 def test_chunked_prefill_equals_one_shot_prefill(golden: dict[str, torch.Tensor]) -> None:
     """A prompt fed in two blocks (end-aligned causal mask) gives the same states as one block."""
     llm = tiny_llm(SDPAAttention())

@@ -36,6 +36,11 @@ class DeepSeekLLMConfig(BaseModel):
     hidden_act: str = Field("silu", description="MLP activation (LLaMA: silu).")
     attention_bias: bool = Field(False, description="Whether q/k/v/o projections have a bias.")
     mlp_bias: bool = Field(False, description="Whether the MLP projections have a bias.")
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, capture one decode step per KV cache as a CUDA graph and replay it: a step's "
+        "few hundred kernel launches otherwise cost more host time than their GPU work.",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> DeepSeekLLMConfig:
@@ -54,5 +59,5 @@ class DeepSeekLLMConfig(BaseModel):
 
     def to_llama_config(self) -> LlamaConfig:
         """The equivalent transformers LlamaConfig (for its building blocks: RMSNorm, MLP, rotary tables)."""
-        fields = self.model_dump(exclude={"rope_theta", "max_context"})
+        fields = self.model_dump(exclude={"rope_theta", "max_context", "cuda_graphs"})
         return LlamaConfig(**fields, rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta})

@@ -8,7 +8,8 @@ attention goes through the pipeline's AttentionBackend. Parameter names equal th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -26,14 +27,51 @@ from janus_sdk.interfaces import AttentionBackend
 
 @dataclass
 class StaticKVCache:
-    """Keys and values of every layer, [layers, B, kv_heads, max_length, head_dim], written by position."""
+    """Keys and values of every layer, [layers, B, kv_heads, max_length, head_dim], written by position;
+    on CUDA also the captured decode step that writes into them."""
 
     keys: Tensor
     values: Tensor
+    decode_graph: DecodeGraph | None = field(default=None, repr=False)
 
     @property
     def max_length(self) -> int:
         return int(self.keys.shape[3])
+
+
+Position = int | Tensor
+"""Where a block of positions starts: an int, or a one-element int64 tensor for the single position of a
+captured decode step (the cache is then written with index_copy_ and read whole, masked beyond it)."""
+
+
+class DecodeGraph:
+    """One decode position of every row of one cache, captured as a CUDA graph and replayed each step.
+
+    Inputs go through static buffers: the embeddings [B, 1, hidden] and the position. Warm-up and capture use
+    the cache's last slot, which real steps never write (the last sampled token is not fed back) and never
+    attend to (the mask stops at the current position).
+    """
+
+    def __init__(
+        self, step: Callable[[Tensor, StaticKVCache, Tensor], Tensor], embeds: Tensor, cache: StaticKVCache
+    ) -> None:
+        self.embeds = torch.zeros_like(embeds)
+        self.position = torch.full((1,), cache.max_length - 1, dtype=torch.long, device=embeds.device)
+        side = torch.cuda.Stream(device=embeds.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(embeds.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # allocations and lazy initialisation happen before capture
+                step(self.embeds, cache, self.position)
+        torch.cuda.current_stream(embeds.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.hidden = step(self.embeds, cache, self.position)
+
+    def __call__(self, embeds: Tensor, start: int) -> Tensor:
+        self.embeds.copy_(embeds)
+        self.position.fill_(start)
+        self.graph.replay()
+        return self.hidden.clone()  # the next replay overwrites the static output
 
 
 class Attention(nn.Module):
@@ -55,7 +93,7 @@ class Attention(nn.Module):
         x: Tensor,
         rope: tuple[Tensor, Tensor],
         cache: StaticKVCache,
-        start: int,
+        start: Position,
         attention: AttentionBackend,
     ) -> Tensor:
         b, t, _ = x.shape
@@ -63,15 +101,24 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, *rope)
-        end = start + t
-        cache.keys[self.layer_idx, :, :, start:end] = k
-        cache.values[self.layer_idx, :, :, start:end] = v
-        keys = cache.keys[self.layer_idx, :, :, :end]
-        values = cache.values[self.layer_idx, :, :, :end]
+        keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
+        mask = None
+        if isinstance(start, Tensor):  # one position, at a place known only on the device
+            keys.index_copy_(2, start, k)
+            values.index_copy_(2, start, v)
+            visible = (torch.arange(cache.max_length, device=start.device) <= start).view(1, 1, 1, -1)
+            mask = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~visible, float("-inf")
+            )
+        else:
+            end = start + t
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            keys, values = keys[:, :, :end], values[:, :, :end]
         if self.n_kv != self.n_heads:
             keys = keys.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             values = values.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-        out = attention.attend(q, keys, values, causal=t > 1)
+        out = attention.attend(q, keys, values, causal=t > 1, mask=mask)
         projected: Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
         return projected
 
@@ -92,7 +139,7 @@ class DecoderLayer(nn.Module):
         x: Tensor,
         rope: tuple[Tensor, Tensor],
         cache: StaticKVCache,
-        start: int,
+        start: Position,
         attention: AttentionBackend,
     ) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention)
@@ -150,7 +197,19 @@ class DeepSeekLLM(nn.Module):
                 f"sequence of {start + t} positions does not fit the KV cache of {cache.max_length}; "
                 f"shorten the prompt or lower max_new_tokens"
             )
-        positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
+        if t == 1 and inputs_embeds.is_cuda and self.config.cuda_graphs and start < cache.max_length - 1:
+            if cache.decode_graph is None:
+                cache.decode_graph = DecodeGraph(self.run_layers, inputs_embeds, cache)
+            return cache.decode_graph(inputs_embeds, start)
+        return self.run_layers(inputs_embeds, cache, start)
+
+    def run_layers(self, inputs_embeds: Tensor, cache: StaticKVCache, start: Position) -> Tensor:
+        """Positions start.. of every row through the decoder layers and the final norm, writing the cache."""
+        t = inputs_embeds.shape[1]
+        if isinstance(start, Tensor):
+            positions = start.view(1, 1)
+        else:
+            positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
         rope = self.model.rotary_emb(inputs_embeds, positions)
         x = inputs_embeds
         for layer in self.model.layers:

@@ -42,7 +42,10 @@ def pipeline_json_schema(registry: Registry) -> dict[str, Any]:
                     "type": "object",
                     "title": AUTO,
                     "description": f"the {kind.value} the installed plugins choose for the device and dtype",
-                    "properties": {"name": {"const": AUTO}, "params": {"type": "object", "maxProperties": 0}},
+                    "properties": {
+                        "name": {"enum": [AUTO]},
+                        "params": {"type": "object", "maxProperties": 0},
+                    },
                     "required": ["name"],
                     "additionalProperties": False,
                 }
