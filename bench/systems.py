@@ -8,13 +8,14 @@ the loop of DeepSeek's `generation_inference.py` and, for text, the `language_mo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
-from transformers import JanusForConditionalGeneration
+from transformers import JanusForConditionalGeneration, LlamaModel
 
 from janus_sdk.errors import GenerationCancelled
 from janus_sdk.kinds import ComponentKind
@@ -27,6 +28,8 @@ from models import ReferenceJanus
 NUM_IMAGE_TOKENS = 576
 CFG_WEIGHT = 5.0
 TEMPERATURE = 1.0
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+"""This transformers' name of the KV cache argument and output (5.24: `cache`; earlier: `past_key_values`)."""
 
 
 class System(Protocol):
@@ -155,9 +158,8 @@ def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int
                        temperature: float = TEMPERATURE) -> Tensor:
     """The text-to-image loop of DeepSeek's generation_inference.py, statement for statement.
 
-    Differences: `num_tokens` may stop it early; the cache argument and attribute are called `cache`
-    (transformers 5's name for `past_key_values`); tensors go to the model's device instead of `.cuda()`;
-    a clock mark per token.
+    Differences: `num_tokens` may stop it early; the cache argument and attribute take this transformers'
+    name (`CACHE_ARG`); tensors go to the model's device instead of `.cuda()`; a clock mark per token.
     """
     device = mmgpt.gen_embed.weight.device
     input_ids = torch.LongTensor(prompt_ids)
@@ -174,8 +176,9 @@ def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int
 
     cache = None
     for i in range(num_tokens):
-        outputs = mmgpt.language_model.model(inputs_embeds=inputs_embeds, use_cache=True, cache=cache)
-        cache = outputs.cache
+        outputs = mmgpt.language_model.model(inputs_embeds=inputs_embeds, use_cache=True,
+                                             **{CACHE_ARG: cache})
+        cache = getattr(outputs, CACHE_ARG)
         hidden_states = outputs.last_hidden_state
 
         logits = mmgpt.gen_head(hidden_states[:, -1, :])

@@ -102,6 +102,16 @@ def test_info_reports_counts_per_component(capsys: pytest.CaptureFixture[str]) -
     assert "7,420,434,059" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("linear", ["torch", "int8"])
+def test_linear_option_picks_the_backend(linear: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["chat", "--model", MODEL, "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4"]
+    assert main([*args, "--linear", linear, "hello"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main([*args, "--linear", "no-such-kernel", "hello"]) == 1
+    error = capsys.readouterr().err
+    assert "no linear_backend called 'no-such-kernel'" in error and "int8" in error
+
+
 def test_runtime_errors_are_one_line_with_exit_1(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "janus_sdk.cli.main", "chat", "--model", str(tmp_path / "nope"), "hello"],

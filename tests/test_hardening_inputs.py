@@ -389,7 +389,7 @@ class FakePipeline:
 def test_cli_generate_refuses_to_overwrite_and_survives_a_failed_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("janus_sdk.cli.model_cmds._load", lambda args: FakePipeline())
+    monkeypatch.setattr("janus_sdk.cli.model_cmds.load_pipeline", lambda args: FakePipeline())
     out = tmp_path / "imgs"
     args = ["generate", "--model", str(CHECKPOINT), "-n", "2", "--out", str(out), "--no-progress", "a cube"]
     assert main(args) == 0

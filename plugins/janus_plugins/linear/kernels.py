@@ -1,8 +1,8 @@
 """The AVX2 weight-streaming kernel (avx2_linear.cpp), compiled on first use and cached by torch.
 
 torch compiles it with the machine's C++ compiler through ninja into its extensions cache
-(`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), once per source version: about a minute the
-first time, an import afterwards.
+(`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), again whenever the source changes: about a
+minute the first time, an import afterwards.
 """
 
 from __future__ import annotations
@@ -37,11 +37,15 @@ def avx2_kernels() -> ModuleType:
         )
     from torch.utils import cpp_extension
 
-    log.info("compiling the AVX2 linear kernel (once per version, about a minute)")
+    build = Path(cpp_extension.get_default_build_root()) / EXTENSION
+    if not (build / f"{EXTENSION}.so").exists():  # a silent minute would look like a hang
+        log.warning("janus-sdk: compiling the AVX2 linear kernel into %s (once, about a minute)", build)
     try:
+        build.mkdir(parents=True, exist_ok=True)
         module: ModuleType = cpp_extension.load(
             EXTENSION,
             [str(SOURCE)],
+            build_directory=str(build),
             extra_cflags=[
                 "-O3",
                 "-mavx2",
