@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from janus_plugins import cpu_attention
 from janus_sdk import PluginError, PluginWarning, hookimpl, plugins
 from janus_sdk.plugins import ENTRY_POINT_GROUP, ENV_DISABLE_AUTOLOAD, ENV_ONLY, PluginHost
 from janus_sdk.registry import BuildContext, Register
@@ -91,7 +92,8 @@ def test_the_built_ins_still_load_and_answer_beside_broken_plugins(broken_instal
         pipe = fast_pipeline(attention={"name": "auto"})  # "auto" asks every plugin, the raising one too
         answer = pipe.chat(QUESTION, images=[INPUT_PNG], max_new_tokens=16)
     assert answer == MANIFEST["greedy_text"]
-    assert pipe.attention.name == "sdpa"
+    # what the built-ins choose on this machine (the AVX2 kernel where it builds), despite the broken plugins
+    assert pipe.attention.name == (cpu_attention.choose_attention_backend(pipe.device, pipe.dtype) or "sdpa")
     messages = [str(w.message) for w in record]
 
     def reported(*fragments: str) -> bool:

@@ -37,7 +37,7 @@ def _reference(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return nn.functional.linear(x.double(), layer.weight.double(), bias)
 
 
-# Rows 1-9 cover every group size of the kernel (4 rows per pass, then 3/2/1); 37 and 61 out-features leave
+# Rows 1-9 cover every group size of the kernel (3 rows per pass, then 2/1); 37 and 61 out-features leave
 # tails of 1 and 1 rows after the 4-row tiles; KERNEL_MAX_ROWS + 3 goes to torch's GEMM instead.
 ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
 
@@ -86,7 +86,7 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(monkeypatch: 
     from torch.utils import cpp_extension
 
     def broken_compiler(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Error building extension 'janus_avx2_linear'\nc++: command not found")
+        raise RuntimeError("Error building extension 'janus_avx2_kernels'\nc++: command not found")
 
     kernel_module.avx2_kernels.cache_clear()
     monkeypatch.setattr(cpp_extension, "load", broken_compiler)

@@ -1,7 +1,7 @@
 """Built-in plugin: linear backends, i.e. how the per-token linear layers compute.
 
 - `torch`: nn.Linear as it is (torch's own kernels);
-- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_linear.cpp`, compiled on first use), which
+- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_kernels.cpp`, compiled on first use), which
   on CPUs reads them several times faster than torch's GEMV/GEMM at the 1-8 rows of a decode step;
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
   token, through the AVX2 kernel on such CPUs and a dequantizing matmul elsewhere.

@@ -1,4 +1,4 @@
-"""The AVX2 weight-streaming kernel (avx2_linear.cpp), compiled on first use and cached by torch.
+"""The AVX2 decode-step kernels (avx2_kernels.cpp: linear layers, attention), built on first use.
 
 torch compiles it with the machine's C++ compiler through ninja into its extensions cache
 (`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), again whenever the source changes: about a
@@ -18,8 +18,8 @@ from janus_sdk.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("avx2_linear.cpp")
-EXTENSION = "janus_avx2_linear"
+SOURCE = Path(__file__).with_name("avx2_kernels.cpp")
+EXTENSION = "janus_avx2_kernels"
 
 
 def cpu_has_avx2() -> bool:
@@ -32,14 +32,14 @@ def avx2_kernels() -> ModuleType:
     """The compiled kernel module; BackendUnavailableError saying why when it cannot be had here."""
     if not cpu_has_avx2():
         raise BackendUnavailableError(
-            f"linear backend 'avx2' needs a CPU with AVX2 and FMA (torch reports "
-            f"{torch.backends.cpu.get_cpu_capability()!r}); use linear 'torch'"
+            f"the 'avx2' backends need a CPU with AVX2 and FMA (torch reports "
+            f"{torch.backends.cpu.get_cpu_capability()!r}); use linear 'torch' and attention 'sdpa'"
         )
     from torch.utils import cpp_extension
 
     build = Path(cpp_extension.get_default_build_root()) / EXTENSION
     if not (build / f"{EXTENSION}.so").exists():  # a silent minute would look like a hang
-        log.warning("janus-sdk: compiling the AVX2 linear kernel into %s (once, about a minute)", build)
+        log.warning("janus-sdk: compiling the AVX2 kernels into %s (once, about a minute)", build)
     try:
         build.mkdir(parents=True, exist_ok=True)
         module: ModuleType = cpp_extension.load(
@@ -58,7 +58,7 @@ def avx2_kernels() -> ModuleType:
     except (RuntimeError, OSError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise BackendUnavailableError(
-            "linear backend 'avx2' could not compile its kernel (it needs a C++ compiler and the ninja "
-            f"package: pip install ninja): {reason}; use linear 'torch'"
+            "the 'avx2' backends could not compile their kernels (they need a C++ compiler and the ninja "
+            f"package: pip install ninja): {reason}; use linear 'torch' and attention 'sdpa'"
         ) from exc
     return module

@@ -95,7 +95,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)"
     )
-    parser.add_argument("--attention", help="attention backend: sdpa (default), eager, xformers")
+    parser.add_argument(
+        "--attention", help="attention backend: auto (default), sdpa, eager, xformers, avx2 (CPU kernel)"
+    )
     parser.add_argument(
         "--linear",
         help="linear backend of the per-token layers: auto (default), torch, avx2 (CPU kernel), int8 "

@@ -120,9 +120,9 @@ class PipelineConfig(BaseModel):
         "'float16' (CUDA only).",
     )
     attention: Annotated[ComponentSpec, _checked(ComponentKind.ATTENTION_BACKEND)] = Field(
-        default_factory=lambda: _spec("sdpa"),
-        description="Attention backend: 'sdpa', 'eager', 'xformers', or 'auto' (the plugins choose for the "
-        "device and dtype; SDPA when none does).",
+        default_factory=lambda: _spec(AUTO),
+        description="Attention backend: 'sdpa', 'eager', 'xformers', 'avx2' (CPU decode-step kernel), or "
+        "'auto' (the plugins choose for the device and dtype; SDPA when none does).",
     )
     linear: Annotated[ComponentSpec, _checked(ComponentKind.LINEAR_BACKEND)] = Field(
         default_factory=lambda: _spec(AUTO),
