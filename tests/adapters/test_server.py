@@ -7,6 +7,7 @@ loopback.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import http.server
@@ -15,6 +16,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -304,8 +306,18 @@ def test_openai_client_raises_the_matching_errors(client: openai.OpenAI) -> None
 
 
 def test_oversized_body_is_413_and_unknown_route_404(base_url: str) -> None:
-    status, answer, _ = post(f"{base_url}/v1/chat/completions", b"{" + b" " * (1024 * 1024) + b"}")
-    assert status == 413 and answer["error"]["code"] == "request_too_large"
+    # The server answers as soon as the declared length is too large, before the body: send only headers
+    # (a client still streaming a megabyte would race the early answer and see a broken pipe).
+    url = urllib.parse.urlsplit(base_url)
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    connection.putrequest("POST", "/v1/chat/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(1024 * 1024 + 2))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["code"] == "request_too_large"
+    connection.close()
     status, answer, _ = post(f"{base_url}/v1/chat/completions", b'{"model": ')
     assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_json", None)
     status, answer, _ = post(f"{base_url}/v1/nothing", {})
@@ -461,3 +473,24 @@ def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str) -> None
     after = health(base_url)["queue"]
     assert after["cancelled"] - before["cancelled"] == 2  # the generation and the quitter's queued chat
     assert (after["waiting"], after["running"]) == (0, False)
+
+
+def test_body_limit_counts_a_body_sent_without_a_declared_length() -> None:
+    """Chunked uploads carry no Content-Length: the limit is then enforced on the bytes as they arrive."""
+    from janus_adapters.server.security import BodyLimit
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the application must not see an oversized body")
+
+    chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 2
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(BodyLimit(app, max_bytes=1000)({"type": "http", "headers": []}, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_too_large"
