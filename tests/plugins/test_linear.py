@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from janus_plugins import linear as linear_plugin
-from janus_plugins.linear import AVX2Linear, Int8Linear, TorchLinear
+from janus_plugins.linear import AVX2Linear, Int8Linear, TorchLinear, quantize_rows
 from janus_plugins.linear import kernels as kernel_module
 from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear, gemm_dtype
 from janus_sdk.errors import BackendUnavailableError
@@ -123,6 +123,8 @@ def test_int8_quantization_is_per_output_feature_and_round_to_nearest() -> None:
     torch.testing.assert_close(packed.scale, layer.weight.abs().amax(dim=1) / 127)
     error = (packed.weight.float() * packed.scale[:, None] - layer.weight).abs()
     assert bool((error <= packed.scale[:, None] / 2 + 1e-7).all())
+    chunked = quantize_rows(layer.weight.detach(), chunk=5)  # rows in uneven chunks: the same result
+    assert torch.equal(chunked[0], packed.weight) and torch.equal(chunked[1], packed.scale)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])

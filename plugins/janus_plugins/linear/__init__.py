@@ -78,11 +78,22 @@ class Int8Linear:
                 log.warning("int8 linear layers fall back to a dequantizing matmul: %s", exc)
 
     def convert(self, linear: nn.Linear) -> nn.Module:
-        weight = linear.weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        quantized, scale = quantize_rows(linear.weight.detach())
         use_kernel = self.use_kernel and linear.in_features % KERNEL_BLOCK == 0
         return PackedLinear(quantized, _bias(linear), scale, use_kernel=use_kernel)
+
+
+def quantize_rows(weight: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output feature, `chunk` rows at a time so that the float32 temporaries stay small
+    (a whole 102400 x 2048 LM head would need three 840 MB copies at once)."""
+    quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    for start in range(0, weight.shape[0], chunk):
+        block = weight[start : start + chunk].float()
+        block_scale = (block.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+        quantized[start : start + chunk] = torch.round(block / block_scale[:, None]).clamp(-127, 127)
+        scale[start : start + chunk] = block_scale
+    return quantized, scale
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor | None:
