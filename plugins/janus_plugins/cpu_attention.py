@@ -8,19 +8,13 @@ cached key and value once, in float32 registers. Every other call (prefill, mask
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
 from janus_plugins.attention import NoOptions, SDPAAttention
-from janus_plugins.linear import KERNEL_DTYPES
-from janus_plugins.linear.kernels import avx2_kernels, cpu_has_avx2
-from janus_sdk.errors import BackendUnavailableError
+from janus_plugins.linear.kernels import avx2_kernels, kernels_usable, require_kernels
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
-
-log = logging.getLogger(__name__)
 
 
 class AVX2Attention(SDPAAttention):
@@ -29,12 +23,7 @@ class AVX2Attention(SDPAAttention):
     name = "avx2"
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        if device.type != "cpu" or dtype not in KERNEL_DTYPES:
-            raise BackendUnavailableError(
-                f"attention backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
-                f"{str(dtype).removeprefix('torch.')}; use attention 'sdpa'"
-            )
-        avx2_kernels()
+        require_kernels(device, dtype, "attention", "sdpa")
 
     def attend(
         self,
@@ -63,11 +52,4 @@ def register_attention_backends(register: Register) -> None:
 
 @hookimpl
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
-        return None
-    try:
-        avx2_kernels()
-    except BackendUnavailableError as exc:
-        log.warning("attention 'auto' uses SDPA: %s", exc)
-        return None
-    return "avx2"
+    return "avx2" if kernels_usable(device, dtype, "attention") else None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from janus_plugins.attention import NoOptions
-from janus_plugins.linear.kernels import avx2_kernels, cpu_has_avx2
+from janus_plugins.linear.kernels import avx2_kernels, cpu_has_avx2, kernels_usable, require_kernels
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
@@ -25,7 +25,6 @@ from janus_sdk.registry import BuildContext, Register
 
 log = logging.getLogger(__name__)
 
-KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
 
 
@@ -47,12 +46,7 @@ class AVX2Linear:
     name = "avx2"
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        if device.type != "cpu" or dtype not in KERNEL_DTYPES:
-            raise BackendUnavailableError(
-                f"linear backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
-                f"{str(dtype).removeprefix('torch.')}; use linear 'torch'"
-            )
-        avx2_kernels()
+        require_kernels(device, dtype, "linear", "torch")
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         if linear.in_features % KERNEL_BLOCK:
@@ -121,11 +115,4 @@ def register_linear_backends(register: Register) -> None:
 
 @hookimpl
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
-        return None
-    try:
-        avx2_kernels()
-    except BackendUnavailableError as exc:
-        log.warning("linear 'auto' uses torch's kernels: %s", exc)
-        return None
-    return "avx2"
+    return "avx2" if kernels_usable(device, dtype, "linear") else None

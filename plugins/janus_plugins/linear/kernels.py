@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("avx2_kernels.cpp")
 EXTENSION = "janus_avx2_kernels"
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def cpu_has_avx2() -> bool:
@@ -62,3 +63,27 @@ def avx2_kernels() -> ModuleType:
             f"package: pip install ninja): {reason}; use linear 'torch' and attention 'sdpa'"
         ) from exc
     return module
+
+
+def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alternative: str) -> ModuleType:
+    """The kernels for an `avx2` backend of `kind` ("linear", "attention") running on `device` in `dtype`;
+    BackendUnavailableError naming `alternative` when they cannot run there."""
+    if device.type != "cpu" or dtype not in KERNEL_DTYPES:
+        raise BackendUnavailableError(
+            f"{kind} backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
+            f"{str(dtype).removeprefix('torch.')}; use {kind} '{alternative}'"
+        )
+    return avx2_kernels()
+
+
+def kernels_usable(device: torch.device, dtype: torch.dtype, kind: str) -> bool:
+    """Whether "auto" should pick the `avx2` backend of `kind` here: an AVX2 CPU, float32/bfloat16, and
+    kernels that compile (a failure is logged, and "auto" falls back)."""
+    if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
+        return False
+    try:
+        avx2_kernels()
+    except BackendUnavailableError as exc:
+        log.warning("%s 'auto' does not use the AVX2 kernels: %s", kind, exc)
+        return False
+    return True

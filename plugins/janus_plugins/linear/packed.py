@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from janus_plugins.linear.kernels import avx2_kernels
 
 KERNEL_MAX_ROWS = 32
-"""Above this many rows, torch's float32 GEMM beats streaming the weights once per 3 rows (measured on an
-AVX2 EPYC: equal near 32 rows of 2048 features)."""
+"""Above this many rows a call goes to torch's GEMM (measured on an AVX2 EPYC, 2048 -> 5632 in float32: the
+kernel 15 ms vs MKL's 30 ms at 32 rows, even at 48; 32 keeps the kernel where it clearly wins)."""
 
 NATIVE_BF16_CPUS = {"AVX512_BF16", "AMX"}
 _EMPTY = torch.empty(0)
