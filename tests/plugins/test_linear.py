@@ -10,7 +10,7 @@ from torch import nn
 from janus_plugins import linear as linear_plugin
 from janus_plugins.linear import AVX2Linear, Int8Linear, TorchLinear, quantize_rows
 from janus_plugins.linear import kernels as kernel_module
-from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear, gemm_dtype
+from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear
 from janus_sdk.errors import BackendUnavailableError
 
 
@@ -149,15 +149,22 @@ def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype
         torch.testing.assert_close(plain(x).double(), expected, **tolerance)
 
 
-def test_bfloat16_gemm_runs_in_float32_on_cpus_without_native_bfloat16(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("capability", "gemm_dtype"), [("AVX2", torch.float32), ("AVX512_BF16", torch.bfloat16)]
+)
+def test_bfloat16_gemm_runs_in_the_compute_dtype(
+    monkeypatch: pytest.MonkeyPatch, capability: str, gemm_dtype: torch.dtype
 ) -> None:
-    x = torch.zeros(2, 2, dtype=torch.bfloat16)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert gemm_dtype(x) == torch.float32
-    assert gemm_dtype(x.float()) == torch.float32
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
-    assert gemm_dtype(x) == torch.bfloat16
+    """A prefill's GEMM runs in float32 where the CPU only emulates bfloat16; the result stays bfloat16."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    seen: list[torch.dtype] = []
+    linear = nn.functional.linear
+    monkeypatch.setattr(nn.functional, "linear", lambda x, w: seen.append(w.dtype) or linear(x, w))
+    packed = PackedLinear(torch.randn(8, 16).to(torch.bfloat16), None, None, use_kernel=False)
+    with torch.inference_mode():
+        out = packed(torch.randn(KERNEL_MAX_ROWS + 1, 16).to(torch.bfloat16))
+    assert seen == [gemm_dtype]
+    assert out.dtype == torch.bfloat16
 
 
 def test_int8_pipeline_stays_close_to_the_reference() -> None:

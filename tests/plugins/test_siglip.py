@@ -122,6 +122,27 @@ def test_matches_golden_activations(
         torch.testing.assert_close(value, golden[name], atol=ATOL, rtol=RTOL, msg=label)
 
 
+def test_bfloat16_weights_run_block_by_block_in_float32_where_the_cpu_emulates_bfloat16(
+    monkeypatch: pytest.MonkeyPatch,
+    registration: Registration,
+    params: dict[str, Any],
+    weights: dict[str, Tensor],
+    golden: dict[str, Tensor],
+    pixels: Tensor,
+) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    encoder = loaded(build(registration, params), weights).to(torch.bfloat16)
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    for block in encoder.vision_tower.blocks:
+        block.mlp.fc1.register_forward_pre_hook(lambda m, args: seen.append((args[0].dtype, m.weight.dtype)))
+    with torch.no_grad():
+        out = encoder(pixels.to(torch.bfloat16))
+    assert seen == [(torch.float32, torch.float32)] * len(encoder.vision_tower.blocks)
+    assert out.dtype == torch.bfloat16
+    assert {p.dtype for p in encoder.parameters()} == {torch.bfloat16}
+    torch.testing.assert_close(out.float(), golden["siglip_out"], atol=0.04, rtol=0.02)
+
+
 class RecordingAttention:
     """A stand-in attention backend that records how it is called."""
 

@@ -202,6 +202,21 @@ def test_sampled_tokens_decode_to_the_official_images(vq: VQ16, golden: dict[str
     assert_uint8_close(to_uint8(vq.decode(golden["gen_sampled_tokens"])), expected)
 
 
+def test_bfloat16_weights_decode_in_float32_where_the_cpu_emulates_bfloat16(
+    monkeypatch: pytest.MonkeyPatch, golden: dict[str, Tensor]
+) -> None:
+    """There a bfloat16 convolution is a reference loop (a 1B-size decode would take an hour): the decoder
+    runs from a transient float32 copy, the model stays bfloat16, the image is float32's up to bf16 error."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    model = load_tiny().to(torch.bfloat16)
+    with capturing({"conv_out": (model.decoder.conv_out, True)}) as seen:
+        images = model.decode(golden["vq_code_grid"])
+    assert seen["conv_out"].dtype == torch.float32
+    assert images.dtype == torch.bfloat16
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    torch.testing.assert_close(images.float(), golden["vq_decode_out"], atol=0.05, rtol=0)
+
+
 def test_attention_goes_through_the_given_backend(golden: dict[str, Tensor]) -> None:
     calls: list[tuple[tuple[int, ...], bool]] = []
 

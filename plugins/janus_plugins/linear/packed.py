@@ -2,8 +2,8 @@
 
 Weights are float32, bfloat16, or int8 with one float32 scale per output feature (weight-only int8:
 y = (x @ w_int8.T) * scale + bias). Calls with more rows than `KERNEL_MAX_ROWS` (a prefill) are
-compute-bound and go to torch's GEMM instead, in float32 on CPUs without native bfloat16 arithmetic, where
-torch's bfloat16 GEMM is a slow reference path.
+compute-bound and go to torch's GEMM instead, in `janus_sdk.compute.compute_dtype` (float32 for bfloat16 on
+CPUs without native bfloat16 arithmetic, where torch's bfloat16 GEMM is a slow reference path).
 """
 
 from __future__ import annotations
@@ -12,22 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from janus_plugins.linear.kernels import avx2_kernels
+from janus_sdk.compute import compute_dtype
 
 KERNEL_MAX_ROWS = 32
 """Above this many rows a call goes to torch's GEMM (measured on an AVX2 EPYC, 2048 -> 5632 in float32: the
 kernel 15 ms vs MKL's 30 ms at 32 rows, even at 48; 32 keeps the kernel where it clearly wins)."""
 
-NATIVE_BF16_CPUS = {"AVX512_BF16", "AMX"}
 _EMPTY = torch.empty(0)
-
-
-def gemm_dtype(x: Tensor) -> torch.dtype:
-    """The dtype torch's GEMM should run in for input `x`: float32 for bfloat16 on CPUs without native
-    bfloat16 arithmetic, x's own dtype otherwise."""
-    emulated = torch.backends.cpu.get_cpu_capability() not in NATIVE_BF16_CPUS
-    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and emulated:
-        return torch.float32
-    return x.dtype
 
 
 class PackedLinear(nn.Module):
@@ -53,7 +44,7 @@ class PackedLinear(nn.Module):
                 _EMPTY if self.bias is None else self.bias,
             )
             return y.view(*x.shape[:-1], self.out_features)
-        dtype = gemm_dtype(x)
+        dtype = compute_dtype(x.dtype, x.device)
         y = nn.functional.linear(x.to(dtype), self.weight.to(dtype))
         if self.scale is not None:
             y = y * self.scale.to(dtype)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from janus_plugins.siglip.config import SigLIPConfig
+from janus_sdk.compute import run_in_compute_dtype
 from janus_sdk.errors import InputError
 
 Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -114,11 +115,12 @@ class VisionTransformer(nn.Module):
         self.attn_pool = AttentionPoolWeights(config.width, hidden) if config.global_pool == "map" else None
 
     def forward(self, pixels: Tensor) -> Tensor:
-        x = self.patch_embed(pixels) + self.pos_embed
+        """Block by block in the compute dtype (see `janus_sdk.compute`): at most one block's weights are
+        ever upcast at a time."""
+        x = run_in_compute_dtype(self.patch_embed, pixels) + self.pos_embed
         for block in self.blocks:
-            x = block(x)
-        out: Tensor = self.norm(x)
-        return out
+            x = run_in_compute_dtype(block, x)
+        return run_in_compute_dtype(self.norm, x)
 
 
 class SigLIPVisionEncoder(nn.Module):

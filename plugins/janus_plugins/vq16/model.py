@@ -4,7 +4,8 @@ Same architecture and parameter names as the official `VQModel` (LlamaGen's VQGA
 `gen_vision_model.*` keys load as-is: GroupNorm(32, eps 1e-6) + swish pre-activation residual blocks,
 asymmetric (0,1,0,1) zero pad + stride-2 conv to downsample, nearest x2 + conv to upsample, single-head
 spatial attention at the lowest resolution, and a codebook compared and looked up on the unit sphere.
-Inference only: no losses, no dropout.
+Inference only: no losses, no dropout. The encoder and decoder run in `janus_sdk.compute`'s compute dtype
+(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode takes an hour).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from janus_plugins.vq16.config import GROUPNORM_GROUPS, VQ16Config
+from janus_sdk.compute import run_in_compute_dtype
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
@@ -263,7 +265,8 @@ class VQ16(nn.Module):
         """Pixels -> continuous latent before quantisation [B, code_dim, g, g] (encoder + quant_conv)."""
         self._check_pixels(pixels)
         weight = self.quant_conv.weight
-        latent: Tensor = self.quant_conv(self.encoder(pixels.to(device=weight.device, dtype=weight.dtype)))
+        features = run_in_compute_dtype(self.encoder, pixels.to(device=weight.device, dtype=weight.dtype))
+        latent: Tensor = self.quant_conv(features)
         return latent
 
     def quantize_latent(self, latent: Tensor) -> tuple[Tensor, Tensor]:
@@ -297,8 +300,7 @@ class VQ16(nn.Module):
 
     def decode_latent(self, latent: Tensor) -> Tensor:
         """Quantised latent [B, D, g, g] -> images [B, 3, S, S] (post_quant_conv + decoder)."""
-        images: Tensor = self.decoder(self.post_quant_conv(latent))
-        return images
+        return run_in_compute_dtype(self.decoder, self.post_quant_conv(latent))
 
     # -- input checks --------------------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""The compute dtype: bfloat16 weights computed in float32 on CPUs that only emulate bfloat16 arithmetic."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from janus_sdk.compute import NATIVE_BF16_CPUS, compute_dtype, run_in_compute_dtype
+
+CPU = torch.device("cpu")
+
+
+def cpu_capability(monkeypatch: pytest.MonkeyPatch, capability: str) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+
+
+def test_bfloat16_computes_in_float32_only_on_cpus_that_emulate_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_capability(monkeypatch, "AVX2")
+    assert compute_dtype(torch.bfloat16, CPU) == torch.float32
+    assert compute_dtype(torch.float32, CPU) == torch.float32
+    assert compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+    for capability in NATIVE_BF16_CPUS:
+        cpu_capability(monkeypatch, capability)
+        assert compute_dtype(torch.bfloat16, CPU) == torch.bfloat16
+
+
+def probe() -> tuple[nn.Module, list[tuple[torch.dtype, torch.dtype]]]:
+    """A bfloat16 conv + group norm that records (input dtype, weight dtype) as its norm sees them."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.GroupNorm(2, 8)).to(torch.bfloat16)
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    module[1].register_forward_pre_hook(lambda m, args: seen.append((args[0].dtype, m.weight.dtype)))
+    return module, seen
+
+
+def weights_of(module: nn.Module) -> dict[str, tuple[torch.dtype, int]]:
+    return {name: (p.dtype, p.data_ptr()) for name, p in module.named_parameters()}
+
+
+def test_emulating_cpu_computes_a_call_in_float32_and_keeps_the_bfloat16_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu_capability(monkeypatch, "AVX2")
+    module, seen = probe()
+    stored = weights_of(module)
+    x = torch.randn(1, 4, 6, 6).to(torch.bfloat16)
+    with torch.inference_mode():
+        out = run_in_compute_dtype(module, x)
+        expected = copy.deepcopy(module).float()(x.float()).to(torch.bfloat16)
+    assert seen[0] == (torch.float32, torch.float32)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    assert weights_of(module) == stored
+
+
+def test_native_bfloat16_cpu_calls_the_module_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_capability(monkeypatch, "AVX512_BF16")
+    module, seen = probe()
+    x = torch.randn(1, 4, 6, 6).to(torch.bfloat16)
+    with torch.inference_mode():
+        out = run_in_compute_dtype(module, x)
+        expected = module(x)
+    assert seen[0] == (torch.bfloat16, torch.bfloat16)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
