@@ -127,26 +127,38 @@ def test_int8_quantization_is_per_output_feature_and_round_to_nearest() -> None:
     assert torch.equal(chunked[0], packed.weight) and torch.equal(chunked[1], packed.scale)
 
 
+INT16_SCALE_BLOCK = 512  # the kernel's kScaleBlock: x gets one int16 scale per row and this many features
+
+
 @pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 16])
+def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype, in_features: int) -> None:
     _kernel_or_skip()
-    layer = _linear(128, 50, dtype)
+    layer = _linear(in_features, 50, dtype)
     fast = Int8Linear()
     fast.check(torch.device("cpu"), dtype)
     packed = fast.convert(layer)
     assert isinstance(packed, PackedLinear) and packed.use_kernel
     plain = PackedLinear(packed.weight, packed.bias, packed.scale, use_kernel=False)
-    x = torch.randn(rows, 128).to(dtype)
+    x = torch.randn(rows, in_features).to(dtype)
+    x[0, INT16_SCALE_BLOCK:] = 0  # a block of zeros has no scale to divide by
     with torch.inference_mode():
-        dequantized = nn.Linear(128, 50).double()
+        dequantized = nn.Linear(in_features, 50).double()
         assert packed.scale is not None and packed.bias is not None
         dequantized.weight.copy_(packed.weight.double() * packed.scale.double()[:, None])
         dequantized.bias.copy_(packed.bias.double())
         expected = dequantized(x.double())
         tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-3, "rtol": 2**-7}
-        torch.testing.assert_close(packed(x).double(), expected, **tolerance)
         torch.testing.assert_close(plain(x).double(), expected, **tolerance)
+        if rows > KERNEL_MAX_ROWS or dtype == torch.bfloat16:
+            torch.testing.assert_close(packed(x).double(), expected, **tolerance)
+        else:  # the kernel rounds x to int16 steps of max |x[block]| / 32767: at most half a step per feature
+            bound = torch.full_like(expected, 1e-6)
+            for block in torch.arange(in_features).split(INT16_SCALE_BLOCK):
+                half_step = x[:, block].double().abs().amax(dim=1, keepdim=True) / 32767 / 2
+                bound += half_step * dequantized.weight[:, block].abs().sum(dim=1)
+            assert bool(((packed(x).double() - expected).abs() <= bound).all())
 
 
 @pytest.mark.parametrize(
