@@ -95,21 +95,18 @@ class Attention(nn.Module):
         cache: StaticKVCache,
         start: Position,
         attention: AttentionBackend,
+        mask: Tensor | None,
     ) -> Tensor:
+        """`mask` (with a Tensor `start` only): the additive mask over the whole cache, see `visible_mask`."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, *rope)
         keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
-        mask = None
         if isinstance(start, Tensor):  # one position, at a place known only on the device
             keys.index_copy_(2, start, k)
             values.index_copy_(2, start, v)
-            visible = (torch.arange(cache.max_length, device=start.device) <= start).view(1, 1, 1, -1)
-            mask = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill(
-                ~visible, float("-inf")
-            )
         else:
             end = start + t
             keys[:, :, start:end] = k
@@ -141,8 +138,9 @@ class DecoderLayer(nn.Module):
         cache: StaticKVCache,
         start: Position,
         attention: AttentionBackend,
+        mask: Tensor | None,
     ) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention)
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention, mask)
         out: Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return out
 
@@ -206,12 +204,22 @@ class DeepSeekLLM(nn.Module):
     def run_layers(self, inputs_embeds: Tensor, cache: StaticKVCache, start: Position) -> Tensor:
         """Positions start.. of every row through the decoder layers and the final norm, writing the cache."""
         t = inputs_embeds.shape[1]
+        mask = None
         if isinstance(start, Tensor):
             positions = start.view(1, 1)
+            mask = visible_mask(start, cache.max_length, inputs_embeds.dtype)
         else:
             positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
         rope = self.model.rotary_emb(inputs_embeds, positions)
         x = inputs_embeds
         for layer in self.model.layers:
-            x = layer(x, rope, cache, start, self.attention)
+            x = layer(x, rope, cache, start, self.attention, mask)
         return self.model.norm(x)  # type: ignore[no-any-return]
+
+
+def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:
+    """Additive attention mask [1, 1, 1, length] of one query at `position` over a whole cache: 0 up to and
+    including it, -inf beyond. Built once per step and shared by every layer."""
+    visible = torch.arange(length, device=position.device) <= position
+    mask = torch.zeros(length, dtype=dtype, device=position.device).masked_fill(~visible, float("-inf"))
+    return mask.view(1, 1, 1, length)

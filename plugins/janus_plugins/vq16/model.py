@@ -5,7 +5,7 @@ Same architecture and parameter names as the official `VQModel` (LlamaGen's VQGA
 asymmetric (0,1,0,1) zero pad + stride-2 conv to downsample, nearest x2 + conv to upsample, single-head
 spatial attention at the lowest resolution, and a codebook compared and looked up on the unit sphere.
 Inference only: no losses, no dropout. The encoder and decoder run in `janus_sdk.compute`'s compute dtype
-(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode takes an hour).
+(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour).
 """
 
 from __future__ import annotations
