@@ -103,8 +103,26 @@ def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float)
     ]
 
 
+def vq_notes(results: dict[str, Any]) -> list[str]:
+    """One line per system whose VQ decode ran past --vq-budget: how far it got, and the ratio it implies."""
+    ours = _entry(results, "ours", "vq")
+    lines = []
+    for system in SYSTEMS:
+        entry = _entry(results, system, "vq")
+        if entry is None or "stopped_after_s" not in entry:
+            continue
+        bound = entry["stopped_after_s"]
+        ratio = f"; {system}/ours > {bound / ours['best_s']:.0f}x" if ours and "best_s" in ours else ""
+        lines.append(
+            f"{system}: VQ decode stopped at the time budget, {bound:.3g} s into its "
+            f"{'warm-up' if entry['warm_up'] else 'timed'} run, after {entry['convolutions_run']} of "
+            f"{entry['convolutions']} convolutions: it takes more than {bound:.3g} s{ratio}."
+        )
+    return lines
+
+
 def vq_rows(results: dict[str, Any]) -> list[Row]:
-    return [Row("VQ decode, 1 image 384x384, s (best)", _values(results, "vq", lambda e: e["best_s"]),
+    return [Row("VQ decode, 1 image 384x384, s (best)", _values(results, "vq", lambda e: e.get("best_s")),
                 target="transformers/ours >= 1.5x")]
 
 

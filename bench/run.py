@@ -61,14 +61,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=_csv(int), default=(1, 4), help="images per text-to-image run, e.g. 1,4")
     parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=None,
                         help=f"subset of {','.join(WORKLOADS)} (default: all on CUDA; "
-                             f"{','.join(CPU_DEFAULT)} on the CPU, where one bfloat16 VQ decode at 1B size "
-                             "can take tens of minutes)")
+                             f"{','.join(CPU_DEFAULT)} on the CPU, where a peer's bfloat16 VQ decode at 1B "
+                             "size runs into --vq-budget)")
     parser.add_argument("--systems", type=_csv(str, SYSTEMS), default=SYSTEMS,
                         help=f"subset of {','.join(SYSTEMS)}")
     parser.add_argument("--model-size", choices=MODEL_SIZES, default="1b")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for every system (default: torch's default here)")
     parser.add_argument("--vq-repeats", type=int, default=1, help="timed VQ decodes after the warm-up one")
+    parser.add_argument("--vq-budget", type=float, default=600.0,
+                        help="seconds after which a VQ decode is stopped and reported as a lower bound")
     parser.add_argument("--attention", default=None, help="our attention backend (default: the config's)")
     parser.add_argument("--linear", default=None,
                         help="the linear backend of 'ours' (default: the config's 'auto'); "
@@ -163,6 +165,7 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
     ]
     if "vq" not in args.workloads:
         lines.append("VQ decode not run (the default on the CPU); add it with --workloads t2i,understand,vq.")
+    lines += report.vq_notes(results)
     failed = [f"{s}: {r['error']}" for s, r in results.items() if "error" in r]
     failed += [f"{s} {w}: {e['error']}" for s, r in results.items() for w, e in r.get("results", {}).items()
                if e and "error" in e]
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {system} ==", file=sys.stderr, flush=True)
         spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
                           threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
-                          vq_repeats=args.vq_repeats, attention=args.attention, linear=args.linear)
+                          vq_repeats=args.vq_repeats, vq_budget_s=args.vq_budget, attention=args.attention,
+                          linear=args.linear)
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)

@@ -48,6 +48,7 @@ class WorkerSpec:
     n: tuple[int, ...]
     workloads: tuple[str, ...]
     vq_repeats: int
+    vq_budget_s: float
     attention: str | None = None
     linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
     seed: int = 0
@@ -129,7 +130,8 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         jobs.append(("understand", partial(workloads.understand, system, device, embeds, spec.tokens),
                      embeds.shape[1] + spec.tokens))
     if "vq" in spec.workloads:
-        jobs.append(("vq", partial(workloads.vq_decode, system, device, codes, spec.vq_repeats), 0))
+        vq = partial(workloads.vq_decode, system, device, codes, spec.vq_repeats, spec.vq_budget_s)
+        jobs.append(("vq", vq, 0))
 
     payload: dict[str, Any] = {
         "spec": asdict(spec), "build_s": build_s, "weight_bytes": unique_bytes(system.module.state_dict()),
