@@ -65,3 +65,11 @@ def test_native_bfloat16_cpu_calls_the_module_as_it_is(monkeypatch: pytest.Monke
         expected = module(x)
     assert seen[0] == (torch.bfloat16, torch.bfloat16)
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def test_a_module_without_weights_is_simply_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_capability(monkeypatch, "AVX2")
+    x = torch.randn(3).to(torch.bfloat16)
+    out = run_in_compute_dtype(nn.ReLU(), x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, x.relu(), atol=0, rtol=0)

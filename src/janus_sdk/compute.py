@@ -33,11 +33,10 @@ def run_in_compute_dtype(module: nn.Module, *inputs: Tensor) -> Tensor:
 
     When that differs from the stored dtype, the module's floating parameters and buffers are cast for this
     call only (one module's worth of float32 at a time: call it per block, not on a whole model) and so are
-    the floating inputs.
+    the floating inputs. A module without weights is simply called.
     """
-    weight = next(itertools.chain(module.parameters(), module.buffers()))
-    target = compute_dtype(weight.dtype, weight.device)
-    if target == weight.dtype:
+    weight = next(itertools.chain(module.parameters(), module.buffers()), None)
+    if weight is None or (target := compute_dtype(weight.dtype, weight.device)) == weight.dtype:
         out: Tensor = module(*inputs)
         return out
     tensors = itertools.chain(module.named_parameters(), module.named_buffers())
