@@ -52,4 +52,4 @@ def register_attention_backends(register: Register) -> None:
 
 @hookimpl
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    return "avx2" if kernels_usable(device, dtype, "attention") else None
+    return "avx2" if kernels_usable(device, dtype, "attention 'auto' picks sdpa") else None

@@ -82,7 +82,9 @@ def test_avx2_refuses_other_devices_and_dtypes() -> None:
         backend.check(torch.device("cpu"), torch.float16)
 
 
-def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from torch.utils import cpp_extension
 
     def broken_compiler(*args: object, **kwargs: object) -> None:
@@ -98,6 +100,7 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(monkeypatch: 
         int8 = Int8Linear()
         int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
         assert not int8.use_kernel
+        assert "linear 'int8' uses a dequantizing matmul" in caplog.text
     finally:
         kernel_module.avx2_kernels.cache_clear()
 
@@ -111,6 +114,11 @@ def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     _kernel_or_skip()
     assert choose(torch.device("cpu"), torch.bfloat16) == "avx2"
+    int8 = Int8Linear()
+    int8.check(torch.device("meta"), torch.float32)  # the kernel only ever serves the CPU
+    assert not int8.use_kernel
+    int8.check(torch.device("cpu"), torch.bfloat16)
+    assert int8.use_kernel
 
 
 def test_int8_quantization_is_per_output_feature_and_round_to_nearest() -> None:

@@ -12,19 +12,14 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from janus_plugins.attention import NoOptions
-from janus_plugins.linear.kernels import avx2_kernels, cpu_has_avx2, kernels_usable, require_kernels
+from janus_plugins.linear.kernels import kernels_usable, require_kernels
 from janus_plugins.linear.packed import PackedLinear
-from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
-
-log = logging.getLogger(__name__)
 
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
 
@@ -65,12 +60,7 @@ class Int8Linear:
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         """Runs anywhere; on AVX2 CPUs through the kernel when it compiles (else a dequantizing matmul)."""
-        if device.type == "cpu" and cpu_has_avx2():
-            try:
-                avx2_kernels()
-                self.use_kernel = True
-            except BackendUnavailableError as exc:
-                log.warning("int8 linear layers fall back to a dequantizing matmul: %s", exc)
+        self.use_kernel = kernels_usable(device, dtype, "linear 'int8' uses a dequantizing matmul")
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         quantized, scale = quantize_rows(linear.weight.detach())
@@ -116,4 +106,4 @@ def register_linear_backends(register: Register) -> None:
 
 @hookimpl
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    return "avx2" if kernels_usable(device, dtype, "linear") else None
+    return "avx2" if kernels_usable(device, dtype, "linear 'auto' picks torch") else None

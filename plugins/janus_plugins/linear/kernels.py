@@ -47,12 +47,8 @@ def avx2_kernels() -> ModuleType:
             EXTENSION,
             [str(SOURCE)],
             build_directory=str(build),
-            extra_cflags=[
-                "-O3",
-                "-mavx2",
-                "-mfma",
-                "-fopenmp",
-            ],  # OpenMP: at::parallel_for uses torch's threads
+            # OpenMP: at::parallel_for runs on torch's threads
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
@@ -76,14 +72,14 @@ def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alterna
     return avx2_kernels()
 
 
-def kernels_usable(device: torch.device, dtype: torch.dtype, kind: str) -> bool:
-    """Whether "auto" should pick the `avx2` backend of `kind` here: an AVX2 CPU, float32/bfloat16, and
-    kernels that compile (a failure is logged, and "auto" falls back)."""
+def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> bool:
+    """Whether the kernels can serve here: an AVX2 CPU, float32/bfloat16, and kernels that compile. A failure
+    to compile is logged as "not using the AVX2 kernels: <fallback>" (e.g. "linear 'auto' picks torch")."""
     if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
         return False
     try:
         avx2_kernels()
     except BackendUnavailableError as exc:
-        log.warning("%s 'auto' does not use the AVX2 kernels: %s", kind, exc)
+        log.warning("not using the AVX2 kernels: %s; %s", fallback, exc)
         return False
     return True
