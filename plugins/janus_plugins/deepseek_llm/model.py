@@ -2,7 +2,8 @@
 
 Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention block and the cache are
 written here so that every step writes keys/values in place (no concatenation, no per-step allocation) and
-attention goes through the pipeline's AttentionBackend. Parameter names equal the official
+attention goes through the pipeline's AttentionBackend. The elementwise parts of a layer go through
+`layer_ops` (torch's ops, or the AVX2 kernels on the CPU). Parameter names equal the official
 `language_model.*` checkpoint keys.
 """
 
@@ -13,14 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from transformers.models.llama.modeling_llama import (
-    LlamaMLP,
-    LlamaRMSNorm,
-    LlamaRotaryEmbedding,
-    apply_rotary_pos_emb,
-)
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
+from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayerOps, layer_ops
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
@@ -37,11 +34,6 @@ class StaticKVCache:
     @property
     def max_length(self) -> int:
         return int(self.keys.shape[3])
-
-
-Position = int | Tensor
-"""Where a block of positions starts: an int, or a one-element int64 tensor for the single position of a
-captured decode step (the cache is then written with index_copy_ and read whole, masked beyond it)."""
 
 
 class DecodeGraph:
@@ -96,22 +88,15 @@ class Attention(nn.Module):
         start: Position,
         attention: AttentionBackend,
         mask: Tensor | None,
+        ops: TorchLayerOps,
     ) -> Tensor:
         """`mask` (with a Tensor `start` only): the additive mask over the whole cache, see `visible_mask`."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, *rope)
-        keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
-        if isinstance(start, Tensor):  # one position, at a place known only on the device
-            keys.index_copy_(2, start, k)
-            values.index_copy_(2, start, v)
-        else:
-            end = start + t
-            keys[:, :, start:end] = k
-            values[:, :, start:end] = v
-            keys, values = keys[:, :, :end], values[:, :, :end]
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim)
+        layer_keys, layer_values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
+        q, keys, values = ops.rotary_into_cache(q, k, v, rope, layer_keys, layer_values, start)
         if self.n_kv != self.n_heads:
             keys = keys.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             values = values.repeat_interleave(self.n_heads // self.n_kv, dim=1)
@@ -139,10 +124,12 @@ class DecoderLayer(nn.Module):
         start: Position,
         attention: AttentionBackend,
         mask: Tensor | None,
+        ops: TorchLayerOps,
     ) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache, start, attention, mask)
-        out: Tensor = x + self.mlp(self.post_attention_layernorm(x))
-        return out
+        normed = ops.rms_norm(x, self.input_layernorm)
+        attended = self.self_attn(normed, rope, cache, start, attention, mask, ops)
+        x, normed = ops.add_rms_norm(x, attended, self.post_attention_layernorm)
+        return x + ops.swiglu(self.mlp, normed)
 
 
 class LlamaStack(nn.Module):
@@ -169,6 +156,9 @@ class DeepSeekLLM(nn.Module):
         self.max_context = cfg.max_context
         self.model = LlamaStack(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        fits = cfg.hidden_act == "silu" and cfg.intermediate_size % 8 == 0 and head_dim % 16 == 0
+        self.layer_kernels = cfg.cpu_kernels and fits  # what the kernels are written for: SiLU, rows of 8
 
     def text_logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)  # type: ignore[no-any-return]
@@ -211,10 +201,16 @@ class DeepSeekLLM(nn.Module):
         else:
             positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
         rope = self.model.rotary_emb(inputs_embeds, positions)
+        ops = self.layer_ops(inputs_embeds)
         x = inputs_embeds
         for layer in self.model.layers:
-            x = layer(x, rope, cache, start, self.attention, mask)
-        return self.model.norm(x)  # type: ignore[no-any-return]
+            x = layer(x, rope, cache, start, self.attention, mask, ops)
+        return ops.rms_norm(x, self.model.norm)
+
+    def layer_ops(self, x: Tensor) -> TorchLayerOps:
+        """The AVX2 kernels for the elementwise parts where the config allows them and they fit the model,
+        else torch's ops."""
+        return layer_ops(x.device, x.dtype) if self.layer_kernels else TORCH_OPS
 
 
 def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:

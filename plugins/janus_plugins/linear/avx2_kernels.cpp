@@ -1,5 +1,6 @@
 // Decode-step kernels for AVX2 CPUs: a weight-streaming matmul for few rows, y = x @ w.T (* scale) (+ bias),
-// and attention of one query position over a KV cache.
+// attention of one query position over a KV cache, and the elementwise parts of a LLaMA decoder layer (RMSNorm,
+// rotary embedding with the cache write, SiLU gate), each one call where torch takes five to fifteen small ops.
 //
 // Each output row is a dot product of x with one weight row; a tile walks R weight rows once, feeding each
 // block of 16 weights to up to 3 rows of x, so the weights are read from memory once per call whatever the
@@ -178,6 +179,71 @@ void attend_one(const float* q, const T* k, const T* v, int64_t L, int64_t D, in
   }
 }
 
+
+// ---- The elementwise parts of a decoder layer, in float32 registers, rounded to the tensors' dtype exactly
+// where transformers' LLaMA modules round (so bfloat16 results match torch's bit for bit up to the order of a
+// sum or an exp's last float32 bit). Rows are multiples of 8 elements.
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const c10::BFloat16* p) { return widen8(reinterpret_cast<const uint16_t*>(p)); }
+
+// v rounded to T's precision (round to nearest even), still as float32.
+inline __m256 round_to(const float*, __m256 v) { return v; }
+inline __m256 round_to(const c10::BFloat16*, __m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+  return _mm256_castsi256_ps(_mm256_and_si256(rounded, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i high = _mm256_srli_epi32(_mm256_castps_si256(round_to(p, v)), 16);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+
+// e^x for x in [-87, 88] (clamped), relative error ~2e-7: Cephes' polynomial on x - n ln2, times 2^n.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
+}
+
+// transformers' LlamaRMSNorm of one row: x * rsqrt(mean(x^2) + eps) in float32, rounded to T, times the
+// weight, rounded to T.
+template <typename T>
+void rms_norm_row(const T* x, const T* w, float eps, int64_t n, T* y) {
+  __m256 squares = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) squares = _mm256_fmadd_ps(load8(x + i), load8(x + i), squares);
+  const __m256 r = _mm256_set1_ps(1.f / std::sqrt(horizontal_sum(squares) / static_cast<float>(n) + eps));
+  for (int64_t i = 0; i < n; i += 8) store8(y + i, _mm256_mul_ps(load8(w + i), round_to(y, _mm256_mul_ps(load8(x + i), r))));
+}
+
+template <typename F>
+void with_dtype(const torch::Tensor& t, F&& body) {
+  if (t.scalar_type() == torch::kFloat) {
+    body(float{});
+  } else if (t.scalar_type() == torch::kBFloat16) {
+    body(c10::BFloat16{});
+  } else {
+    TORCH_CHECK(false, "float32 or bfloat16 expected, got ", t.scalar_type());
+  }
+}
+
+void check_rows(const torch::Tensor& x, const torch::Tensor& weight) {
+  TORCH_CHECK(x.is_contiguous() && weight.is_contiguous() && x.scalar_type() == weight.scalar_type(),
+              "x and weight must be contiguous and of one dtype");
+  TORCH_CHECK(x.size(-1) == weight.numel() && weight.numel() % 8 == 0, "rows must have weight.numel() % 8 == 0");
+}
 }  // namespace
 
 // One decode step of attention: q [B, H, 1, D]; k, v [B, Hkv, L, D] with unit stride along D (views of a
@@ -274,7 +340,117 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   return out;
 }
 
+// RMSNorm of every row of x [..., n] (contiguous) with weight [n]: transformers' LlamaRMSNorm.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  check_rows(x, weight);
+  torch::Tensor y = torch::empty_like(x);
+  const int64_t n = weight.numel(), rows = x.numel() / n;
+  with_dtype(x, [&](auto zero) {
+    using T = decltype(zero);
+    for (int64_t m = 0; m < rows; ++m)
+      rms_norm_row(x.data_ptr<T>() + m * n, weight.data_ptr<T>(), static_cast<float>(eps), n, y.data_ptr<T>() + m * n);
+  });
+  return y;
+}
+
+// The residual add and the next RMSNorm: (x + delta rounded to x's dtype, rms_norm of that).
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& delta,
+                                                      const torch::Tensor& weight, double eps) {
+  check_rows(x, weight);
+  TORCH_CHECK(delta.sizes() == x.sizes() && delta.is_contiguous() && delta.scalar_type() == x.scalar_type(),
+              "delta must be contiguous, shaped and typed like x");
+  torch::Tensor sum = torch::empty_like(x), y = torch::empty_like(x);
+  const int64_t n = weight.numel(), rows = x.numel() / n;
+  with_dtype(x, [&](auto zero) {
+    using T = decltype(zero);
+    T* s = sum.data_ptr<T>();
+    for (int64_t i = 0; i < x.numel(); i += 8) store8(s + i, _mm256_add_ps(load8(x.data_ptr<T>() + i), load8(delta.data_ptr<T>() + i)));
+    for (int64_t m = 0; m < rows; ++m) rms_norm_row(s + m * n, weight.data_ptr<T>(), static_cast<float>(eps), n, y.data_ptr<T>() + m * n);
+  });
+  return {sum, y};
+}
+
+// Rotary embedding of positions start..start+T, as transformers' apply_rotary_pos_emb (x * cos +
+// rotate_half(x) * sin, each product rounded to the dtype): q [B, T, H, D] rotated in place; k [B, T, Hkv, D]
+// rotated into keys and v copied into values, both [B, Hkv, L, D] caches (unit stride along D), at positions
+// start..start+T. cos, sin: [T, D] (any leading ones).
+void rotary_into_cache(torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& cos,
+                       const torch::Tensor& sin, torch::Tensor& keys, torch::Tensor& values, int64_t start) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && keys.dim() == 4 && values.sizes() == keys.sizes(),
+              "q, k, v must be [B, T, heads, D] and the caches [B, heads, L, D]");
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), Hkv = k.size(2), L = keys.size(2);
+  TORCH_CHECK(k.size(0) == B && k.size(1) == T && k.size(3) == D && keys.size(0) == B && keys.size(1) == Hkv &&
+                  keys.size(3) == D && D % 16 == 0 && cos.numel() == T * D && sin.numel() == T * D,
+              "shapes do not match");
+  TORCH_CHECK(start >= 0 && start + T <= L, "positions ", start, "..", start + T, " do not fit a cache of ", L);
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() &&
+                  keys.stride(3) == 1 && values.strides() == keys.strides(),
+              "q, k, v, cos, sin must be contiguous and the caches laid out alike with unit stride along D");
+  for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&k, &v, &cos, &sin, &keys, &values})
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(), "all tensors must have q's dtype");
+  const int64_t half = D / 2;
+  with_dtype(q, [&](auto zero) {
+    using T_ = decltype(zero);
+    const T_* c = cos.data_ptr<T_>();
+    const T_* s = sin.data_ptr<T_>();
+    // out[:half] = x1 c1 - x2 s1, out[half:] = x2 c2 + x1 s2, every product and sum rounded to T_
+    auto rotate = [&](const T_* x, const T_* ct, const T_* st, T_* out) {
+      for (int64_t i = 0; i < half; i += 8) {
+        const __m256 x1 = load8(x + i), x2 = load8(x + half + i);
+        const __m256 lo = _mm256_sub_ps(round_to(out, _mm256_mul_ps(x1, load8(ct + i))), round_to(out, _mm256_mul_ps(x2, load8(st + i))));
+        const __m256 hi = _mm256_add_ps(round_to(out, _mm256_mul_ps(x2, load8(ct + half + i))), round_to(out, _mm256_mul_ps(x1, load8(st + half + i))));
+        store8(out + i, lo);
+        store8(out + half + i, hi);
+      }
+    };
+    T_* kc = keys.data_ptr<T_>();
+    T_* vc = values.data_ptr<T_>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        const T_* ct = c + t * D;
+        const T_* st = s + t * D;
+        for (int64_t h = 0; h < H; ++h) {
+          T_* x = q.data_ptr<T_>() + ((b * T + t) * H + h) * D;
+          rotate(x, ct, st, x);
+        }
+        for (int64_t h = 0; h < Hkv; ++h) {
+          const int64_t from = ((b * T + t) * Hkv + h) * D;
+          const int64_t to = b * keys.stride(0) + h * keys.stride(1) + (start + t) * keys.stride(2);
+          rotate(k.data_ptr<T_>() + from, ct, st, kc + to);
+          std::copy_n(v.data_ptr<T_>() + from, D, vc + to);
+        }
+      }
+  });
+}
+
+// silu(gate) rounded to the dtype, times up, rounded: the SwiGLU product of transformers' LlamaMLP.
+torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
+  TORCH_CHECK(gate.sizes() == up.sizes() && gate.is_contiguous() && up.is_contiguous() &&
+                  gate.scalar_type() == up.scalar_type() && gate.numel() % 8 == 0,
+              "gate and up must be contiguous, shaped and typed alike, numel % 8 == 0");
+  torch::Tensor out = torch::empty_like(gate);
+  with_dtype(gate, [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = gate.data_ptr<T>();
+    const T* u = up.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    const __m256 one = _mm256_set1_ps(1.f);
+    at::parallel_for(0, gate.numel() / 8, 512, [&](int64_t begin, int64_t end) {  // ~4 ns per element
+      for (int64_t i = begin * 8; i < end * 8; i += 8) {
+        const __m256 x = load8(g + i);
+        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+        store8(o + i, _mm256_mul_ps(round_to(o, silu), load8(u + i)));
+      }
+    });
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "y = x @ weight.T * scale + bias for few rows of x (AVX2)");
   m.def("decode_attention", &decode_attention, "softmax(q k^T * scale) v for one query position (AVX2)");
+  m.def("rms_norm", &rms_norm, "transformers' LlamaRMSNorm of every row (AVX2)");
+  m.def("add_rms_norm", &add_rms_norm, "(x + delta, rms_norm(x + delta)) (AVX2)");
+  m.def("rotary_into_cache", &rotary_into_cache, "rotary embedding of q in place, of k into the key cache (AVX2)");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up (AVX2)");
 }

@@ -1,0 +1,119 @@
+"""A decoder layer's elementwise parts: the AVX2 kernels give torch's results (bfloat16 to the bit where
+rounding allows), and the backbone picks them only where they run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
+
+from janus_plugins.attention import SDPAAttention
+from janus_plugins.deepseek_llm import DeepSeekLLM, DeepSeekLLMConfig
+from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, AVX2LayerOps, layer_ops
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
+DTYPES = [torch.float32, torch.bfloat16]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def kernels() -> AVX2LayerOps:
+    ops = layer_ops(CPU, torch.float32)
+    if not isinstance(ops, AVX2LayerOps):
+        pytest.skip("the AVX2 kernels cannot run here")
+    return ops
+
+
+def one_ulp(dtype: torch.dtype) -> dict[str, float]:
+    """Tolerances of one unit in the last place (a sum or an exp done in another order)."""
+    return {"rtol": 2**-8 if dtype == torch.bfloat16 else 2e-6, "atol": 1e-6}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 1, 2048), (1, 5, 64)])
+def test_rms_norm_and_residual_add(kernels: AVX2LayerOps, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x, delta = (torch.randn(shape).to(dtype) for _ in range(2))
+    norm = LlamaRMSNorm(shape[-1], eps=1e-6)
+    norm.weight.data = torch.randn(shape[-1])
+    norm = norm.to(dtype)
+    torch.testing.assert_close(kernels.rms_norm(x, norm), TORCH_OPS.rms_norm(x, norm), **one_ulp(dtype))
+    total, normed = kernels.add_rms_norm(x, delta, norm)
+    expected_total, expected_normed = TORCH_OPS.add_rms_norm(x, delta, norm)
+    assert torch.equal(total, expected_total)
+    torch.testing.assert_close(normed, expected_normed, **one_ulp(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("tokens", "start", "heads", "kv_heads"), [(1, 7, 4, 4), (3, 0, 4, 2), (5, 2, 2, 1)])
+def test_rotary_writes_the_cache_as_torch_does(
+    kernels: AVX2LayerOps, dtype: torch.dtype, tokens: int, start: int, heads: int, kv_heads: int
+) -> None:
+    torch.manual_seed(tokens)
+    rows, head_dim, length = 2, 32, 12
+    q = torch.randn(rows, tokens, heads, head_dim).to(dtype)
+    k, v = (torch.randn(rows, tokens, kv_heads, head_dim).to(dtype) for _ in range(2))
+    angles = torch.randn(1, tokens, head_dim // 2) * 50
+    cos, sin = (f(torch.cat([angles, angles], -1)).to(dtype) for f in (torch.cos, torch.sin))
+    caches = [torch.randn(rows, kv_heads, length, head_dim).to(dtype) for _ in range(2)]
+    expected_caches = [c.clone() for c in caches]
+    got = kernels.rotary_into_cache(q.clone(), k, v, (cos, sin), *caches, start)
+    expected = TORCH_OPS.rotary_into_cache(q.clone(), k, v, (cos, sin), *expected_caches, start)
+    for ours, theirs in zip(got, expected, strict=True):  # q, and the keys and values up to start + tokens
+        assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+    for ours, theirs in zip(caches, expected_caches, strict=True):  # positions after them left alone
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_swiglu(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=176, hidden_act="silu")).to(dtype)
+    for p in mlp.parameters():
+        p.data.normal_(0, 0.3)  # gates from about -10 to 10: both tails of the sigmoid
+    x = torch.randn(3, 1, 64).to(dtype)
+    torch.testing.assert_close(kernels.swiglu(mlp, x), TORCH_OPS.swiglu(mlp, x), **one_ulp(dtype))
+
+
+def tiny_config(**overrides: object) -> DeepSeekLLMConfig:
+    params = json.loads((FIXTURE / "checkpoint" / "config.json").read_text())["language_config"]
+    params = {k: v for k, v in params.items() if k not in ("model_type", "torch_dtype")}
+    return DeepSeekLLMConfig(**{**params, **overrides})
+
+
+def tiny_llm(**overrides: object) -> DeepSeekLLM:
+    weights = load_file(FIXTURE / "checkpoint" / "model.safetensors")
+    state = {k.removeprefix("language_model."): v.float() for k, v in weights.items()}
+    model = DeepSeekLLM(tiny_config(**overrides), SDPAAttention())
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backbone_steps_agree_with_and_without_kernels(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
+    fast, plain = tiny_llm().to(dtype), tiny_llm(cpu_kernels=False).to(dtype)
+    prompt = torch.randn(2, 9, fast.hidden_size).to(dtype)
+    assert isinstance(fast.layer_ops(prompt), AVX2LayerOps) and plain.layer_ops(prompt) is TORCH_OPS
+    caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
+    tolerance = {"rtol": 0.02, "atol": 0.02} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-5}
+    with torch.inference_mode():
+        x = prompt
+        for start in (0, 9, 10, 11):  # a prefill, then decode steps
+            ours, theirs = (m.hidden_states(x, c, start) for m, c in zip((fast, plain), caches, strict=True))
+            torch.testing.assert_close(ours, theirs, **tolerance)
+            x = theirs[:, -1:]
+    torch.testing.assert_close(caches[0].keys, caches[1].keys, **tolerance)
+
+
+def test_torch_ops_where_the_kernels_do_not_run() -> None:
+    assert layer_ops(torch.device("meta"), torch.float32) is TORCH_OPS
+    assert layer_ops(CPU, torch.float16) is TORCH_OPS
+    with torch.device("meta"):
+        assert DeepSeekLLM(tiny_config(), SDPAAttention()).layer_kernels
+        assert not DeepSeekLLM(tiny_config(num_attention_heads=8), SDPAAttention()).layer_kernels  # head of 8
+        assert not DeepSeekLLM(tiny_config(hidden_act="gelu"), SDPAAttention()).layer_kernels
