@@ -49,6 +49,16 @@ def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
     return parse
 
 
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        if sep and key.strip():
+            return key.strip(), value  # a bare string
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (VALUE in JSON), got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--linear", default=None,
                         help="the linear backend of 'ours' (default: the config's 'auto'); "
                              "'ours-int8' uses int8")
+    parser.add_argument("--backbone", type=_param, action="append", default=[], metavar="KEY=JSON",
+                        help="a param of our LLM backbone, e.g. fused_layer_ops=false (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown report here")
     args = parser.parse_args(argv)
@@ -163,6 +175,9 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
         "Ratios peer/ours > 1 mean ours is faster (smaller). Per-token 'start'/'end' are medians over the "
         "window of decode steps named in the row; step 0 (prefill) is excluded from them.",
     ]
+    if args.backbone:
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in args.backbone)
+        lines.append(f"Our LLM backbone ran with {params} (--backbone), not its defaults.")
     if "vq" not in args.workloads:
         lines.append("VQ decode not run (the default on the CPU); add it with --workloads t2i,understand,vq.")
     lines += report.vq_notes(results)
@@ -210,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
                           threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
                           vq_repeats=args.vq_repeats, vq_budget_s=args.vq_budget, attention=args.attention,
-                          linear=args.linear)
+                          linear=args.linear, backbone=dict(args.backbone))
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)

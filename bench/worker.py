@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ class WorkerSpec:
     vq_budget_s: float
     attention: str | None = None
     linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
+    backbone: dict[str, Any] = field(default_factory=dict)  # over our LLM backbone's params (--backbone)
     seed: int = 0
 
     def to_json(self) -> str:
@@ -106,7 +107,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     start = time.perf_counter()
     linear = "torch" if spec.system in PEERS else OUR_LINEAR.get(spec.system, spec.linear)
     pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
-                      linear=linear)
+                      linear=linear, backbone=spec.backbone)
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None

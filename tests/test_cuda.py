@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from janus_plugins.deepseek_llm.layer_ops import CompiledLayerOps, TorchLayerOps
 from janus_sdk import BackendUnavailableError, JanusPipeline
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -115,3 +116,29 @@ def test_cuda_graph_decode_steps_match_eager_steps() -> None:
             )
         assert (cache.decode_graph is not None) == (name == "graphs")
     torch.testing.assert_close(out["graphs"], out["eager"], atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_layer_ops_match_torch_ops() -> None:
+    """On CUDA the layers' elementwise parts are compiled (the default) and give torch's results, in a prefill
+    and in captured decode steps."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    checkpoint = FIXTURE / "checkpoint"
+    fused = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
+    config = fused.config.model_copy(deep=True)
+    config.llm_backbone.params["fused_layer_ops"] = False
+    config.checkpoint = str(checkpoint)
+    plain = JanusPipeline.from_config(config)
+    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
+    embeds = golden["und_inputs_embeds"].cuda()
+    steps = torch.randn(4, 2, 1, embeds.shape[-1], device="cuda")
+    out = {}
+    for name, pipe in (("fused", fused), ("plain", plain)):
+        llm = pipe.model.language_model
+        expected = CompiledLayerOps if name == "fused" else TorchLayerOps
+        assert type(llm.layer_ops(embeds)) is expected
+        cache = llm.new_cache(2, embeds.shape[1] + 8)
+        with torch.inference_mode():
+            prefill = llm.hidden_states(embeds.expand(2, -1, -1), cache, 0)
+            decoded = [llm.hidden_states(s, cache, embeds.shape[1] + i) for i, s in enumerate(steps)]
+        out[name] = torch.cat([prefill[:, -1:], *decoded], dim=1)
+    torch.testing.assert_close(out["fused"], out["plain"], atol=1e-4, rtol=1e-4)

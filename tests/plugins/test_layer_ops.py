@@ -4,6 +4,7 @@ rounding allows), and the backbone picks them only where they run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,15 @@ from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.deepseek_llm import DeepSeekLLM, DeepSeekLLMConfig
-from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, AVX2LayerOps, layer_ops
+from janus_plugins.deepseek_llm.layer_ops import (
+    TORCH_OPS,
+    AVX2LayerOps,
+    CompiledLayerOps,
+    add_rms_norm,
+    layer_ops,
+    rms_norm,
+    silu_mul,
+)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
 DTYPES = [torch.float32, torch.bfloat16]
@@ -96,7 +105,7 @@ def tiny_llm(**overrides: object) -> DeepSeekLLM:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backbone_steps_agree_with_and_without_kernels(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
-    fast, plain = tiny_llm().to(dtype), tiny_llm(cpu_kernels=False).to(dtype)
+    fast, plain = tiny_llm().to(dtype), tiny_llm(fused_layer_ops=False).to(dtype)
     prompt = torch.randn(2, 9, fast.hidden_size).to(dtype)
     assert isinstance(fast.layer_ops(prompt), AVX2LayerOps) and plain.layer_ops(prompt) is TORCH_OPS
     caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
@@ -110,10 +119,43 @@ def test_backbone_steps_agree_with_and_without_kernels(kernels: AVX2LayerOps, dt
     torch.testing.assert_close(caches[0].keys, caches[1].keys, **tolerance)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_function_forms_compute_as_the_transformers_modules(dtype: torch.dtype) -> None:
+    """What CompiledLayerOps compiles: the modules' own arithmetic, so the same bits before compiling."""
+    torch.manual_seed(2)
+    norm = LlamaRMSNorm(64, eps=1e-5)
+    norm.weight.data = torch.randn(64)
+    norm = norm.to(dtype)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=96, hidden_act="silu")).to(dtype)
+    x, delta = torch.randn(2, 3, 64).to(dtype), torch.randn(2, 3, 64).to(dtype)
+    assert torch.equal(rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
+    assert torch.equal(add_rms_norm(x, delta, norm.weight, 1e-5)[1], norm(x + delta))
+    assert torch.equal(mlp.down_proj(silu_mul(mlp.gate_proj(x), mlp.up_proj(x))), mlp(x))
+
+
+HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_ops_step_as_torch_ops_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CompiledLayerOps (CUDA's choice) through torch.compile's CPU backend: a prefill and decode steps."""
+    fast, plain = tiny_llm(), tiny_llm(fused_layer_ops=False)
+    compiled = CompiledLayerOps()
+    monkeypatch.setattr(fast, "layer_ops", lambda _: compiled)
+    caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
+    x = torch.randn(2, 9, fast.hidden_size)
+    with torch.inference_mode():
+        for start in (0, 9, 10):
+            ours = fast.hidden_states(x, caches[0], start)
+            theirs = plain.hidden_states(x, caches[1], start)
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+            x = theirs[:, -1:]
+
+
 def test_torch_ops_where_the_kernels_do_not_run() -> None:
     assert layer_ops(torch.device("meta"), torch.float32) is TORCH_OPS
     assert layer_ops(CPU, torch.float16) is TORCH_OPS
     with torch.device("meta"):
-        assert DeepSeekLLM(tiny_config(), SDPAAttention()).layer_kernels
-        assert not DeepSeekLLM(tiny_config(num_attention_heads=8), SDPAAttention()).layer_kernels  # head of 8
-        assert not DeepSeekLLM(tiny_config(hidden_act="gelu"), SDPAAttention()).layer_kernels
+        assert DeepSeekLLM(tiny_config(), SDPAAttention()).fuse_layer_ops
+        assert not DeepSeekLLM(tiny_config(num_attention_heads=8), SDPAAttention()).fuse_layer_ops  # D=8
+        assert not DeepSeekLLM(tiny_config(hidden_act="gelu"), SDPAAttention()).fuse_layer_ops

@@ -158,7 +158,7 @@ class DeepSeekLLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         fits = cfg.hidden_act == "silu" and cfg.intermediate_size % 8 == 0 and head_dim % 16 == 0
-        self.layer_kernels = cfg.cpu_kernels and fits  # what the kernels are written for: SiLU, rows of 8
+        self.fuse_layer_ops = cfg.fused_layer_ops and fits  # what the kernels are written for
 
     def text_logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)  # type: ignore[no-any-return]
@@ -208,9 +208,9 @@ class DeepSeekLLM(nn.Module):
         return ops.rms_norm(x, self.model.norm)
 
     def layer_ops(self, x: Tensor) -> TorchLayerOps:
-        """The AVX2 kernels for the elementwise parts where the config allows them and they fit the model,
-        else torch's ops."""
-        return layer_ops(x.device, x.dtype) if self.layer_kernels else TORCH_OPS
+        """The fused elementwise parts for x's device and dtype where the config allows them and they fit the
+        model, else torch's ops."""
+        return layer_ops(x.device, x.dtype) if self.fuse_layer_ops else TORCH_OPS
 
 
 def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:
