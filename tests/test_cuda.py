@@ -135,7 +135,8 @@ def test_compiled_layer_ops_match_torch_ops() -> None:
     for name, pipe in (("fused", fused), ("plain", plain)):
         llm = pipe.model.language_model
         expected = CompiledLayerOps if name == "fused" else TorchLayerOps
-        assert type(llm.layer_ops(embeds)) is expected
+        assert type(llm.layer_ops(embeds, captured=True)) is expected
+        assert type(llm.layer_ops(embeds)) is TorchLayerOps  # a prefill
         cache = llm.new_cache(2, embeds.shape[1] + 8)
         with torch.inference_mode():
             prefill = llm.hidden_states(embeds.expand(2, -1, -1), cache, 0)

@@ -32,7 +32,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def kernels() -> AVX2LayerOps:
-    ops = layer_ops(CPU, torch.float32)
+    ops = layer_ops(CPU, torch.float32, captured=False)
     if not isinstance(ops, AVX2LayerOps):
         pytest.skip("the AVX2 kernels cannot run here")
     return ops
@@ -141,7 +141,7 @@ def test_compiled_ops_step_as_torch_ops_do(monkeypatch: pytest.MonkeyPatch) -> N
     """CompiledLayerOps (CUDA's choice) through torch.compile's CPU backend: a prefill and decode steps."""
     fast, plain = tiny_llm(), tiny_llm(fused_layer_ops=False)
     compiled = CompiledLayerOps()
-    monkeypatch.setattr(fast, "layer_ops", lambda _: compiled)
+    monkeypatch.setattr(fast, "layer_ops", lambda *_, **__: compiled)
     caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
     x = torch.randn(2, 9, fast.hidden_size)
     with torch.inference_mode():
@@ -153,8 +153,9 @@ def test_compiled_ops_step_as_torch_ops_do(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_torch_ops_where_the_kernels_do_not_run() -> None:
-    assert layer_ops(torch.device("meta"), torch.float32) is TORCH_OPS
-    assert layer_ops(CPU, torch.float16) is TORCH_OPS
+    assert layer_ops(torch.device("meta"), torch.float32, captured=False) is TORCH_OPS
+    assert layer_ops(CPU, torch.float16, captured=False) is TORCH_OPS
+    assert layer_ops(torch.device("cuda"), torch.bfloat16, captured=False) is TORCH_OPS  # a CUDA prefill
     with torch.device("meta"):
         assert DeepSeekLLM(tiny_config(), SDPAAttention()).fuse_layer_ops
         assert not DeepSeekLLM(tiny_config(num_attention_heads=8), SDPAAttention()).fuse_layer_ops  # D=8

@@ -41,9 +41,11 @@ class DecodeGraph:
 
     Inputs go through static buffers: the embeddings [B, 1, hidden] and the position. Warm-up and capture use
     the cache's last slot, which real steps never write (the last sampled token is not fed back) and never
-    attend to (the mask stops at the current position).
+    attend to (the mask stops at the current position). All of it runs in inference mode whatever the
+    caller's, so the compiled parts of the step see one kind of tensor.
     """
 
+    @torch.inference_mode()
     def __init__(
         self, step: Callable[[Tensor, StaticKVCache, Tensor], Tensor], embeds: Tensor, cache: StaticKVCache
     ) -> None:
@@ -60,9 +62,10 @@ class DecodeGraph:
             self.hidden = step(self.embeds, cache, self.position)
 
     def __call__(self, embeds: Tensor, start: int) -> Tensor:
-        self.embeds.copy_(embeds)
-        self.position.fill_(start)
-        self.graph.replay()
+        with torch.inference_mode():
+            self.embeds.copy_(embeds)
+            self.position.fill_(start)
+            self.graph.replay()
         return self.hidden.clone()  # the next replay overwrites the static output
 
 
@@ -201,16 +204,16 @@ class DeepSeekLLM(nn.Module):
         else:
             positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
         rope = self.model.rotary_emb(inputs_embeds, positions)
-        ops = self.layer_ops(inputs_embeds)
+        ops = self.layer_ops(inputs_embeds, captured=isinstance(start, Tensor))
         x = inputs_embeds
         for layer in self.model.layers:
             x = layer(x, rope, cache, start, self.attention, mask, ops)
         return ops.rms_norm(x, self.model.norm)
 
-    def layer_ops(self, x: Tensor) -> TorchLayerOps:
-        """The fused elementwise parts for x's device and dtype where the config allows them and they fit the
-        model, else torch's ops."""
-        return layer_ops(x.device, x.dtype) if self.fuse_layer_ops else TORCH_OPS
+    def layer_ops(self, x: Tensor, *, captured: bool = False) -> TorchLayerOps:
+        """The fused elementwise parts for x's device and dtype (and a captured CUDA step or not) where the
+        config allows them and they fit the model, else torch's ops."""
+        return layer_ops(x.device, x.dtype, captured=captured) if self.fuse_layer_ops else TORCH_OPS
 
 
 def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:
