@@ -58,6 +58,15 @@ def test_rms_norm_and_residual_add(kernels: AVX2LayerOps, dtype: torch.dtype, sh
     torch.testing.assert_close(normed, expected_normed, **one_ulp(dtype))
 
 
+def test_norm_weights_of_another_dtype_go_to_torch(kernels: AVX2LayerOps) -> None:
+    norm = LlamaRMSNorm(64, eps=1e-6)  # float32 weights
+    x = torch.randn(2, 1, 64).to(torch.bfloat16)
+    assert torch.equal(kernels.rms_norm(x, norm), TORCH_OPS.rms_norm(x, norm))
+    expected = TORCH_OPS.add_rms_norm(x, x, norm)
+    for ours, theirs in zip(kernels.add_rms_norm(x, x, norm), expected, strict=True):
+        assert torch.equal(ours, theirs)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("tokens", "start", "heads", "kv_heads"), [(1, 7, 4, 4), (3, 0, 4, 2), (5, 2, 2, 1)])
 def test_rotary_writes_the_cache_as_torch_does(

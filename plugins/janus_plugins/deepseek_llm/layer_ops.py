@@ -12,6 +12,7 @@ within the order of a sum).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from types import ModuleType
 
@@ -98,10 +99,14 @@ class AVX2LayerOps(TorchLayerOps):
         self.kernels = kernels
 
     def rms_norm(self, x: Tensor, norm: LlamaRMSNorm) -> Tensor:
+        if norm.weight.dtype != x.dtype:  # the kernel takes one dtype
+            return super().rms_norm(x, norm)
         out: Tensor = self.kernels.rms_norm(x.contiguous(), norm.weight, norm.variance_epsilon)
         return out
 
     def add_rms_norm(self, x: Tensor, delta: Tensor, norm: LlamaRMSNorm) -> tuple[Tensor, Tensor]:
+        if not x.dtype == delta.dtype == norm.weight.dtype:
+            return super().add_rms_norm(x, delta, norm)
         total, normed = self.kernels.add_rms_norm(
             x.contiguous(), delta.contiguous(), norm.weight, norm.variance_epsilon
         )
@@ -176,13 +181,7 @@ def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> To
     if device.type == "cpu":
         usable = kernels_usable(device, dtype, "decoder layers use torch ops")
         return AVX2LayerOps(avx2_kernels()) if usable else TORCH_OPS
-    if device.type == "cuda" and captured and has_triton():
+    if device.type == "cuda" and captured and importlib.util.find_spec("triton") is not None:
         log.info("janus-sdk: decoder layers' elementwise parts compile with torch.compile on first use")
         return CompiledLayerOps()
     return TORCH_OPS
-
-
-def has_triton() -> bool:
-    from torch.utils._triton import has_triton as torch_has_triton
-
-    return bool(torch_has_triton())
