@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from janus_plugins.deepseek_llm.layer_ops import CompiledLayerOps, TorchLayerOps
+from janus_plugins.deepseek_llm.model import DeepSeekLLM, StaticKVCache
 from janus_sdk import BackendUnavailableError, JanusPipeline
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -93,53 +94,54 @@ def test_linear_backends_on_cuda() -> None:
     assert len(int8.generate_images("a red cube", n=2, seed=0)) == 2
 
 
-def test_cuda_graph_decode_steps_match_eager_steps() -> None:
-    """The captured decode step (default on CUDA) against the same steps launched one kernel at a time."""
+def default_and_without(param: str) -> tuple[JanusPipeline, JanusPipeline]:
+    """The fixture's float32 CUDA pipeline as configured, and the same with backbone `param` off."""
     torch.backends.cuda.matmul.allow_tf32 = False
     checkpoint = FIXTURE / "checkpoint"
-    graphs = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
-    config = graphs.config.model_copy(deep=True)
-    config.llm_backbone.params["cuda_graphs"] = False
+    default = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
+    config = default.config.model_copy(deep=True)
+    config.llm_backbone.params[param] = False
     config.checkpoint = str(checkpoint)
-    eager = JanusPipeline.from_config(config)
-    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
-    embeds = golden["und_inputs_embeds"].cuda()
-    steps = torch.randn(6, 1, 1, embeds.shape[-1], device="cuda")
-    out = {}
-    for name, pipe in (("graphs", graphs), ("eager", eager)):
-        llm = pipe.model.language_model
-        cache = llm.new_cache(1, embeds.shape[1] + 8)
-        with torch.inference_mode():
-            llm.hidden_states(embeds, cache, 0)
-            out[name] = torch.cat(
-                [llm.hidden_states(s, cache, embeds.shape[1] + i) for i, s in enumerate(steps)]
-            )
-        assert (cache.decode_graph is not None) == (name == "graphs")
-    torch.testing.assert_close(out["graphs"], out["eager"], atol=1e-4, rtol=1e-4)
+    return default, JanusPipeline.from_config(config)
+
+
+def backbone(pipe: JanusPipeline) -> DeepSeekLLM:
+    llm = pipe.model.language_model
+    assert isinstance(llm, DeepSeekLLM)
+    return llm
+
+
+def prefill_then_steps(pipe: JanusPipeline, steps: torch.Tensor) -> tuple[torch.Tensor, StaticKVCache]:
+    """The golden understanding prompt on each row, then decode steps [n, rows, 1, hidden]: hidden states
+    [rows, 1 + n, hidden] (the prompt's last position, then every step) and the cache they wrote."""
+    llm = backbone(pipe)
+    embeds = load_file(FIXTURE / "golden" / "golden.safetensors")["und_inputs_embeds"].cuda()
+    rows, length = steps.shape[1], embeds.shape[1]
+    cache = llm.new_cache(rows, length + steps.shape[0] + 2)
+    with torch.inference_mode():
+        prefill = llm.hidden_states(embeds.expand(rows, -1, -1), cache, 0)
+        decoded = [llm.hidden_states(step, cache, length + i) for i, step in enumerate(steps)]
+    return torch.cat([prefill[:, -1:], *decoded], dim=1), cache
+
+
+def test_cuda_graph_decode_steps_match_eager_steps() -> None:
+    """The captured decode step (default on CUDA) against the same steps launched one kernel at a time."""
+    graphs, eager = default_and_without("cuda_graphs")
+    steps = torch.randn(6, 1, 1, backbone(graphs).hidden_size, device="cuda")
+    (captured, cache), (launched, eager_cache) = (prefill_then_steps(p, steps) for p in (graphs, eager))
+    assert cache.decode_graph is not None and eager_cache.decode_graph is None
+    torch.testing.assert_close(captured, launched, atol=1e-4, rtol=1e-4)
 
 
 def test_compiled_layer_ops_match_torch_ops() -> None:
-    """On CUDA the layers' elementwise parts are compiled (the default) and give torch's results, in a prefill
-    and in captured decode steps."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    checkpoint = FIXTURE / "checkpoint"
-    fused = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
-    config = fused.config.model_copy(deep=True)
-    config.llm_backbone.params["fused_layer_ops"] = False
-    config.checkpoint = str(checkpoint)
-    plain = JanusPipeline.from_config(config)
-    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
-    embeds = golden["und_inputs_embeds"].cuda()
-    steps = torch.randn(4, 2, 1, embeds.shape[-1], device="cuda")
-    out = {}
-    for name, pipe in (("fused", fused), ("plain", plain)):
-        llm = pipe.model.language_model
-        expected = CompiledLayerOps if name == "fused" else TorchLayerOps
-        assert type(llm.layer_ops(embeds, captured=True)) is expected
-        assert type(llm.layer_ops(embeds)) is TorchLayerOps  # a prefill
-        cache = llm.new_cache(2, embeds.shape[1] + 8)
-        with torch.inference_mode():
-            prefill = llm.hidden_states(embeds.expand(2, -1, -1), cache, 0)
-            decoded = [llm.hidden_states(s, cache, embeds.shape[1] + i) for i, s in enumerate(steps)]
-        out[name] = torch.cat([prefill[:, -1:], *decoded], dim=1)
-    torch.testing.assert_close(out["fused"], out["plain"], atol=1e-4, rtol=1e-4)
+    """On CUDA the layers' elementwise parts are compiled (the default) inside the captured step and give
+    torch's results; a prefill keeps torch's ops."""
+    fused, plain = default_and_without("fused_layer_ops")
+    llm = backbone(fused)
+    x = torch.zeros(1, 1, llm.hidden_size, device="cuda")
+    assert type(llm.layer_ops(x, captured=True)) is CompiledLayerOps
+    assert type(llm.layer_ops(x)) is TorchLayerOps  # a prefill
+    assert type(backbone(plain).layer_ops(x, captured=True)) is TorchLayerOps
+    steps = torch.randn(4, 2, 1, llm.hidden_size, device="cuda")
+    (compiled, _), (torch_ops, _) = (prefill_then_steps(p, steps) for p in (fused, plain))
+    torch.testing.assert_close(compiled, torch_ops, atol=1e-4, rtol=1e-4)

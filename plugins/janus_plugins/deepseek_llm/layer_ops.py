@@ -4,7 +4,8 @@ compiled by torch.compile into fused kernels.
 
 Around the ~170 weight-streaming matmuls of a 1B decode step sit ~1,300 small torch ops (a LLaMA RMSNorm is
 8 of them, the rotary embedding 14). On a CPU they cost tens of microseconds each: about 30 ms of a bfloat16
-step of 190 ms. On a GPU each is a kernel of its own: most of a captured step's ~1,100 kernels. The AVX2
+step of 190 ms (measured on a 2-core EPYC). On a GPU each is a kernel of its own, most of a captured step's
+kernels; compiled, an H200 step went from 3.2 to 2.0 ms (bench/RESULTS.md). The AVX2
 kernels round where transformers' modules round, so bfloat16 results equal torch's bit for bit (float32
 within the order of a sum).
 """
@@ -138,8 +139,8 @@ class AVX2LayerOps(TorchLayerOps):
 
 
 class CompiledLayerOps(TorchLayerOps):
-    """The same ops as functions of tensors, compiled by torch.compile (Triton kernels on CUDA): a captured
-    1B decode step goes from ~45 kernels per layer to ~20 (3.2 -> 2.0 ms on an H200).
+    """The same ops as functions of tensors, compiled by torch.compile (Triton kernels on CUDA): each part
+    becomes one or two kernels where torch launches 5 to 15; a captured 1B step 3.2 -> 2.0 ms on an H200.
 
     For the captured decode step only, where every call is alike (one position, inference mode, a batch fixed
     per cache): each function compiles once per dtype and batch of one or more, on first use in a process.

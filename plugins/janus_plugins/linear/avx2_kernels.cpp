@@ -228,6 +228,14 @@ void rms_norm_row(const T* x, const T* w, float eps, int64_t n, T* y) {
   for (int64_t i = 0; i < n; i += 8) store8(y + i, _mm256_mul_ps(load8(w + i), round_to(y, _mm256_mul_ps(load8(x + i), r))));
 }
 
+// rms_norm_row over every row of x (numel elements, rows of weight.numel()) into y.
+template <typename T>
+void rms_norm_rows(const T* x, const torch::Tensor& weight, double eps, int64_t numel, T* y) {
+  const int64_t n = weight.numel();
+  const T* w = weight.data_ptr<T>();
+  for (int64_t m = 0; m < numel / n; ++m) rms_norm_row(x + m * n, w, static_cast<float>(eps), n, y + m * n);
+}
+
 template <typename F>
 void with_dtype(const torch::Tensor& t, F&& body) {
   if (t.scalar_type() == torch::kFloat) {
@@ -344,11 +352,9 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   check_rows(x, weight);
   torch::Tensor y = torch::empty_like(x);
-  const int64_t n = weight.numel(), rows = x.numel() / n;
   with_dtype(x, [&](auto zero) {
     using T = decltype(zero);
-    for (int64_t m = 0; m < rows; ++m)
-      rms_norm_row(x.data_ptr<T>() + m * n, weight.data_ptr<T>(), static_cast<float>(eps), n, y.data_ptr<T>() + m * n);
+    rms_norm_rows(x.data_ptr<T>(), weight, eps, x.numel(), y.data_ptr<T>());
   });
   return y;
 }
@@ -360,12 +366,13 @@ std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, co
   TORCH_CHECK(delta.sizes() == x.sizes() && delta.is_contiguous() && delta.scalar_type() == x.scalar_type(),
               "delta must be contiguous, shaped and typed like x");
   torch::Tensor sum = torch::empty_like(x), y = torch::empty_like(x);
-  const int64_t n = weight.numel(), rows = x.numel() / n;
   with_dtype(x, [&](auto zero) {
     using T = decltype(zero);
+    const T* a = x.data_ptr<T>();
+    const T* d = delta.data_ptr<T>();
     T* s = sum.data_ptr<T>();
-    for (int64_t i = 0; i < x.numel(); i += 8) store8(s + i, _mm256_add_ps(load8(x.data_ptr<T>() + i), load8(delta.data_ptr<T>() + i)));
-    for (int64_t m = 0; m < rows; ++m) rms_norm_row(s + m * n, weight.data_ptr<T>(), static_cast<float>(eps), n, y.data_ptr<T>() + m * n);
+    for (int64_t i = 0; i < x.numel(); i += 8) store8(s + i, _mm256_add_ps(load8(a + i), load8(d + i)));
+    rms_norm_rows(s, weight, eps, x.numel(), y.data_ptr<T>());
   });
   return {sum, y};
 }
@@ -403,6 +410,9 @@ void rotary_into_cache(torch::Tensor& q, const torch::Tensor& k, const torch::Te
         store8(out + half + i, hi);
       }
     };
+    T_* qp = q.data_ptr<T_>();
+    const T_* kp = k.data_ptr<T_>();
+    const T_* vp = v.data_ptr<T_>();
     T_* kc = keys.data_ptr<T_>();
     T_* vc = values.data_ptr<T_>();
     for (int64_t b = 0; b < B; ++b)
@@ -410,14 +420,14 @@ void rotary_into_cache(torch::Tensor& q, const torch::Tensor& k, const torch::Te
         const T_* ct = c + t * D;
         const T_* st = s + t * D;
         for (int64_t h = 0; h < H; ++h) {
-          T_* x = q.data_ptr<T_>() + ((b * T + t) * H + h) * D;
+          T_* x = qp + ((b * T + t) * H + h) * D;
           rotate(x, ct, st, x);
         }
         for (int64_t h = 0; h < Hkv; ++h) {
           const int64_t from = ((b * T + t) * Hkv + h) * D;
           const int64_t to = b * keys.stride(0) + h * keys.stride(1) + (start + t) * keys.stride(2);
-          rotate(k.data_ptr<T_>() + from, ct, st, kc + to);
-          std::copy_n(v.data_ptr<T_>() + from, D, vc + to);
+          rotate(kp + from, ct, st, kc + to);
+          std::copy_n(vp + from, D, vc + to);
         }
       }
   });
