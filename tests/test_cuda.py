@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+import janus_plugins.vq16.captured as vq_captured
+import janus_plugins.vq16.normalization as normalization
+from janus_plugins.attention import SDPAAttention, end_aligned_causal_mask, math_attention
 from janus_plugins.deepseek_llm.layer_ops import CompiledLayerOps, TorchLayerOps
 from janus_plugins.deepseek_llm.model import DeepSeekLLM, StaticKVCache
-from janus_sdk import BackendUnavailableError, JanusPipeline
+from janus_plugins.vq16 import VQ16
+from janus_sdk import BackendUnavailableError, JanusPipeline, cuda_graphs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -94,13 +101,16 @@ def test_linear_backends_on_cuda() -> None:
     assert len(int8.generate_images("a red cube", n=2, seed=0)) == 2
 
 
-def default_and_without(param: str) -> tuple[JanusPipeline, JanusPipeline]:
-    """The fixture's float32 CUDA pipeline as configured, and the same with backbone `param` off."""
+def default_and_without(
+    param: str, component: str = "llm_backbone", dtype: str = "float32"
+) -> tuple[JanusPipeline, JanusPipeline]:
+    """The fixture's CUDA pipeline as configured, and the same with `param` of `component` off."""
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     checkpoint = FIXTURE / "checkpoint"
-    default = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype="float32")
+    default = JanusPipeline.from_pretrained(checkpoint, device="cuda", dtype=dtype)
     config = default.config.model_copy(deep=True)
-    config.llm_backbone.params[param] = False
+    getattr(config, component).params[param] = False
     config.checkpoint = str(checkpoint)
     return default, JanusPipeline.from_config(config)
 
@@ -145,3 +155,88 @@ def test_compiled_layer_ops_match_torch_ops() -> None:
     steps = torch.randn(4, 2, 1, llm.hidden_size, device="cuda")
     (compiled, _), (torch_ops, _) = (prefill_then_steps(p, steps) for p in (fused, plain))
     torch.testing.assert_close(compiled, torch_ops, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_captured_vq_decode_matches_eager_decode(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    """A single image decodes through one captured graph (the default on CUDA), equal to the eager decode;
+    batches decode eagerly; a cast of the weights captures anew."""
+    captures: list[torch.Size] = []
+
+    def counting(run: Callable[[], torch.Tensor], device: torch.device) -> object:
+        graph, output = cuda_graphs.capture(run, device)
+        captures.append(output.shape)
+        return graph, output
+
+    monkeypatch.setattr(vq_captured, "capture", counting)
+    graphs, eager = default_and_without("cuda_graphs", "image_tokenizer", dtype)
+    golden = load_file(FIXTURE / "golden" / "golden.safetensors")
+    codes = torch.cat([golden["vq_code_grid"], golden["gen_sampled_tokens"]]).long().cuda()
+    vq, plain = graphs.model.gen_vision_model, eager.model.gen_vision_model
+    assert isinstance(vq, VQ16)
+    with torch.inference_mode():
+        singles = [vq.decode(one[None]) for one in codes]
+        assert captures == [torch.Size([1, 3, 384, 384])]
+        for one, image in zip(codes, singles, strict=True):
+            torch.testing.assert_close(image, plain.decode(one[None]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(vq.decode(codes), plain.decode(codes), atol=1e-5, rtol=1e-5)
+        assert len(captures) == 1
+        assert vq.double().decode(codes[:1]).dtype == torch.float64 and len(captures) == 2
+
+
+def cudnn_attention_enabled() -> bool:
+    return bool(torch.backends.cuda.cudnn_sdp_enabled())  # type: ignore[no-untyped-call]
+
+
+def test_causal_prompts_on_cuda_stay_off_cudnn_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuDNN's SDPA builds a plan for every new prompt length: causal prompts go to torch's other kernels;
+    decode steps and non-causal attention keep torch's own choice; the flags are as before afterwards."""
+    cudnn_allowed: list[bool] = []
+    real = F.scaled_dot_product_attention
+
+    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
+        cudnn_allowed.append(cudnn_attention_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    before = cudnn_attention_enabled()
+    q, k, v = torch.randn(3, 1, 4, 37, 64, device="cuda", dtype=torch.bfloat16)
+    backend = SDPAAttention()
+    prompt = backend.attend(q, k, v, causal=True)
+    backend.attend(q, k, v, causal=False)
+    backend.attend(q[:, :, -1:], k, v, causal=True)
+    assert cudnn_allowed == [False, before, before]
+    assert cudnn_attention_enabled() == before
+    expected = math_attention(
+        q.float(), k.float(), v.float(), end_aligned_causal_mask(37, 37, q.device, torch.float32), None
+    )
+    torch.testing.assert_close(prompt.float(), expected, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_splits_one_images_large_groups_on_cuda(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    split: list[tuple[int, ...]] = []
+    real = normalization.split_group_norm
+
+    def recording(x: torch.Tensor, *args: Any) -> torch.Tensor:
+        split.append(tuple(x.shape))
+        return real(x, *args)
+
+    monkeypatch.setattr(normalization, "split_group_norm", recording)
+    torch.manual_seed(0)
+    norm = normalization.GroupNorm(32, 128, eps=1e-6).cuda()
+    torch.nn.init.normal_(norm.weight, 1.0, 0.2)
+    torch.nn.init.normal_(norm.bias, 0.0, 0.2)
+    norm = norm.to(dtype)
+    one_large = torch.randn(1, 128, 192, 192, device="cuda") * 2 + 3
+    inputs = [one_large, one_large.expand(4, -1, -1, -1), torch.randn(1, 128, 24, 24, device="cuda")]
+    with torch.inference_mode():
+        outputs = [norm(x.to(dtype)) for x in inputs]
+        expected = [F.group_norm(x, 32, norm.weight.float(), norm.bias.float(), 1e-6) for x in inputs]
+    assert split == [(1, 128, 192, 192)]  # not 4 images (128 blocks), not small groups
+    tolerance = {"atol": 2e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2**-7}
+    for out, reference in zip(outputs, expected, strict=True):
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), reference, **tolerance)  # type: ignore[arg-type]

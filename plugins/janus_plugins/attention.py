@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
@@ -30,11 +33,18 @@ def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: 
     return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
 
 
+PROMPT_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""SDPA kernels for causal prompts on CUDA: not cuDNN's, which torch tries first on Hopper GPUs and which
+builds an execution plan for every new shape, i.e. every new prompt length: a 1B model's prefill of ~600
+positions took 59-64 ms at each new length with it, 14-17 ms without, on an H100 (bench/RESULTS.md)."""
+
+
 class SDPAAttention:
     """torch.nn.functional.scaled_dot_product_attention: picks flash / memory-efficient / math kernels itself.
 
-    One exception: a single-query decode step on the CPU uses plain matmul-softmax-matmul, which torch's
-    CPU SDPA kernels are several times slower than there (measured in bf16 at 8 rows over 600 positions)."""
+    Two exceptions: a single-query decode step on the CPU uses plain matmul-softmax-matmul, which torch's
+    CPU SDPA kernels are several times slower than there (measured in bf16 at 8 rows over 600 positions); a
+    causal prompt on CUDA is kept off cuDNN's kernel (`PROMPT_BACKENDS`)."""
 
     name = "sdpa"
 
@@ -54,13 +64,15 @@ class SDPAAttention:
         tq, tk = q.shape[-2], k.shape[-2]
         if tq == 1 and q.device.type == "cpu":
             return math_attention(q, k, v, mask, scale)  # one query sees every key: causal needs no mask
+        prompt_on_cuda = causal and tq > 1 and q.is_cuda
         if causal and tq != tk:
             causal_mask = end_aligned_causal_mask(tq, tk, q.device, q.dtype)
             mask = causal_mask if mask is None else mask + causal_mask
             causal = False
-        return torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, scale=scale
-        )
+        with sdpa_kernel(PROMPT_BACKENDS) if prompt_on_cuda else contextlib.nullcontext():
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, scale=scale
+            )
 
 
 class EagerAttention:

@@ -19,6 +19,7 @@ from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, Lla
 
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayerOps, layer_ops
+from janus_sdk.cuda_graphs import capture
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
@@ -52,15 +53,7 @@ class DecodeGraph:
     ) -> None:
         self.embeds = torch.zeros_like(embeds)
         self.position = torch.full((1,), cache.max_length - 1, dtype=torch.long, device=embeds.device)
-        side = torch.cuda.Stream(device=embeds.device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(embeds.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # allocations and lazy initialisation happen before capture
-                step(self.embeds, cache, self.position)
-        torch.cuda.current_stream(embeds.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.hidden = step(self.embeds, cache, self.position)
+        self.graph, self.hidden = capture(lambda: step(self.embeds, cache, self.position), embeds.device)
 
     def __call__(self, embeds: Tensor, start: int) -> Tensor:
         with torch.inference_mode():

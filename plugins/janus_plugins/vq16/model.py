@@ -5,7 +5,9 @@ Same architecture and parameter names as the official `VQModel` (LlamaGen's VQGA
 asymmetric (0,1,0,1) zero pad + stride-2 conv to downsample, nearest x2 + conv to upsample, single-head
 spatial attention at the lowest resolution, and a codebook compared and looked up on the unit sphere.
 Inference only: no losses, no dropout. The encoder and decoder run in `janus_sdk.compute`'s compute dtype
-(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour).
+(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour);
+3x3 convolutions go through NNPACK on the CPU; on CUDA one image's GroupNorms split their statistics and its
+decode replays a captured graph (`convolution`, `normalization`, `captured`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from janus_plugins.vq16.captured import CapturedDecoder
 from janus_plugins.vq16.config import GROUPNORM_GROUPS, VQ16Config
+from janus_plugins.vq16.convolution import Conv3x3
+from janus_plugins.vq16.normalization import GroupNorm
 from janus_sdk.compute import run_in_compute_dtype
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
@@ -22,12 +27,12 @@ from janus_sdk.interfaces import AttentionBackend
 CODEBOOK_USAGE_SLOTS = 65536  # size of upstream's training-time `codebook_used` buffer, kept for key parity
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=1e-6)
+def _norm(channels: int) -> GroupNorm:
+    return GroupNorm(GROUPNORM_GROUPS, channels, eps=1e-6)
 
 
-def _conv3(in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+def _conv3(in_ch: int, out_ch: int) -> Conv3x3:
+    return Conv3x3(in_ch, out_ch)
 
 
 def _norm_swish(norm: nn.GroupNorm, x: Tensor) -> Tensor:
@@ -254,6 +259,10 @@ class VQ16(nn.Module):
         self.quantize = VectorQuantizer(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.codebook_embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(cfg.codebook_embed_dim, cfg.z_channels, kernel_size=1)
+        for conv in self.modules():
+            if isinstance(conv, Conv3x3):
+                conv.winograd = cfg.winograd
+        self.captured_decoder = CapturedDecoder(self.decoder)
 
     # -- encoding ------------------------------------------------------------------------------------------
 
@@ -300,7 +309,10 @@ class VQ16(nn.Module):
 
     def decode_latent(self, latent: Tensor) -> Tensor:
         """Quantised latent [B, D, g, g] -> images [B, 3, S, S] (post_quant_conv + decoder)."""
-        return run_in_compute_dtype(self.decoder, self.post_quant_conv(latent))
+        features = self.post_quant_conv(latent)
+        if features.is_cuda and self.config.cuda_graphs and features.shape[0] == 1:
+            return self.captured_decoder(features)
+        return run_in_compute_dtype(self.decoder, features)
 
     # -- input checks --------------------------------------------------------------------------------------
 

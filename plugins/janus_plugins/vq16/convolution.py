@@ -1,0 +1,48 @@
+"""3x3 convolutions through NNPACK's Winograd transform on the CPU.
+
+The VQ decoder is ~280 G multiply-adds of 3x3 convolutions at one 384x384 image, 93% of its CPU time.
+torch's CPU convolutions (oneDNN) compute them directly, near the peak of an AVX2 core; NNPACK, which torch
+ships, computes them in the Winograd domain with about a quarter of the multiplications: a 384x384,
+128-channel convolution takes 0.23 s instead of 0.67 s on a 2-core EPYC, a whole float32 decode 4.2-4.8 s
+instead of 9.5 s. torch only picks NNPACK for batches of 16 or more, so it is called here directly. Results
+differ from direct convolution by about 1e-5 relative (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor, nn
+
+
+@functools.cache
+def nnpack_usable() -> bool:
+    """Whether torch was built with NNPACK and it runs here (the check also initialises it: every NNPACK
+    call before it fails)."""
+    return bool(torch._nnpack_available())
+
+
+class Conv3x3(nn.Conv2d):
+    """A 3x3 convolution, stride 1, zero padding 1 (same size out); parameters as nn.Conv2d's.
+
+    With `winograd` (VQ16Config.winograd, on by default) float32 CPU inputs go through NNPACK where torch
+    has it; everything else through nn.Conv2d.
+    """
+
+    winograd = True
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(in_ch, out_ch, kernel_size=3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.winograd and nnpack_fits(x, self.weight):
+            out: Tensor = torch._nnpack_spatial_convolution(x, self.weight, self.bias, [1, 1])
+            return out
+        return super().forward(x)
+
+
+def nnpack_fits(x: Tensor, weight: Tensor) -> bool:
+    """NNPACK takes float32 CPU tensors [B, C, H, W]."""
+    on_cpu = x.device.type == "cpu" and x.ndim == 4
+    return on_cpu and x.dtype == weight.dtype == torch.float32 and nnpack_usable()
