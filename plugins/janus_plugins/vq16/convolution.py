@@ -2,10 +2,11 @@
 
 The VQ decoder is ~280 G multiply-adds of 3x3 convolutions at one 384x384 image, 93% of its CPU time.
 torch's CPU convolutions (oneDNN) compute them directly, near the peak of an AVX2 core; NNPACK, which torch
-ships, computes them in the Winograd domain with about a quarter of the multiplications: a 384x384,
-128-channel convolution takes 0.23 s instead of 0.67 s on a 2-core EPYC, a whole float32 decode 4.2-4.8 s
-instead of 9.5 s. torch only picks NNPACK for batches of 16 or more, so it is called here directly. Results
-differ from direct convolution by about 1e-5 relative (bench/RESULTS.md).
+ships, computes them in the Winograd domain with several times fewer multiplications: a 384x384,
+128-channel convolution takes 0.23 s instead of 0.67 s on a 2-core EPYC, a whole float32 decode 3.7-4.8 s
+instead of 9.4-9.7 s. torch only picks NNPACK for batches of 16 or more, so it is called here directly.
+Results differ from direct convolution by about 1e-5 relative (bench/RESULTS.md). torch keeps NNPACK's
+workspace once allocated: ~0.27 GB more resident memory after a 384x384 decode.
 """
 
 from __future__ import annotations
