@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from janus_plugins.linear import AVX2Linear, Int8Linear
+from janus_sdk.interfaces import LinearBackend
 
 SHAPES = ((2048, 5632), (5632, 2048))  # (in, out): up/gate projection, down projection
 ROWS = (1, 2, 8)
@@ -39,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     int8 = Int8Linear()
     int8.check(torch.device("cpu"), torch.float32)
-    backends = {"avx2": AVX2Linear(), "int8": int8}
+    backends: dict[str, LinearBackend] = {"avx2": AVX2Linear(), "int8": int8}
     print(f"torch {torch.__version__}, {args.threads} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}")
     columns = " | ".join(f"{b} ms (GB/s), torch/{b}" for b in backends)
@@ -62,6 +63,7 @@ def main() -> None:
 
 def _gbps(module: nn.Module, ms: float) -> float:
     weight = module.weight
+    assert isinstance(weight, torch.Tensor)
     return weight.numel() * weight.element_size() / (ms * 1e-3) / 1e9
 
 

@@ -63,7 +63,7 @@ def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float
 
     def floor_s(steps: range) -> float:
         """Seconds to read the bytes of these steps once (step i attends over prompt + i positions)."""
-        return sum(step_bytes.image_step(prompt + i, rows) for i in steps) / (gbps * GB)
+        return float(sum(step_bytes.image_step(prompt + i, rows) for i in steps)) / (gbps * GB)
 
     scope = "whole image" if tokens >= 576 else f"{tokens} of 576 tokens"
     step_target = "ours/floor <= 1.3x" if n == 1 else ""

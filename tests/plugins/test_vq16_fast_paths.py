@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
+import janus_plugins.vq16.convolution as convolution
 from janus_plugins.vq16 import VQ16
 from janus_plugins.vq16.convolution import Conv3x3, nnpack_usable
 from janus_plugins.vq16.normalization import GroupNorm, split_group_norm
@@ -77,6 +78,28 @@ def test_other_dtypes_and_the_flag_off_keep_torchs_convolution(monkeypatch: pyte
         conv.float().winograd = False
         assert torch.equal(conv(x), plain_conv(conv, x))
     assert calls == []
+
+
+def test_a_failing_nnpack_call_falls_back_to_torch_for_good(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def failing(*args: object) -> Tensor:
+        calls.append(1)
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", failing)
+    monkeypatch.setattr(convolution, "nnpack_usable", lambda: True)
+    monkeypatch.setattr(Conv3x3, "nnpack_failed", False)
+    torch.manual_seed(0)
+    first, second = Conv3x3(8, 8), Conv3x3(8, 4)
+    x = torch.randn(1, 8, 10, 10)
+    with torch.inference_mode(), caplog.at_level("WARNING"):
+        assert torch.equal(first(x), plain_conv(first, x))
+        assert torch.equal(second(x), plain_conv(second, x))
+    assert calls == [1]  # tried once in the process, then torch's convolution everywhere
+    assert "using torch's convolutions from now on" in caplog.text
 
 
 @needs_nnpack

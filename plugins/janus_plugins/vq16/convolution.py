@@ -12,9 +12,13 @@ workspace once allocated: ~0.27 GB more resident memory after a 384x384 decode.
 from __future__ import annotations
 
 import functools
+import logging
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -32,14 +36,20 @@ class Conv3x3(nn.Conv2d):
     """
 
     winograd = True
+    nnpack_failed: ClassVar[bool] = False
+    """Set for the whole process when an NNPACK call fails: torch's convolution computes the same thing."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.winograd and nnpack_fits(x, self.weight):
-            out: Tensor = torch._nnpack_spatial_convolution(x, self.weight, self.bias, [1, 1])
-            return out
+        if self.winograd and not Conv3x3.nnpack_failed and nnpack_fits(x, self.weight):
+            try:
+                out: Tensor = torch._nnpack_spatial_convolution(x, self.weight, self.bias, [1, 1])
+                return out
+            except RuntimeError as exc:
+                log.warning("NNPACK's convolution failed (%s); using torch's convolutions from now on", exc)
+                Conv3x3.nnpack_failed = True
         return super().forward(x)
 
 
