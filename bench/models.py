@@ -53,13 +53,14 @@ def official_config(size: str) -> dict[str, Any]:
 
 def pipeline_config(
     size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None, linear: str | None = None,
-    backbone: Mapping[str, Any] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> PipelineConfig:
     """The PipelineConfig `JanusPipeline.from_pretrained` derives from the model's official config.json, with
-    `backbone` over the LLM backbone's params."""
+    `params` (config slot -> params) over the components' own."""
     data = official_config_to_pipeline_dict(official_config(size), source=size)
     data.update(device=str(device), dtype=str(dtype).removeprefix("torch."))
-    data["llm_backbone"]["params"].update(backbone or {})
+    for slot, values in (params or {}).items():
+        data[slot]["params"].update(values)
     if attention is not None:
         data["attention"] = {"name": attention}
     if linear is not None:
@@ -116,11 +117,11 @@ def place_computed_buffers(model: nn.Module, device: torch.device) -> None:
 
 def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int,
                attention: str | None = None, linear: str | None = None,
-               backbone: Mapping[str, Any] | None = None) -> JanusPipeline:
+               params: Mapping[str, Mapping[str, Any]] | None = None) -> JanusPipeline:
     """Our pipeline built step by step as `JanusPipeline.from_config` builds it, except that the weights come
     from `materialise` instead of a checkpoint; the fixture's tokenizer and the official chat template."""
     config = pipeline_config(size, device=device, dtype=dtype, attention=attention, linear=linear,
-                             backbone=backbone)
+                             params=params)
     host = get_plugin_host()
     registry = host.registry
     backend = build_backend(host, ComponentKind.ATTENTION_BACKEND, config.attention, FIXTURE, device, dtype)

@@ -49,6 +49,16 @@ def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
     return parse
 
 
+PARAM_OPTIONS = {"llm_backbone": "backbone", "image_tokenizer": "image-tokenizer"}
+"""Config slot of our pipeline -> the option that sets its params."""
+
+
+def component_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The params each option sets, by config slot (slots left at their defaults are left out)."""
+    given = {slot: dict(getattr(args, option.replace("-", "_"))) for slot, option in PARAM_OPTIONS.items()}
+    return {slot: values for slot, values in given.items() if values}
+
+
 def _param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     try:
@@ -87,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "'ours-int8' uses int8")
     parser.add_argument("--backbone", type=_param, action="append", default=[], metavar="KEY=JSON",
                         help="a param of our LLM backbone, e.g. fused_layer_ops=false (repeatable)")
+    parser.add_argument("--image-tokenizer", type=_param, action="append", default=[], metavar="KEY=JSON",
+                        help="a param of our image tokenizer, e.g. winograd=false or cuda_graphs=false")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown report here")
     args = parser.parse_args(argv)
@@ -175,9 +187,9 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
         "Ratios peer/ours > 1 mean ours is faster (smaller). Per-token 'start'/'end' are medians over the "
         "window of decode steps named in the row; step 0 (prefill) is excluded from them.",
     ]
-    if args.backbone:
-        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in args.backbone)
-        lines.append(f"Our LLM backbone ran with {params} (--backbone), not its defaults.")
+    for slot, values in component_params(args).items():
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+        lines.append(f"Our {slot} ran with {params} (--{PARAM_OPTIONS[slot]}), not its defaults.")
     if "vq" not in args.workloads:
         lines.append("VQ decode not run (the default on the CPU); add it with --workloads t2i,understand,vq.")
     lines += report.vq_notes(results)
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
                           threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
                           vq_repeats=args.vq_repeats, vq_budget_s=args.vq_budget, attention=args.attention,
-                          linear=args.linear, backbone=dict(args.backbone))
+                          linear=args.linear, params=component_params(args))
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)

@@ -51,7 +51,7 @@ class WorkerSpec:
     vq_budget_s: float
     attention: str | None = None
     linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
-    backbone: dict[str, Any] = field(default_factory=dict)  # over our LLM backbone's params (--backbone)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # config slot -> params over ours' own
     seed: int = 0
 
     def to_json(self) -> str:
@@ -107,7 +107,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     start = time.perf_counter()
     linear = "torch" if spec.system in PEERS else OUR_LINEAR.get(spec.system, spec.linear)
     pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
-                      linear=linear, backbone=spec.backbone)
+                      linear=linear, params=spec.params)
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
