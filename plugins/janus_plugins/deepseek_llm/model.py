@@ -4,8 +4,7 @@ Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention 
 written here so that every step writes keys/values in place (no concatenation, no per-step allocation) and
 attention goes through the pipeline's AttentionBackend. The elementwise parts of a layer go through
 `layer_ops` (torch's ops, the AVX2 kernels on the CPU, compiled ones in a captured CUDA step). Parameter
-names equal the official
-`language_model.*` checkpoint keys.
+names equal the official `language_model.*` checkpoint keys.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ class VQ16Config(BaseModel):
     winograd: bool = Field(
         default=True,
         description="On the CPU, run float32 3x3 convolutions through NNPACK's Winograd transform (a decode "
-        "about 2x faster; results within ~1e-5 relative of direct convolution). False: torch's own.",
+        "2.5x faster on a 2-core EPYC; results within ~1e-5 relative of direct convolution; ~0.27 GB of "
+        "workspace kept once used). False: torch's own.",
     )
     cuda_graphs: bool = Field(
         default=True,
