@@ -4,13 +4,14 @@ bfloat16 weights halve the memory of float32, but a CPU without native bfloat16 
 or AMX) only emulates it: torch's bfloat16 GEMM and convolutions there are reference loops, measured on an
 AVX2 EPYC at 5x (a SigLIP block) to 550x (a 3x3 convolution at 384x384) slower than float32. Work whose cost
 is arithmetic, not reading the weights (a prefill, the vision encoder, the VQ decoder), runs in float32 on
-such CPUs from a transient float32 copy of the weights of the module at hand, so the model stays bfloat16 in
-memory.
+such CPUs from transient float32 copies of the weights at hand (a block's, or a layer's: `like_input`), so
+the model stays bfloat16 in memory.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import overload
 
 import torch
 from torch import Tensor, nn
@@ -44,3 +45,13 @@ def run_in_compute_dtype(module: nn.Module, *inputs: Tensor) -> Tensor:
     args = tuple(x.to(target) if x.is_floating_point() else x for x in inputs)
     result: Tensor = functional_call(module, cast, args)
     return result.to(weight.dtype)
+
+
+@overload
+def like_input(weight: Tensor, x: Tensor) -> Tensor: ...
+@overload
+def like_input(weight: None, x: Tensor) -> None: ...
+def like_input(weight: Tensor | None, x: Tensor) -> Tensor | None:
+    """`weight` in the dtype of the input `x` (itself when it already is), for layers that compute in their
+    input's dtype: each casts its own weights as it runs, so one layer's copy exists at a time."""
+    return None if weight is None else weight.to(x.dtype)

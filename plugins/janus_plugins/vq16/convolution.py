@@ -1,4 +1,9 @@
-"""3x3 convolutions through NNPACK's Winograd transform on the CPU.
+"""VQ-16's convolutions: computed in their input's dtype, and 3x3 ones through NNPACK's Winograd transform
+on the CPU.
+
+A bfloat16 model on a CPU without bfloat16 arithmetic decodes in float32 (`janus_sdk.compute`); each layer
+casts its own weights as it runs, so the decoder never holds a float32 copy of all its weights (0.17 GB at
+Janus-Pro's size), and the results are the same as with such a copy.
 
 The VQ decoder is ~280 G multiply-adds of 3x3 convolutions at one 384x384 image, 93% of its CPU time.
 torch's CPU convolutions (oneDNN) compute them directly, near the peak of an AVX2 core; NNPACK, which torch
@@ -18,6 +23,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from janus_sdk.compute import like_input
+
 log = logging.getLogger(__name__)
 
 
@@ -28,11 +35,19 @@ def nnpack_usable() -> bool:
     return bool(torch._nnpack_available())
 
 
-class Conv3x3(nn.Conv2d):
-    """A 3x3 convolution, stride 1, zero padding 1 (same size out); parameters as nn.Conv2d's.
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d computed in the dtype of its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self._conv_forward(x, like_input(self.weight, x), like_input(self.bias, x))
+        return out
+
+
+class Conv3x3(Conv2d):
+    """A 3x3 convolution, stride 1, zero padding 1 (same size out), in its input's dtype.
 
     With `winograd` (VQ16Config.winograd, on by default) float32 CPU inputs go through NNPACK where torch
-    has it; everything else through nn.Conv2d.
+    has it; everything else through nn.Conv2d's convolution.
     """
 
     winograd = True
@@ -43,14 +58,16 @@ class Conv3x3(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.winograd and not Conv3x3.nnpack_failed and nnpack_fits(x, self.weight):
+        weight, bias = like_input(self.weight, x), like_input(self.bias, x)
+        if self.winograd and not Conv3x3.nnpack_failed and nnpack_fits(x, weight):
             try:
-                out: Tensor = torch._nnpack_spatial_convolution(x, self.weight, self.bias, [1, 1])
+                out: Tensor = torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
                 return out
             except RuntimeError as exc:
                 log.warning("NNPACK's convolution failed (%s); using torch's convolutions from now on", exc)
                 Conv3x3.nnpack_failed = True
-        return super().forward(x)
+        direct: Tensor = self._conv_forward(x, weight, bias)
+        return direct
 
 
 def nnpack_fits(x: Tensor, weight: Tensor) -> bool:

@@ -5,12 +5,17 @@ Same architecture and parameter names as the official `VQModel` (LlamaGen's VQGA
 asymmetric (0,1,0,1) zero pad + stride-2 conv to downsample, nearest x2 + conv to upsample, single-head
 spatial attention at the lowest resolution, and a codebook compared and looked up on the unit sphere.
 Inference only: no losses, no dropout. The encoder and decoder run in `janus_sdk.compute`'s compute dtype
-(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour);
-3x3 convolutions go through NNPACK on the CPU; on CUDA one image's GroupNorms split their statistics and its
-decode replays a captured graph (`convolution`, `normalization`, `captured`).
+(float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour),
+each layer casting its own weights to its input's dtype; 3x3 convolutions go through NNPACK on the CPU; on
+CUDA one image's GroupNorms split their statistics and its decode replays a captured graph (`convolution`,
+`normalization`, `captured`).
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +23,9 @@ from torch import Tensor, nn
 
 from janus_plugins.vq16.captured import CapturedDecoder
 from janus_plugins.vq16.config import GROUPNORM_GROUPS, VQ16Config
-from janus_plugins.vq16.convolution import Conv3x3
+from janus_plugins.vq16.convolution import Conv2d, Conv3x3
 from janus_plugins.vq16.normalization import GroupNorm
-from janus_sdk.compute import run_in_compute_dtype
+from janus_sdk.compute import compute_dtype, like_input
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
@@ -49,12 +54,13 @@ class ResBlock(nn.Module):
         self.conv1 = _conv3(in_ch, out_ch)
         self.norm2 = _norm(out_ch)
         self.conv2 = _conv3(out_ch, out_ch)
-        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, kernel_size=1) if in_ch != out_ch else nn.Identity()
+        self.nin_shortcut = Conv2d(in_ch, out_ch, kernel_size=1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h: Tensor = self.conv1(_norm_swish(self.norm1, x))
-        h = self.conv2(_norm_swish(self.norm2, h))
-        return h.add_(self.nin_shortcut(x))
+        h = _norm_swish(self.norm2, h)  # conv1's output is freed before conv2 allocates its own
+        out: Tensor = self.conv2(h)
+        return out.add_(self.nin_shortcut(x))
 
 
 class SpatialAttention(nn.Module):
@@ -75,7 +81,7 @@ class SpatialAttention(nn.Module):
 
     @staticmethod
     def _pointwise(conv: nn.Conv2d, tokens: Tensor) -> Tensor:
-        return F.linear(tokens, conv.weight.flatten(1), conv.bias)
+        return F.linear(tokens, like_input(conv.weight, tokens).flatten(1), like_input(conv.bias, tokens))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -91,7 +97,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+        self.conv = Conv2d(channels, channels, kernel_size=3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.conv(F.pad(x, (0, 1, 0, 1)))
@@ -120,12 +126,12 @@ class _Level(nn.Module):
         if attention is not None:
             self.attn.extend(SpatialAttention(out_ch, attention) for _ in range(depth))
 
-    def run_blocks(self, h: Tensor) -> Tensor:
+    def layers(self) -> Iterator[nn.Module]:
+        """The level's modules in the order they run."""
         for i, block in enumerate(self.res):
-            h = block(h)
+            yield block
             if self.attn:
-                h = self.attn[i](h)
-        return h
+                yield self.attn[i]
 
 
 class EncoderLevel(_Level):
@@ -137,9 +143,9 @@ class EncoderLevel(_Level):
         super().__init__(in_ch, out_ch, depth, attention)
         self.downsample = nn.Identity() if last else Downsample(out_ch)
 
-    def forward(self, h: Tensor) -> Tensor:
-        out: Tensor = self.downsample(self.run_blocks(h))
-        return out
+    def layers(self) -> Iterator[nn.Module]:
+        yield from super().layers()
+        yield self.downsample
 
 
 class DecoderLevel(_Level):
@@ -151,9 +157,22 @@ class DecoderLevel(_Level):
         super().__init__(in_ch, out_ch, depth, attention)
         self.upsample = nn.Identity() if last else Upsample(out_ch)
 
-    def forward(self, h: Tensor) -> Tensor:
-        out: Tensor = self.upsample(self.run_blocks(h))
-        return out
+    def layers(self) -> Iterator[nn.Module]:
+        yield from super().layers()
+        yield self.upsample
+
+
+def _chain(layers: Iterable[nn.Module], x: Tensor) -> Tensor:
+    """x through `layers` in turn. Only the activation at hand is referenced between layers: a level's
+    input is not kept alive while its later blocks run (at 384x384, 75 MB per image)."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _level_layers(levels: nn.ModuleList) -> Iterator[nn.Module]:
+    for level in levels:
+        yield from cast(_Level, level).layers()
 
 
 def _middle(channels: int, attention: AttentionBackend) -> nn.Sequential:
@@ -180,10 +199,8 @@ class Encoder(nn.Module):
         self.conv_out = _conv3(widths[-1], cfg.z_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        h: Tensor = self.conv_in(x)
-        for level in self.conv_blocks:
-            h = level(h)
-        out: Tensor = self.conv_out(_norm_swish(self.norm_out, self.mid(h)))
+        h = _chain(itertools.chain([self.conv_in], _level_layers(self.conv_blocks), [self.mid]), x)
+        out: Tensor = self.conv_out(_norm_swish(self.norm_out, h))
         return out
 
 
@@ -204,9 +221,7 @@ class Decoder(nn.Module):
         self.conv_out = _conv3(widths[-1], 3)
 
     def forward(self, z: Tensor) -> Tensor:
-        h: Tensor = self.mid(self.conv_in(z))
-        for level in self.conv_blocks:
-            h = level(h)
+        h = _chain(itertools.chain([self.conv_in, self.mid], _level_layers(self.conv_blocks)), z)
         out: Tensor = self.conv_out(_norm_swish(self.norm_out, h))
         return out
 
@@ -239,6 +254,12 @@ class VectorQuantizer(nn.Module):
         codebook = self._unit(self.embedding.weight.float())
         distance = torch.addmm(codebook.square().sum(dim=1), self._unit(z.float()), codebook.t(), alpha=-2.0)
         return distance.argmin(dim=1)
+
+
+def _in_compute_dtype(coder: nn.Module, x: Tensor) -> Tensor:
+    """`coder(x)` computed in the compute dtype of x (the weights' dtype), returned in x's dtype."""
+    out: Tensor = coder(x.to(compute_dtype(x.dtype, x.device)))
+    return out.to(x.dtype)
 
 
 class VQ16(nn.Module):
@@ -274,7 +295,7 @@ class VQ16(nn.Module):
         """Pixels -> continuous latent before quantisation [B, code_dim, g, g] (encoder + quant_conv)."""
         self._check_pixels(pixels)
         weight = self.quant_conv.weight
-        features = run_in_compute_dtype(self.encoder, pixels.to(device=weight.device, dtype=weight.dtype))
+        features = _in_compute_dtype(self.encoder, pixels.to(device=weight.device, dtype=weight.dtype))
         latent: Tensor = self.quant_conv(features)
         return latent
 
@@ -312,7 +333,7 @@ class VQ16(nn.Module):
         features = self.post_quant_conv(latent)
         if features.is_cuda and self.config.cuda_graphs and features.shape[0] == 1:
             return self.captured_decoder(features)
-        return run_in_compute_dtype(self.decoder, features)
+        return _in_compute_dtype(self.decoder, features)
 
     # -- input checks --------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""GroupNorm whose statistics on CUDA come from full-device reductions when one image's groups are few.
+"""GroupNorm in its input's dtype (weights cast per call, as VQ-16's convolutions), whose statistics on CUDA
+come from full-device reductions when one image's groups are few.
 
 torch's CUDA GroupNorm reduces each (image, group) in one thread block: 32 blocks for one image, while a
 group of a 384x384, 128-channel activation holds 590k values. For one image on an H100 that statistics kernel
@@ -10,7 +11,10 @@ shift in float32. From 4 images on (128 blocks) torch's kernel was as fast, with
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from janus_sdk.compute import like_input
 
 SPLIT_FROM = 1 << 16
 """Values per group from which the statistics are split over the device: below it one block per group is not
@@ -21,14 +25,15 @@ less GPU time per decode on an H100), 128 for four (torch's was 4% faster)."""
 
 
 class GroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (same parameters, same results up to float32 rounding) with split statistics for a few
-    large groups on CUDA."""
+    """nn.GroupNorm (same parameters, same results up to float32 rounding) computed in its input's dtype, with
+    split statistics for a few large groups on CUDA."""
 
     def forward(self, x: Tensor) -> Tensor:
+        weight, bias = like_input(self.weight, x), like_input(self.bias, x)
         blocks = x.shape[0] * self.num_groups
         if x.is_cuda and blocks < SPLIT_BELOW_BLOCKS and x.numel() // blocks >= SPLIT_FROM:
-            return split_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        return super().forward(x)
+            return split_group_norm(x, self.num_groups, weight, bias, self.eps)
+        return F.group_norm(x, self.num_groups, weight, bias, self.eps)
 
 
 def split_group_norm(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
