@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from janus_sdk.compute import NATIVE_BF16_CPUS, compute_dtype, run_in_compute_dtype
+from janus_sdk.compute import NATIVE_BF16_CPUS, compute_dtype, like_input, run_in_compute_dtype
 
 CPU = torch.device("cpu")
 
@@ -73,3 +73,11 @@ def test_a_module_without_weights_is_simply_called(monkeypatch: pytest.MonkeyPat
     out = run_in_compute_dtype(nn.ReLU(), x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out, x.relu(), atol=0, rtol=0)
+
+
+def test_like_input_casts_a_weight_to_the_inputs_dtype_and_leaves_a_matching_one_as_it_is() -> None:
+    weight = torch.randn(4, 3).to(torch.bfloat16)
+    cast = like_input(weight, torch.zeros(2, dtype=torch.float32))
+    assert cast.dtype == torch.float32 and torch.equal(cast, weight.float())
+    assert like_input(weight, torch.zeros(2, dtype=torch.bfloat16)) is weight
+    assert like_input(None, torch.zeros(2)) is None
