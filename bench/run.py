@@ -89,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for every system (default: torch's default here)")
     parser.add_argument("--vq-repeats", type=int, default=1, help="timed VQ decodes after the warm-up one")
+    parser.add_argument("--vq-images", type=int, default=1, help="images per VQ decode call (one batch)")
     parser.add_argument("--vq-budget", type=float, default=600.0,
                         help="seconds after which a VQ decode is stopped and reported as a lower bound")
     parser.add_argument("--attention", default=None, help="our attention backend (default: the config's)")
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {system} ==", file=sys.stderr, flush=True)
         spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
                           threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
-                          vq_repeats=args.vq_repeats, vq_budget_s=args.vq_budget, attention=args.attention,
-                          linear=args.linear, params=component_params(args))
+                          vq_repeats=args.vq_repeats, vq_images=args.vq_images, vq_budget_s=args.vq_budget,
+                          attention=args.attention, linear=args.linear, params=component_params(args))
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     if "understand" in args.workloads:
         rows += report.understand_rows(results, step_bytes, gbps)
     if "vq" in args.workloads:
-        rows += report.vq_rows(results)
+        rows += report.vq_rows(results, args.vq_images)
     rows += report.memory_rows(results, device.type == "cuda")
     table = report.markdown_table(rows)
     lines = notes(args, bandwidth, step_bytes, results)

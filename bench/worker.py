@@ -49,6 +49,7 @@ class WorkerSpec:
     workloads: tuple[str, ...]
     vq_repeats: int
     vq_budget_s: float
+    vq_images: int = 1
     attention: str | None = None
     linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # config slot -> params over ours' own
@@ -111,7 +112,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
-    codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (1, NUM_IMAGE_TOKENS),
+    codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (spec.vq_images, NUM_IMAGE_TOKENS),
                           generator=torch.Generator().manual_seed(spec.seed)).to(device)
     system = build_system(spec, pipe)
     del pipe

@@ -63,7 +63,8 @@ class _OverBudget(Exception):
 
 def vq_decode(system: System, device: torch.device, codes: Tensor, repeats: int, budget_s: float
               ) -> dict[str, Any] | None:
-    """Codes [1, 576] -> one 384x384 image; best and median of `repeats` timed runs after a warm-up one.
+    """Codes [n, 576] -> n 384x384 images in one call; best and median of `repeats` timed runs after a warm-up
+    one.
 
     A decode still running after `budget_s` seconds (a bfloat16 convolution on a CPU without native bfloat16
     can take minutes) is stopped at its next convolution: the result then says how far it got, a lower bound.

@@ -95,12 +95,14 @@ def _inference() -> Iterator[None]:
 
 @contextmanager
 def capturing(points: dict[str, tuple[torch.nn.Module, bool]]) -> Iterator[dict[str, Tensor]]:
-    """Record, under each name, the input (flag True) or the output of a module during the block."""
+    """Record, under each name, the input (flag True) or the output of a module during the block; calls on
+    parts of a batch (the CPU decodes one image per call) are concatenated in order."""
     captured: dict[str, Tensor] = {}
 
     def keep(name: str, take_input: bool) -> Any:
         def hook(_: torch.nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            captured[name] = inputs[0] if take_input else output
+            seen = inputs[0] if take_input else output
+            captured[name] = torch.cat([captured[name], seen]) if name in captured else seen
 
         return hook
 

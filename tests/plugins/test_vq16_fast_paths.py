@@ -111,7 +111,8 @@ def test_decode_with_winograd_matches_the_golden_and_the_direct_decode(
     calls = counting_nnpack(monkeypatch)
     with torch.inference_mode():
         image = fast.decode(golden["vq_code_grid"])
-        assert len(calls) == sum(isinstance(m, Conv3x3) for m in fast.decoder.modules())
+        per_image = sum(isinstance(m, Conv3x3) for m in fast.decoder.modules())
+        assert calls == [(1, *shape[1:]) for shape in calls] and len(calls) == per_image * len(image)
         calls.clear()
         reference = direct.decode(golden["vq_code_grid"])
     assert calls == []

@@ -1,4 +1,5 @@
-"""What a VQ-16 decode keeps alive: one layer's cast weights at a time, and no activation it no longer needs.
+"""What a VQ-16 decode keeps alive: one image on the CPU, one layer's cast weights at a time, and no
+activation it no longer needs.
 
 At Janus-Pro's size a float32 copy of the whole decoder is 0.17 GB and one 384x384 activation 75 MB per image,
 so these decide whether decoding after a generation stays within the memory budget (bench/RESULTS.md).
@@ -27,8 +28,13 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny"
 
 
 @pytest.fixture(scope="module")
-def codes() -> Tensor:
-    return load_file(str(FIXTURE / "golden" / "golden.safetensors"))["vq_code_grid"]
+def golden() -> dict[str, Tensor]:
+    return load_file(str(FIXTURE / "golden" / "golden.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def codes(golden: dict[str, Tensor]) -> Tensor:
+    return golden["vq_code_grid"]
 
 
 def tiny_vq(dtype: str) -> VQ16:
@@ -53,6 +59,7 @@ def _inference() -> Iterator[None]:
 @pytest.mark.usefixtures("emulated_bfloat16")
 def test_bfloat16_decode_equals_a_decode_by_a_float32_copy_of_the_decoder(codes: Tensor) -> None:
     vq = tiny_vq("bfloat16")
+    codes = codes[:1]
     features = vq.post_quant_conv(vq.codes_to_latent(codes))
     expected = copy.deepcopy(vq.decoder).float()(features.float()).to(torch.bfloat16)
     assert torch.equal(vq.decode(codes), expected)
@@ -80,9 +87,9 @@ def test_a_bfloat16_decode_holds_one_layers_float32_weights_at_a_time(
     for module in (convolution, normalization, model):
         monkeypatch.setattr(module, "like_input", spying(module.like_input))
     vq = tiny_vq("bfloat16")
-    vq.decode(codes)
+    vq.decode(codes[:1])
     floating = [p for p in vq.decoder.parameters() if p.is_floating_point()]
-    assert len(copies) == len(floating)  # every decoder weight was cast, once
+    assert len(copies) == len(floating)  # every decoder weight was cast, once per image
     assert most_alive <= 1  # a layer's weight may still be alive while its bias is cast, nothing older
 
 
@@ -120,3 +127,16 @@ def test_inputs_no_longer_needed_are_freed_before_the_next_layer_allocates(codes
         for handle in handles:
             handle.remove()
     assert freed == {"level input": True, "conv1 output": True}
+
+
+def test_the_cpu_decodes_a_batch_one_image_at_a_time(codes: Tensor, golden: dict[str, Tensor]) -> None:
+    """NNPACK computes a batch by a slower algorithm, and one image's activations are all a decode holds."""
+    vq = tiny_vq("float32")
+    batches: list[int] = []
+    handle = vq.decoder.register_forward_pre_hook(lambda _, args: batches.append(args[0].shape[0]))
+    try:
+        images = vq.decode(codes)
+    finally:
+        handle.remove()
+    assert len(codes) > 1 and batches == [1] * len(codes)
+    torch.testing.assert_close(images, golden["vq_decode_out"], atol=1e-4, rtol=1e-4)
