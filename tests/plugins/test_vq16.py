@@ -208,8 +208,8 @@ def test_bfloat16_weights_decode_in_float32_where_the_cpu_emulates_bfloat16(
     monkeypatch: pytest.MonkeyPatch, golden: dict[str, Tensor]
 ) -> None:
     """There a bfloat16 convolution is a reference loop (a real-size decode would take over an hour): the
-    decoder runs from a transient float32 copy, the model stays bfloat16, the image is float32's up to bf16
-    error."""
+    decoder computes in float32 (each layer casting its own weights), the model stays bfloat16, the image is
+    float32's up to bf16 error."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     model = load_tiny().to(torch.bfloat16)
     with capturing({"conv_out": (model.decoder.conv_out, True)}) as seen:

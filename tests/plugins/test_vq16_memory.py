@@ -140,3 +140,16 @@ def test_the_cpu_decodes_a_batch_one_image_at_a_time(codes: Tensor, golden: dict
         handle.remove()
     assert len(codes) > 1 and batches == [1] * len(codes)
     torch.testing.assert_close(images, golden["vq_decode_out"], atol=1e-4, rtol=1e-4)
+
+
+def test_the_cpu_encodes_a_batch_one_image_at_a_time(golden: dict[str, Tensor]) -> None:
+    vq = tiny_vq("float32")
+    pixels = golden["und_pixel_values"].view(-1, 3, 384, 384)
+    batches: list[int] = []
+    handle = vq.encoder.register_forward_pre_hook(lambda _, args: batches.append(args[0].shape[0]))
+    try:
+        codes = vq.encode(torch.cat([pixels, pixels.flip(-1)]))
+    finally:
+        handle.remove()
+    assert batches == [1, 1]
+    assert torch.equal(codes, torch.cat([vq.encode(pixels), vq.encode(pixels.flip(-1))]))

@@ -39,7 +39,11 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d computed in the dtype of its input."""
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self._conv_forward(x, like_input(self.weight, x), like_input(self.bias, x))
+        return self.convolve(x, like_input(self.weight, x), like_input(self.bias, x))
+
+    def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution itself, with the weights already in x's dtype."""
+        out: Tensor = self._conv_forward(x, weight, bias)
         return out
 
 
@@ -57,8 +61,7 @@ class Conv3x3(Conv2d):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias = like_input(self.weight, x), like_input(self.bias, x)
+    def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.winograd and not Conv3x3.nnpack_failed and nnpack_fits(x, weight):
             try:
                 out: Tensor = torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
@@ -66,8 +69,7 @@ class Conv3x3(Conv2d):
             except RuntimeError as exc:
                 log.warning("NNPACK's convolution failed (%s); using torch's convolutions from now on", exc)
                 Conv3x3.nnpack_failed = True
-        direct: Tensor = self._conv_forward(x, weight, bias)
-        return direct
+        return super().convolve(x, weight, bias)
 
 
 def nnpack_fits(x: Tensor, weight: Tensor) -> bool:
