@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from janus_sdk import tuning
 from janus_sdk.plugins import PluginHost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +20,37 @@ FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
 CHECKPOINT = FIXTURE / "checkpoint"
 EXAMPLE_PLUGIN = REPO / "plugins" / "example-encoder"
 EXAMPLE_DISTRIBUTION = "janus-example-encoder"
+
+
+USER_CACHE = tuning.cache_dir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A janus-sdk cache folder of this test session: measured choices are taken afresh (and never written
+    into the user's cache), nothing pinned; the compiled kernels are the user's (a build takes a minute)."""
+    root = tmp_path_factory.mktemp("janus-cache")
+    (USER_CACHE / "kernels").mkdir(parents=True, exist_ok=True)
+    (root / "kernels").symlink_to(USER_CACHE / "kernels", target_is_directory=True)
+    patch = pytest.MonkeyPatch()
+    patch.setenv(tuning.CACHE_ENV, str(root))  # also for the CLI run in subprocesses
+    patch.delenv(tuning.PIN_ENV, raising=False)
+    with tuning.use_tuner(tuning.Tuner()):
+        yield root
+    patch.undo()
+
+
+Pin = Callable[[str], tuning.Tuner]
+
+
+@pytest.fixture
+def pinned(tmp_path: Path) -> Iterator[Pin]:
+    """`pinned("matmul-dtype=float32,linear=kernel")`: the process-wide tuner takes those choices (as
+    JANUS_SDK_TUNE would) until the test ends; other choices are measured into a cache of the test's own."""
+    with contextlib.ExitStack() as stack:
+        yield lambda pins: stack.enter_context(
+            tuning.use_tuner(tuning.Tuner(tmp_path / "tuning.json", pins=pins))
+        )
 
 
 @pytest.fixture

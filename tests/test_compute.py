@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from janus_sdk.compute import NATIVE_BF16_CPUS, compute_dtype, like_input, run_in_compute_dtype
+from conftest import Pin
+from janus_sdk import tuning
+from janus_sdk.compute import compute_dtype, like_input, run_in_compute_dtype
 
 CPU = torch.device("cpu")
 
 
-def cpu_capability(monkeypatch: pytest.MonkeyPatch, capability: str) -> None:
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+@pytest.mark.parametrize(("faster", "expected"), [("bfloat16", torch.bfloat16), ("float32", torch.float32)])
+def test_bfloat16_computes_in_whichever_dtype_measured_faster(
+    tmp_path: Path, faster: str, expected: torch.dtype
+) -> None:
+    timed: list[str] = []
 
+    def timer(candidate: str, run: Callable[[], object], limit: float) -> float:
+        result = run()
+        assert isinstance(result, torch.Tensor) and result.dtype == torch.bfloat16  # both return bfloat16
+        timed.append(candidate)
+        return 1.0 if candidate == faster else 2.0
 
-def test_bfloat16_computes_in_float32_only_on_cpus_that_emulate_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu_capability(monkeypatch, "AVX2")
-    assert compute_dtype(torch.bfloat16, CPU) == torch.float32
-    assert compute_dtype(torch.float32, CPU) == torch.float32
-    assert compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
-    for capability in NATIVE_BF16_CPUS:
-        cpu_capability(monkeypatch, capability)
-        assert compute_dtype(torch.bfloat16, CPU) == torch.bfloat16
+    with tuning.use_tuner(tuning.Tuner(tmp_path / "t.json", timer=timer, pins="")):
+        assert compute_dtype(torch.bfloat16, CPU) == expected
+        assert compute_dtype(torch.bfloat16, CPU) == expected  # remembered, not timed again
+        assert compute_dtype(torch.float32, CPU) == torch.float32
+        assert compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+    assert len(timed) == 2
 
 
 def probe() -> tuple[nn.Module, list[tuple[torch.dtype, torch.dtype]]]:
@@ -40,10 +50,8 @@ def weights_of(module: nn.Module) -> dict[str, tuple[torch.dtype, int]]:
     return {name: (p.dtype, p.data_ptr()) for name, p in module.named_parameters()}
 
 
-def test_emulating_cpu_computes_a_call_in_float32_and_keeps_the_bfloat16_weights(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    cpu_capability(monkeypatch, "AVX2")
+def test_emulating_cpu_computes_a_call_in_float32_and_keeps_the_bfloat16_weights(pinned: Pin) -> None:
+    pinned("matmul-dtype=float32")
     module, seen = probe()
     stored = weights_of(module)
     x = torch.randn(1, 4, 6, 6).to(torch.bfloat16)
@@ -56,8 +64,8 @@ def test_emulating_cpu_computes_a_call_in_float32_and_keeps_the_bfloat16_weights
     assert weights_of(module) == stored
 
 
-def test_native_bfloat16_cpu_calls_the_module_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu_capability(monkeypatch, "AVX512_BF16")
+def test_native_bfloat16_cpu_calls_the_module_as_it_is(pinned: Pin) -> None:
+    pinned("matmul-dtype=bfloat16")
     module, seen = probe()
     x = torch.randn(1, 4, 6, 6).to(torch.bfloat16)
     with torch.inference_mode():
@@ -67,8 +75,8 @@ def test_native_bfloat16_cpu_calls_the_module_as_it_is(monkeypatch: pytest.Monke
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
 
-def test_a_module_without_weights_is_simply_called(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu_capability(monkeypatch, "AVX2")
+def test_a_module_without_weights_is_simply_called(pinned: Pin) -> None:
+    pinned("matmul-dtype=float32")
     x = torch.randn(3).to(torch.bfloat16)
     out = run_in_compute_dtype(nn.ReLU(), x)
     assert out.dtype == torch.bfloat16

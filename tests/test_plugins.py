@@ -399,3 +399,39 @@ def test_get_component_uses_the_installed_plugins() -> None:
     assert issubclass(reg.config, BaseModel)
     encoder = reg.build({"width": 32, "layers": 1, "heads": 2}, BuildContext())
     assert (encoder.feature_dim, encoder.num_tokens) == (32, 576)
+
+
+class CommandPlugin:
+    """Adds `janus hello NAME` through the register_commands hook."""
+
+    @hookimpl
+    def register_commands(self, subcommands: Any) -> None:
+        parser = subcommands.add_parser("hello", help="greet")
+        parser.add_argument("name")
+        parser.set_defaults(handler=lambda args: print(f"hello {args.name}") or 0)
+
+
+class BrokenCommandPlugin:
+    """Adds a command, then fails half-way."""
+
+    @hookimpl
+    def register_commands(self, subcommands: Any) -> None:
+        subcommands.add_parser("half-done", help="never usable")
+        raise RuntimeError("no terminal found")
+
+
+def test_plugins_add_cli_commands_and_a_failing_one_is_reported_and_removed(
+    isolated_host: PluginHost, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from janus_sdk import plugins as plugins_module
+    from janus_sdk.cli.main import main
+
+    with plugged(isolated_host, ("greeter", CommandPlugin()), ("broken", BrokenCommandPlugin())) as host:
+        monkeypatch.setattr(plugins_module, "_default_host", host)
+        with pytest.warns(PluginWarning, match=r"plugin 'broken' raised in register_commands.*no terminal"):
+            assert main(["hello", "world"]) == 0
+        assert capsys.readouterr().out == "hello world\n"
+        with pytest.raises(SystemExit), warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)
+            main(["half-done"])  # removed: argparse's usage error
+        assert "invalid choice: 'half-done'" in capsys.readouterr().err

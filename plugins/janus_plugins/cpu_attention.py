@@ -3,7 +3,9 @@
 A decode step attends one query position over the whole cache. torch's CPU kernels do that in bfloat16 at a
 small fraction of memory speed (about 4 ms per layer over 600 cached positions of 2 rows on an AVX2 EPYC, a
 third of a 1B step at the end of an image). The kernel in `janus_plugins/linear/avx2_kernels.cpp` reads each
-cached key and value once, in float32 registers. Every other call (prefill, masks, other devices) is SDPA's.
+cached key and value once, in float32 registers. Whether it does so faster than torch is measured per shape
+on first use (`janus_sdk.tuning`, family "decode-attention"): rows, heads, head size and the cache length
+rounded up to a power of two. Every other call (prefill, masks, other devices) is SDPA's.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from janus_plugins.attention import NoOptions, SDPAAttention
+from janus_plugins.attention import NoOptions, SDPAAttention, math_attention
 from janus_plugins.linear.kernels import avx2_kernels, kernels_usable, require_kernels
+from janus_sdk import tuning
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -35,10 +38,34 @@ class AVX2Attention(SDPAAttention):
         mask: Tensor | None = None,
         scale: float | None = None,
     ) -> Tensor:
-        if q.shape[-2] == 1 and mask is None and q.device.type == "cpu" and q.shape[-1] % 8 == 0:
+        single = q.shape[-2] == 1 and mask is None and q.device.type == "cpu" and q.shape[-1] % 8 == 0
+        if single and kernel_wins(q, k):
             out: Tensor = avx2_kernels().decode_attention(q, k, v, scale or q.shape[-1] ** -0.5)
             return out
         return super().attend(q, k, v, causal=causal, mask=mask, scale=scale)
+
+
+def kernel_wins(q: Tensor, k: Tensor) -> bool:
+    """Whether the kernel measured faster than SDPA's decode step here, for q's shape and dtype and k's
+    length rounded up to a power of two (measured on first use, then a dictionary look-up)."""
+    batch, heads, _, dim = q.shape
+    length = 1 << max(k.shape[-2] - 1, 0).bit_length()
+    key = ("decode-attention", q.dtype, batch, heads, dim, length, torch.get_num_threads())
+    return tuning.remembered(key, lambda: _measure(q.dtype, batch, heads, dim, length))
+
+
+def _measure(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) -> bool:
+    kernels = avx2_kernels()
+    generator = tuning.probe_generator()
+    q = torch.randn(batch, heads, 1, dim, dtype=dtype, generator=generator)
+    k, v = (torch.randn(batch, heads, length, dim, dtype=dtype, generator=generator) for _ in range(2))
+    candidates = {
+        "torch": lambda: math_attention(q, k, v, None, None),
+        "kernel": lambda: kernels.decode_attention(q, k, v, dim**-0.5),
+    }
+    name = str(dtype).removeprefix("torch.")
+    key = f"{name}/rows={batch}/heads={heads}/dim={dim}/length={length}/threads={torch.get_num_threads()}"
+    return tuning.choose("decode-attention", key, candidates, baseline="torch") == "kernel"
 
 
 @hookimpl

@@ -1,11 +1,14 @@
 """Which dtype compute-bound work runs in, apart from the dtype the weights are stored in.
 
-bfloat16 weights halve the memory of float32, but a CPU without native bfloat16 arithmetic (no AVX512_BF16
-or AMX) only emulates it: torch's bfloat16 GEMM and convolutions there are reference loops, measured on an
-AVX2 EPYC at 5x (a SigLIP block) to 550x (a 3x3 convolution at 384x384) slower than float32. Work whose cost
-is arithmetic, not reading the weights (a prefill, the vision encoder, the VQ decoder), runs in float32 on
-such CPUs from transient float32 copies of the weights at hand (a block's, or a layer's: `like_input`), so
-the model stays bfloat16 in memory.
+bfloat16 weights halve the memory of float32, but a CPU without bfloat16 arithmetic only emulates it: torch's
+bfloat16 GEMM and convolutions there are reference loops, measured on an AVX2 EPYC at 5x (a SigLIP block) to
+550x (a 3x3 convolution at 384x384) slower than float32, while on CPUs with AVX512-BF16 or AMX the bfloat16
+GEMM is the fastest path (a ~600-token prefill 5x faster than one computed in float32 on a Xeon). Feature
+flags do not tell the two apart reliably (torch reports a Zen 4 with AVX512-BF16 as plain "AVX512"), so the
+choice is measured (`janus_sdk.tuning`, family "matmul-dtype"): a GEMM of a prefill's size in bfloat16 against
+the same in float32 with the casts it needs. Work whose cost is arithmetic, not reading the weights (a
+prefill, the vision encoder), then runs in float32 from transient float32 copies of the weights at hand (a
+block's: `run_in_compute_dtype`), so the model stays bfloat16 in memory.
 """
 
 from __future__ import annotations
@@ -17,16 +20,37 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-NATIVE_BF16_CPUS = frozenset({"AVX512_BF16", "AMX"})
-"""Values of `torch.backends.cpu.get_cpu_capability()` on CPUs with bfloat16 arithmetic in hardware."""
+from janus_sdk import tuning
+
+PROBE_SHAPE = (128, 2048, 2048)
+"""(rows, in, out) of the GEMM that decides the compute dtype: a slice of a 1B prefill, ms in float32."""
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """float32 for bfloat16 on a CPU that emulates bfloat16 arithmetic; `dtype` everywhere else."""
-    emulated = torch.backends.cpu.get_cpu_capability() not in NATIVE_BF16_CPUS
-    if dtype == torch.bfloat16 and device.type == "cpu" and emulated:
-        return torch.float32
+    """The dtype GEMM-bound work on `dtype` weights runs in: float32 for bfloat16 on a CPU where bfloat16
+    measured slower than float32 (with the casts); `dtype` everywhere else."""
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        threads = torch.get_num_threads()
+        return tuning.remembered(("matmul-dtype", threads), lambda: _cpu_bfloat16_compute_dtype(threads))
     return dtype
+
+
+def _cpu_bfloat16_compute_dtype(threads: int) -> torch.dtype:
+    rows, in_features, out_features = PROBE_SHAPE
+    generator = tuning.probe_generator()
+    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
+    weight = torch.randn(out_features, in_features, generator=generator) * in_features**-0.5
+    weight = weight.to(torch.bfloat16)
+
+    def native() -> Tensor:
+        return nn.functional.linear(x, weight)
+
+    def widened() -> Tensor:
+        return nn.functional.linear(x.float(), weight.float()).to(torch.bfloat16)
+
+    key = f"bfloat16/{rows}x{in_features}x{out_features}/threads={threads}"
+    winner = tuning.choose("matmul-dtype", key, {"bfloat16": native, "float32": widened}, baseline="bfloat16")
+    return torch.bfloat16 if winner == "bfloat16" else torch.float32
 
 
 def run_in_compute_dtype(module: nn.Module, *inputs: Tensor) -> Tensor:

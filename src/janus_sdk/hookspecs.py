@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
     from pathlib import Path
 
     import torch
@@ -93,6 +94,13 @@ def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | 
 @hookspec(firstresult=True)
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     """Name the linear backend to use when a config says "auto"; the first plugin that answers decides."""
+
+
+@hookspec
+def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add commands to the `janus` CLI: `parser = subcommands.add_parser(NAME, help=...)`, its arguments, and
+    `parser.set_defaults(handler=run)` where `run(args)` returns the exit code. Raise a `JanusError` for a
+    failure the user can fix: the CLI prints it as one line."""
 
 
 @hookspec(firstresult=True)

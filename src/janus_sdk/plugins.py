@@ -11,6 +11,7 @@ distribution, and in `janus plugins`), and everything else keeps working.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import warnings
@@ -253,6 +254,21 @@ class PluginHost:
             if choice:
                 return str(choice)
         return DEFAULT_BACKENDS[kind]
+
+    def add_commands(self, subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Let each plugin add its `janus` commands (`register_commands`); one that raises is reported and
+        skipped like a failing register hook, its half-added commands removed."""
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            before = dict(subcommands.choices)
+            try:
+                impl.function(subcommands=subcommands)
+            except Exception as exc:
+                for name in set(subcommands.choices) - set(before):
+                    del subcommands.choices[name]
+                info = self._info[impl.plugin_name]
+                self._fail(
+                    info, f"plugin {info.name!r} raised in register_commands: {type(exc).__name__}: {exc}"
+                )
 
     def open_checkpoint_layout(self, directory: str | Path) -> CheckpointLayoutView:
         """Read a checkpoint directory in whatever layout a plugin recognises, else the official layout.

@@ -3,15 +3,21 @@ refused and reported as documented."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from conftest import Pin
 from janus_plugins import linear as linear_plugin
-from janus_plugins.linear import AVX2Linear, Int8Linear, TorchLinear, quantize_rows
+from janus_plugins.linear import AVX2Linear, Int8Linear, KernelOptions, TorchLinear, quantize_rows
 from janus_plugins.linear import kernels as kernel_module
 from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear
+from janus_sdk import tuning
 from janus_sdk.errors import BackendUnavailableError
+
+ALWAYS = KernelOptions(measured=False)  # the kernel at every call of up to KERNEL_MAX_ROWS rows
 
 
 def _kernel_or_skip() -> None:
@@ -47,7 +53,7 @@ ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
 def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_features: int) -> None:
     _kernel_or_skip()
     layer = _linear(in_features, out_features, torch.float32)
-    packed = AVX2Linear().convert(layer)
+    packed = AVX2Linear(ALWAYS).convert(layer)
     assert isinstance(packed, PackedLinear)
     x = torch.randn(rows, in_features)
     with torch.inference_mode():
@@ -55,10 +61,11 @@ def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_feature
 
 
 @pytest.mark.parametrize("rows", ROWS)
-def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int) -> None:
+def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinned: Pin) -> None:
     _kernel_or_skip()
+    pinned("matmul-dtype=float32")  # beyond KERNEL_MAX_ROWS: torch's GEMM, in float32, one output rounding
     layer = _linear(96, 45, torch.bfloat16)
-    packed = AVX2Linear().convert(layer)
+    packed = AVX2Linear(ALWAYS).convert(layer)
     x = torch.randn(2, rows, 96).to(torch.bfloat16)  # leading dims are flattened and restored
     with torch.inference_mode():
         out = packed(x)
@@ -82,27 +89,56 @@ def test_avx2_refuses_other_devices_and_dtypes() -> None:
         backend.check(torch.device("cpu"), torch.float16)
 
 
-def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_retried(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    """One compile and one warning per failure, remembered on disk for later processes, until a build is asked
+    for again (`janus kernels build`)."""
     from torch.utils import cpp_extension
 
-    def broken_compiler(*args: object, **kwargs: object) -> None:
+    compiles: list[str] = []
+
+    def broken_compiler(name: str, *args: object, **kwargs: object) -> None:
+        compiles.append(name)
         raise RuntimeError("Error building extension 'janus_avx2_kernels'\nc++: command not found")
 
-    kernel_module.avx2_kernels.cache_clear()
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(kernel_module, "_module", None)
+    monkeypatch.setattr(kernel_module, "_failure", None)
+    monkeypatch.setattr(kernel_module, "_warned", False)
     monkeypatch.setattr(cpp_extension, "load", broken_compiler)
     monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
-    try:
-        with pytest.raises(BackendUnavailableError, match=r"pip install ninja.*command not found.*'torch'"):
-            AVX2Linear().check(torch.device("cpu"), torch.float32)
-        assert linear_plugin.choose_linear_backend(torch.device("cpu"), torch.float32) is None
-        int8 = Int8Linear()
-        int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
-        assert not int8.use_kernel
-        assert "linear 'int8' uses a dequantizing matmul" in caplog.text
-    finally:
-        kernel_module.avx2_kernels.cache_clear()
+    with pytest.raises(BackendUnavailableError, match=r"pip install ninja.*command not found.*'torch'"):
+        AVX2Linear().check(torch.device("cpu"), torch.float32)
+    assert linear_plugin.choose_linear_backend(torch.device("cpu"), torch.float32) is None
+    int8 = Int8Linear()
+    int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
+    assert not int8.use_kernel
+    assert kernel_module.kernels_usable(torch.device("cpu"), torch.bfloat16, "layer ops use torch's") is False
+    assert len(compiles) == 1
+    assert caplog.text.count("not using the AVX2 kernels") == 1
+    assert "linear 'auto' picks torch" in caplog.text
+    failed = kernel_module.build_dir() / kernel_module.FAILED
+    assert "command not found" in failed.read_text()
+
+    monkeypatch.setattr(kernel_module, "_failure", None)  # a new process: the FAILED file is enough
+    with pytest.raises(BackendUnavailableError, match=r"failed to build earlier.*janus kernels build"):
+        kernel_module.avx2_kernels()
+    assert len(compiles) == 1
+    with pytest.raises(BackendUnavailableError):
+        kernel_module.build()  # asked for: tried again
+    assert len(compiles) == 2
+
+
+def test_the_build_folder_is_keyed_by_source_torch_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = kernel_module.build_key()
+    assert kernel_module.build_dir().name.endswith(key)
+    assert kernel_module.build_key() == key  # the same code in another clone or venv: the same build
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert kernel_module.build_key() != key
+    monkeypatch.undo()
+    monkeypatch.setattr(kernel_module, "CFLAGS", (*kernel_module.CFLAGS, "-DOTHER"))
+    assert kernel_module.build_key() != key
 
 
 def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,10 +177,13 @@ INT16_SCALE_BLOCK = 512  # the kernel's kScaleBlock: x gets one int16 scale per 
 @pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 16])
-def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype, in_features: int) -> None:
+def test_int8_kernel_and_dequantizing_matmul_agree(
+    rows: int, dtype: torch.dtype, in_features: int, pinned: Pin
+) -> None:
     _kernel_or_skip()
+    pinned("matmul-dtype=float32")  # the dequantizing matmul computes in float32
     layer = _linear(in_features, 50, dtype)
-    fast = Int8Linear()
+    fast = Int8Linear(ALWAYS)
     fast.check(torch.device("cpu"), dtype)
     packed = fast.convert(layer)
     assert isinstance(packed, PackedLinear) and packed.use_kernel
@@ -169,14 +208,12 @@ def test_int8_kernel_and_dequantizing_matmul_agree(rows: int, dtype: torch.dtype
             assert bool(((packed(x).double() - expected).abs() <= bound).all())
 
 
-@pytest.mark.parametrize(
-    ("capability", "gemm_dtype"), [("AVX2", torch.float32), ("AVX512_BF16", torch.bfloat16)]
-)
+@pytest.mark.parametrize(("pin", "gemm_dtype"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
 def test_bfloat16_gemm_runs_in_the_compute_dtype(
-    monkeypatch: pytest.MonkeyPatch, capability: str, gemm_dtype: torch.dtype
+    monkeypatch: pytest.MonkeyPatch, pinned: Pin, pin: str, gemm_dtype: torch.dtype
 ) -> None:
-    """A prefill's GEMM runs in float32 where the CPU only emulates bfloat16; the result stays bfloat16."""
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    """A prefill's GEMM runs in float32 where bfloat16 measured slower; the result stays bfloat16."""
+    pinned(f"matmul-dtype={pin}")
     seen: list[torch.dtype] = []
     linear = nn.functional.linear
     monkeypatch.setattr(nn.functional, "linear", lambda x, w: seen.append(w.dtype) or linear(x, w))

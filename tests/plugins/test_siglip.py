@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import janus_plugins.siglip as siglip_plugin
+from conftest import Pin
 from janus_plugins.siglip import SigLIPConfig, SigLIPVisionEncoder
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.interfaces import VisualEncoder
@@ -123,14 +124,14 @@ def test_matches_golden_activations(
 
 
 def test_bfloat16_weights_run_block_by_block_in_float32_where_the_cpu_emulates_bfloat16(
-    monkeypatch: pytest.MonkeyPatch,
+    pinned: Pin,
     registration: Registration,
     params: dict[str, Any],
     weights: dict[str, Tensor],
     golden: dict[str, Tensor],
     pixels: Tensor,
 ) -> None:
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    pinned("matmul-dtype=float32")
     encoder = loaded(build(registration, params), weights).to(torch.bfloat16)
     seen: list[tuple[torch.dtype, torch.dtype]] = []
     for block in encoder.vision_tower.blocks:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import janus_plugins.vq16
+from conftest import Pin
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.vq16 import VQ16, VQ16Config, build_vq16
 from janus_sdk.errors import InputError
@@ -205,12 +206,12 @@ def test_sampled_tokens_decode_to_the_official_images(vq: VQ16, golden: dict[str
 
 
 def test_bfloat16_weights_decode_in_float32_where_the_cpu_emulates_bfloat16(
-    monkeypatch: pytest.MonkeyPatch, golden: dict[str, Tensor]
+    pinned: Pin, golden: dict[str, Tensor]
 ) -> None:
     """There a bfloat16 convolution is a reference loop (a real-size decode would take over an hour): the
     decoder computes in float32 (each layer casting its own weights), the model stays bfloat16, the image is
     float32's up to bf16 error."""
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    pinned("matmul-dtype=float32")
     model = load_tiny().to(torch.bfloat16)
     with capturing({"conv_out": (model.decoder.conv_out, True)}) as seen:
         images = model.decode(golden["vq_code_grid"])

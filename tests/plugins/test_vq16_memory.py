@@ -20,6 +20,7 @@ from torch import Tensor, nn
 import janus_plugins.vq16.convolution as convolution
 import janus_plugins.vq16.model as model
 import janus_plugins.vq16.normalization as normalization
+from conftest import Pin
 from janus_plugins.vq16 import VQ16
 from janus_plugins.vq16.model import DecoderLevel, ResBlock
 from janus_sdk import JanusPipeline
@@ -45,9 +46,9 @@ def tiny_vq(dtype: str) -> VQ16:
 
 
 @pytest.fixture
-def emulated_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+def emulated_bfloat16(pinned: Pin) -> None:
     """A CPU without bfloat16 arithmetic, where bfloat16 weights compute in float32."""
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    pinned("matmul-dtype=float32")
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
@@ -23,8 +24,12 @@ from torch.nn import functional
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, apply_rotary_pos_emb
 
 from janus_plugins.linear.kernels import avx2_kernels, kernels_usable
+from janus_sdk import tuning
 
 log = logging.getLogger(__name__)
+
+PROBE_HIDDEN = 2048
+"""Width of the decode-step rows (two: one image's guidance pair) on which the CPU kernels are timed."""
 
 Position = int | Tensor
 """Where a block of positions starts: an int, or a one-element int64 tensor for the single position of a
@@ -174,14 +179,38 @@ class CompiledLayerOps(TorchLayerOps):
 TORCH_OPS = TorchLayerOps()
 
 
-@functools.cache
 def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> TorchLayerOps:
-    """The fused ops for hidden states on `device` in `dtype`: the AVX2 kernels on CPUs that run them (a
-    failure to compile them is logged once); torch.compile's in a captured CUDA decode step where torch has
-    a GPU compiler (Triton); else torch's ops."""
+    """The fused ops for hidden states on `device` in `dtype`: the AVX2 kernels on CPUs that run them where
+    they measured faster than torch's ops (a failure to compile them is logged once); torch.compile's in a
+    captured CUDA decode step where torch has a GPU compiler (Triton); else torch's ops."""
     if device.type == "cpu":
-        usable = kernels_usable(device, dtype, "decoder layers use torch ops")
-        return AVX2LayerOps(avx2_kernels()) if usable else TORCH_OPS
+        threads = torch.get_num_threads()
+        return tuning.remembered(
+            ("layer-ops", dtype, threads), lambda: _cpu_layer_ops(device, dtype, threads)
+        )
+    return _gpu_layer_ops(device, captured)
+
+
+def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> TorchLayerOps:
+    if not kernels_usable(device, dtype, "decoder layers use torch ops"):
+        return TORCH_OPS
+    fused = AVX2LayerOps(avx2_kernels())
+    norm = LlamaRMSNorm(PROBE_HIDDEN).to(dtype)
+    generator = tuning.probe_generator()
+    x, delta = (torch.randn(2, 1, PROBE_HIDDEN, dtype=dtype, generator=generator) for _ in range(2))
+
+    def norms(ops: TorchLayerOps) -> Callable[[], object]:
+        return lambda: (ops.rms_norm(x, norm), ops.add_rms_norm(x, delta, norm))
+
+    key = f"{str(dtype).removeprefix('torch.')}/hidden={PROBE_HIDDEN}/threads={threads}"
+    winner = tuning.choose(
+        "layer-ops", key, {"torch": norms(TORCH_OPS), "kernel": norms(fused)}, baseline="torch"
+    )
+    return fused if winner == "kernel" else TORCH_OPS
+
+
+@functools.cache
+def _gpu_layer_ops(device: torch.device, captured: bool) -> TorchLayerOps:
     if device.type == "cuda" and captured and importlib.util.find_spec("triton") is not None:
         log.info("janus-sdk: decoder layers' elementwise parts compile with torch.compile on first use")
         return CompiledLayerOps()

@@ -1,27 +1,50 @@
 """Built-in plugin: linear backends, i.e. how the per-token linear layers compute.
 
 - `torch`: nn.Linear as it is (torch's own kernels);
-- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_kernels.cpp`, compiled on first use), which
-  on CPUs reads them several times faster than torch's GEMV/GEMM at the 1-8 rows of a decode step;
+- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_kernels.cpp`, compiled on first use) at the
+  row counts where it measured faster than torch on this machine (`packed.py`; all of them up to 32 rows with
+  `measured: false`);
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
   token, through the AVX2 kernel on such CPUs (integer multiply-adds against x rounded to int16, relative
   error ~1e-5) and a dequantizing matmul elsewhere.
 
-"auto" picks `avx2` on AVX2 CPUs for float32/bfloat16 when the kernel compiles here, else `torch`.
+"auto" picks `avx2` (measured per row count, so torch's GEMM still serves the rows where it is faster) on AVX2
+CPUs for float32/bfloat16 when the kernel compiles here, else `torch`.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from janus_plugins.attention import NoOptions
+from janus_plugins.linear import kernels
 from janus_plugins.linear.kernels import kernels_usable, require_kernels
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
+
+
+class NoOptions(BaseModel):
+    """This backend takes no options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KernelOptions(BaseModel):
+    """Options of the backends that can use the AVX2 kernel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured: bool = Field(
+        True,
+        description="Use the kernel only at the row counts where it measured faster than torch's GEMM on "
+        "this machine (janus_sdk.tuning, cached per machine); false: at every call of up to 32 rows.",
+    )
 
 
 class TorchLinear:
@@ -41,13 +64,18 @@ class AVX2Linear:
 
     name = "avx2"
 
+    def __init__(self, options: KernelOptions | None = None) -> None:
+        self.measured = options.measured if options else True
+
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         require_kernels(device, dtype, "linear", "torch")
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         if linear.in_features % KERNEL_BLOCK:
             return linear
-        return PackedLinear(linear.weight.detach(), _bias(linear), None, use_kernel=True)
+        return PackedLinear(
+            linear.weight.detach(), _bias(linear), None, use_kernel=True, measured=self.measured
+        )
 
 
 class Int8Linear:
@@ -55,7 +83,8 @@ class Int8Linear:
 
     name = "int8"
 
-    def __init__(self) -> None:
+    def __init__(self, options: KernelOptions | None = None) -> None:
+        self.measured = options.measured if options else True
         self.use_kernel = False
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
@@ -65,7 +94,7 @@ class Int8Linear:
     def convert(self, linear: nn.Linear) -> nn.Module:
         quantized, scale = quantize_rows(linear.weight.detach())
         use_kernel = self.use_kernel and linear.in_features % KERNEL_BLOCK == 0
-        return PackedLinear(quantized, _bias(linear), scale, use_kernel=use_kernel)
+        return PackedLinear(quantized, _bias(linear), scale, use_kernel=use_kernel, measured=self.measured)
 
 
 def quantize_rows(weight: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,19 +120,52 @@ def register_linear_backends(register: Register) -> None:
         """nn.Linear as it is: torch's own kernels (default off AVX2 CPUs)."""
         return TorchLinear()
 
-    def avx2(_: NoOptions, __: BuildContext) -> AVX2Linear:
-        """Weights as loaded, streamed by an AVX2 kernel for decode steps (CPU, float32/bfloat16)."""
-        return AVX2Linear()
+    def avx2(options: KernelOptions, __: BuildContext) -> AVX2Linear:
+        """Weights as loaded, streamed by an AVX2 kernel for decode steps where it measures faster (CPU)."""
+        return AVX2Linear(options)
 
-    def int8(_: NoOptions, __: BuildContext) -> Int8Linear:
+    def int8(options: KernelOptions, __: BuildContext) -> Int8Linear:
         """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
-        return Int8Linear()
+        return Int8Linear(options)
 
     register("torch", torch_, config=NoOptions)
-    register("avx2", avx2, config=NoOptions)
-    register("int8", int8, config=NoOptions, aliases=("int8-weight-only",))
+    register("avx2", avx2, config=KernelOptions)
+    register("int8", int8, config=KernelOptions, aliases=("int8-weight-only",))
 
 
 @hookimpl
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     return "avx2" if kernels_usable(device, dtype, "linear 'auto' picks torch") else None
+
+
+@hookimpl
+def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "kernels",
+        help="where the AVX2 kernels are built, and build them now",
+        description="The AVX2 kernels compile once per machine (source, torch and Python versions) into "
+        "the janus-sdk cache folder. `janus kernels` shows where and whether they are built; `janus kernels "
+        "build` builds them now (e.g. in a Docker image or at install), trying again after a failed build.",
+        epilog="examples:\n  janus kernels\n  janus kernels build",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", nargs="?", choices=("status", "build"), default="status")
+    parser.set_defaults(handler=_kernels_command)
+
+
+def _kernels_command(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        print(f"built: {kernels.build()}")
+        return 0
+    folder = kernels.build_dir()
+    failed = folder / kernels.FAILED
+    if failed.exists():
+        state = (
+            f"failed to build: {failed.read_text(encoding='utf-8').strip()} (`janus kernels build` retries)"
+        )
+    elif any(folder.glob("*.so")):
+        state = "built"
+    else:
+        state = "not built yet (built on first use, or now with `janus kernels build`)"
+    print(f"{folder}: {state}")
+    return 0

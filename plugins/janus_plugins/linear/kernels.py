@@ -1,26 +1,45 @@
-"""The AVX2 decode-step kernels (avx2_kernels.cpp: linear layers, attention), built on first use.
-
-torch compiles it with the machine's C++ compiler through ninja into its extensions cache
-(`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), again whenever the source changes: about a
-minute the first time, an import afterwards.
+"""The AVX2 decode-step kernels (avx2_kernels.cpp: linear layers, attention, layer ops), built once per
+machine.
+ torch compiles the source with the machine's C++ compiler through ninja (about a minute). The build lives in
+the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the
+key a hash of everything the binary depends on: the source, the compiler flags, torch's and Python's versions,
+the architecture. Two clones, venvs or CI runs of the same code share one build and never rebuild each
+other's; a changed source builds beside the old one. A file lock makes concurrent processes wait for one build
+(saying so). A failed build is remembered (a `FAILED` file with the reason, in the same folder): one warning,
+then torch's path, in this process and later ones, until `janus kernels build` tries again.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
+import platform
+import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from filelock import FileLock, Timeout
 
 from janus_sdk.errors import BackendUnavailableError
+from janus_sdk.tuning import cache_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("avx2_kernels.cpp")
 EXTENSION = "janus_avx2_kernels"
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+# OpenMP: at::parallel_for runs on torch's threads. No contraction of a * b + c into one FMA where the source
+# does not ask for it: the elementwise kernels round where torch rounds.
+CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off")
+LDFLAGS = ("-fopenmp",)
+FAILED = "FAILED"
+FIX = "use linear 'torch' and attention 'sdpa'"
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_failure: BackendUnavailableError | None = None
 
 
 def cpu_has_avx2() -> bool:
@@ -28,37 +47,105 @@ def cpu_has_avx2() -> bool:
     return torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512", "AVX512_BF16", "AMX"}
 
 
-@functools.cache
+def build_key() -> str:
+    """A hash of what the compiled module depends on: source, flags, torch, Python, architecture."""
+    facts = [
+        SOURCE.read_bytes(),
+        repr((CFLAGS, LDFLAGS)).encode(),
+        torch.__version__.encode(),
+        sys.version.encode(),
+        platform.machine().encode(),
+    ]
+    digest = hashlib.sha256()
+    for fact in facts:
+        digest.update(hashlib.sha256(fact).digest())
+    return digest.hexdigest()[:16]
+
+
+def build_dir() -> Path:
+    """Where this build of the kernels lives (see the module docstring)."""
+    return cache_dir() / "kernels" / f"{EXTENSION}-{build_key()}"
+
+
 def avx2_kernels() -> ModuleType:
-    """The compiled kernel module; BackendUnavailableError saying why when it cannot be had here."""
+    """The compiled kernel module; BackendUnavailableError saying why when it cannot be had here (the same
+    error again, without another try, once a build has failed)."""
+    global _module, _failure
+    if _module is not None:
+        return _module
+    with _lock:
+        if _module is None:
+            if _failure is not None:
+                raise _failure
+            try:
+                _module = _load(retry=False)
+            except BackendUnavailableError as exc:
+                _failure = exc
+                raise
+    return _module
+
+
+def build(*, retry: bool = True) -> Path:
+    """Build (or load) the kernels now, forgetting an earlier failure when `retry`: `janus kernels build`.
+    Returns the build folder; BackendUnavailableError when they cannot be built here."""
+    global _module, _failure
+    with _lock:
+        _failure = None
+        _module = _load(retry=retry)
+    return build_dir()
+
+
+def _load(*, retry: bool) -> ModuleType:
     if not cpu_has_avx2():
         raise BackendUnavailableError(
-            f"the 'avx2' backends need a CPU with AVX2 and FMA (torch reports "
-            f"{torch.backends.cpu.get_cpu_capability()!r}); use linear 'torch' and attention 'sdpa'"
+            f"the 'avx2' backends need an x86 CPU with AVX2 and FMA (torch reports "
+            f"{torch.backends.cpu.get_cpu_capability()!r} on {platform.machine()}); {FIX}"
         )
-    from torch.utils import cpp_extension
-
-    build = Path(cpp_extension.get_default_build_root()) / EXTENSION
-    if not (build / f"{EXTENSION}.so").exists():  # a silent minute would look like a hang
-        log.warning("janus-sdk: compiling the AVX2 kernels into %s (once, about a minute)", build)
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = folder / FAILED
+    if retry:
+        failed.unlink(missing_ok=True)
+    elif failed.exists():
+        raise BackendUnavailableError(
+            f"the 'avx2' kernels failed to build earlier ({failed.read_text(encoding='utf-8').strip()}); "
+            f"{FIX}, or run `janus kernels build` to try again"
+        )
+    name = f"{EXTENSION}_{build_key()}"
+    lock = FileLock(str(folder / "janus.lock"))
     try:
-        build.mkdir(parents=True, exist_ok=True)
-        module: ModuleType = cpp_extension.load(
-            EXTENSION,
-            [str(SOURCE)],
-            build_directory=str(build),
-            # OpenMP: at::parallel_for runs on torch's threads. No contraction of a * b + c into one FMA
-            # where the source does not ask for it: the elementwise kernels round where torch rounds.
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        lock.acquire(timeout=1)
+    except Timeout:
+        log.warning("janus-sdk: waiting for another process building the AVX2 kernels in %s", folder)
+        lock.acquire()
+    try:
+        if not (folder / f"{name}.so").exists():  # a silent minute would look like a hang
+            log.warning(
+                "janus-sdk: compiling the AVX2 kernels into %s (once per machine, about a minute)", folder
+            )
+        return _compile(name, folder)
     except (RuntimeError, OSError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        failed.write_text(reason + "\n", encoding="utf-8")
         raise BackendUnavailableError(
             "the 'avx2' backends could not compile their kernels (they need a C++ compiler and the ninja "
-            f"package: pip install ninja): {reason}; use linear 'torch' and attention 'sdpa'"
+            f"package: pip install ninja): {reason}; {FIX}"
         ) from exc
+    finally:
+        lock.release()
+
+
+def _compile(name: str, folder: Path) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    module: ModuleType = cpp_extension.load(
+        name,
+        [str(SOURCE)],
+        build_directory=str(folder),
+        extra_cflags=list(CFLAGS),
+        extra_ldflags=list(LDFLAGS),
+        verbose=False,
+    )
     return module
 
 
@@ -73,14 +160,22 @@ def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alterna
     return avx2_kernels()
 
 
+_warned = False
+
+
 def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> bool:
     """Whether the kernels can serve here: an AVX2 CPU, float32/bfloat16, and kernels that compile. A failure
-    to compile is logged as "not using the AVX2 kernels: <fallback>" (e.g. "linear 'auto' picks torch")."""
+    to compile is logged once per process, by its first user: "not using the AVX2 kernels: <fallback>"."""
+    global _warned
     if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
         return False
     try:
         avx2_kernels()
     except BackendUnavailableError as exc:
-        log.warning("not using the AVX2 kernels: %s; %s", fallback, exc)
+        if not _warned:
+            _warned = True
+            log.warning(
+                "not using the AVX2 kernels: %s, and torch's ops serve elsewhere too; %s", fallback, exc
+            )
         return False
     return True

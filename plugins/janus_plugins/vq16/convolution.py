@@ -12,6 +12,10 @@ ships, computes them in the Winograd domain with several times fewer multiplicat
 instead of 9.4-9.7 s. torch only picks NNPACK for batches of 16 or more, so it is called here directly.
 Results differ from direct convolution by about 1e-5 relative (bench/RESULTS.md). torch keeps NNPACK's
 workspace once allocated: ~0.27 GB more resident memory after a 384x384 decode.
+
+Neither wins everywhere: on a Zen 4 oneDNN's bfloat16 convolution beats both float32 paths, and NNPACK loses
+to oneDNN's float32 at small images. So the coder's dtype and NNPACK are measured choices (`janus_sdk.tuning`,
+families "vq-winograd" and "vq-dtype"), timed on a 128-channel convolution of `PROBE_SIZE`.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from janus_sdk.compute import like_input
+from janus_sdk import tuning
+from janus_sdk.compute import compute_dtype, like_input
 
 log = logging.getLogger(__name__)
+
+PROBE_CHANNELS, PROBE_SIZE = 128, 48
+"""The convolution the choices are timed on: the decoder's widest blocks, at a size taking milliseconds."""
 
 
 @functools.cache
@@ -73,6 +81,58 @@ class Conv3x3(Conv2d):
 
 
 def nnpack_fits(x: Tensor, weight: Tensor) -> bool:
-    """NNPACK takes float32 CPU tensors [B, C, H, W]."""
+    """NNPACK takes float32 CPU tensors [B, C, H, W]; used where it measured faster than torch's."""
     on_cpu = x.device.type == "cpu" and x.ndim == 4
-    return on_cpu and x.dtype == weight.dtype == torch.float32 and nnpack_usable()
+    return on_cpu and x.dtype == weight.dtype == torch.float32 and nnpack_usable() and winograd_wins()
+
+
+def winograd_wins() -> bool:
+    """Whether NNPACK's Winograd convolution measured faster than torch's in float32 on this CPU."""
+    threads = torch.get_num_threads()
+    return tuning.remembered(("vq-winograd", threads), lambda: _winograd_wins(threads))
+
+
+def _winograd_wins(threads: int) -> bool:
+    conv, x = _probe(torch.float32)
+    candidates = {
+        "torch": lambda: nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
+        "winograd": lambda: torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, [1, 1]),
+    }
+    key = f"float32/{PROBE_CHANNELS}ch/{PROBE_SIZE}px/threads={threads}"
+    try:
+        return tuning.choose("vq-winograd", key, candidates, baseline="torch") == "winograd"
+    except RuntimeError as exc:  # NNPACK refused the probe: torch's convolutions it is
+        log.warning("NNPACK's convolution failed (%s); using torch's convolutions", exc)
+        return False
+
+
+def coder_dtype(dtype: torch.dtype, device: torch.device, winograd: bool) -> torch.dtype:
+    """The dtype a VQ coder with `dtype` weights computes in: for bfloat16 on the CPU whichever of bfloat16
+    and float32 (with `winograd` as configured) measured faster; `dtype` elsewhere. Where bfloat16 GEMMs
+    already measured slower than float32 (a CPU that emulates it), bfloat16 convolutions are not timed:
+    they are reference loops there, seconds each."""
+    if dtype != torch.bfloat16 or device.type != "cpu" or compute_dtype(dtype, device) != torch.bfloat16:
+        return compute_dtype(dtype, device)
+    threads = torch.get_num_threads()
+    return tuning.remembered(("vq-dtype", winograd, threads), lambda: _cpu_coder_dtype(winograd, threads))
+
+
+def _cpu_coder_dtype(winograd: bool, threads: int) -> torch.dtype:
+    conv, x = _probe(torch.bfloat16)
+    conv.winograd = winograd
+    candidates = {"float32": lambda: conv(x.float()).to(torch.bfloat16), "bfloat16": lambda: conv(x)}
+    key = f"bfloat16/{PROBE_CHANNELS}ch/{PROBE_SIZE}px/winograd={winograd}/threads={threads}"
+    winner = tuning.choose("vq-dtype", key, candidates, baseline="bfloat16")
+    return torch.bfloat16 if winner == "bfloat16" else torch.float32
+
+
+def _probe(dtype: torch.dtype) -> tuple[Conv3x3, Tensor]:
+    generator = tuning.probe_generator()
+    with torch.device("meta"):  # nn.Conv2d's initialisation would draw from the global RNG
+        conv = Conv3x3(PROBE_CHANNELS, PROBE_CHANNELS)
+    conv = conv.to_empty(device="cpu")
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.03)
+        conv.bias.zero_()  # type: ignore[union-attr]
+    x = torch.randn(1, PROBE_CHANNELS, PROBE_SIZE, PROBE_SIZE, generator=generator)
+    return conv.to(dtype), x.to(dtype)

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from janus_plugins.vq16.captured import CapturedDecoder
 from janus_plugins.vq16.config import GROUPNORM_GROUPS, VQ16Config
-from janus_plugins.vq16.convolution import Conv2d, Conv3x3
+from janus_plugins.vq16.convolution import Conv2d, Conv3x3, coder_dtype
 from janus_plugins.vq16.normalization import GroupNorm
-from janus_sdk.compute import compute_dtype, like_input
+from janus_sdk.compute import like_input
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
@@ -256,13 +256,13 @@ class VectorQuantizer(nn.Module):
         return distance.argmin(dim=1)
 
 
-def _run_coder(coder: nn.Module, x: Tensor) -> Tensor:
-    """`coder(x)` computed in the compute dtype of x (the weights' dtype), returned in x's dtype.
+def _run_coder(coder: nn.Module, x: Tensor, winograd: bool) -> Tensor:
+    """`coder(x)` computed in the dtype measured fastest for x's (the weights') dtype, returned in x's dtype.
 
     On the CPU one image at a time: NNPACK computes a batch by another algorithm, which took 1.8x as long as
     one call per image (4 Janus-Pro decodes, 2-core EPYC), and one image's activations are a batch's peak.
     """
-    dtype = compute_dtype(x.dtype, x.device)
+    dtype = coder_dtype(x.dtype, x.device, winograd)
     images = [x[i : i + 1] for i in range(len(x))] if x.device.type == "cpu" else [x]
     return torch.cat([coder(image.to(dtype)).to(x.dtype) for image in images])
 
@@ -300,7 +300,9 @@ class VQ16(nn.Module):
         """Pixels -> continuous latent before quantisation [B, code_dim, g, g] (encoder + quant_conv)."""
         self._check_pixels(pixels)
         weight = self.quant_conv.weight
-        features = _run_coder(self.encoder, pixels.to(device=weight.device, dtype=weight.dtype))
+        features = _run_coder(
+            self.encoder, pixels.to(device=weight.device, dtype=weight.dtype), self.config.winograd
+        )
         latent: Tensor = self.quant_conv(features)
         return latent
 
@@ -338,7 +340,7 @@ class VQ16(nn.Module):
         features = self.post_quant_conv(latent)
         if features.is_cuda and self.config.cuda_graphs and features.shape[0] == 1:
             return self.captured_decoder(features)
-        return _run_coder(self.decoder, features)
+        return _run_coder(self.decoder, features, self.config.winograd)
 
     # -- input checks --------------------------------------------------------------------------------------
 

@@ -41,10 +41,13 @@ from janus_sdk.processing import (
 )
 from janus_sdk.registry import BuildContext, Registry, describe_validation_error
 from janus_sdk.text_stream import StreamDecoder
+from janus_sdk.tuning import Decision, get_tuner, probe_generator
 
 log = logging.getLogger(__name__)
 
 Seed = int | torch.Generator | None
+TUNED_BATCHES = (1, 2, 8)
+"""Rows of a chat, of one image with guidance and of four: the decode steps `tune` measures."""
 
 
 class JanusPipeline:
@@ -133,6 +136,7 @@ class JanusPipeline:
         """Build the components of a validated config and fill them from `weights` (official names) of the
         checkpoint directory `path`."""
         registry = host.registry
+        get_tuner()  # a bad JANUS_SDK_TUNE is reported now, not in the middle of a generation
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         attention = build_backend(
@@ -353,6 +357,31 @@ class JanusPipeline:
         pixels = self.image_processor([self.image_processor.load(image)]).to(self.device, self.dtype)
         with self._lock, torch.inference_mode():
             return self.model.gen_vision_model.encode(pixels)[0]
+
+    # -- tuning ----------------------------------------------------------------------------------------------
+    def tune(
+        self, batch_sizes: Sequence[int] = TUNED_BATCHES, prompt_length: int = 64
+    ) -> dict[str, Decision]:
+        """Take now every measured choice (`janus_sdk.tuning`) that chats and image generations at
+        `batch_sizes` rows need, rather than at their first use: a prefill of `prompt_length` random
+        embeddings and one decode step per batch size through the backbone and both heads, and one VQ
+        decode. Returns every decision known for this machine (what `janus tune` prints)."""
+        llm = self.model.language_model
+        with self._lock, torch.inference_mode():
+            for rows in batch_sizes:
+                cache = llm.new_cache(rows, prompt_length + 1)
+                shape = (rows, prompt_length + 1, llm.hidden_size)
+                embeds = (torch.randn(shape, generator=probe_generator()) * 0.02).to(self.device, self.dtype)
+                hidden = llm.hidden_states(embeds[:, :prompt_length], cache, 0)
+                step = llm.hidden_states(embeds[:, prompt_length:], cache, prompt_length)
+                for last in (hidden[:, -1:], step):
+                    llm.text_logits(last)
+                    self.model.gen_head(last)
+            grid = self.model.gen_vision_model.grid_size
+            self.model.gen_vision_model.decode(
+                torch.zeros(1, grid * grid, dtype=torch.long, device=self.device)
+            )
+        return get_tuner().decisions()
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _component(self, kind: ComponentKind, name: str, params: dict[str, Any]) -> Any:
