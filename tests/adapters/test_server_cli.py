@@ -17,16 +17,16 @@ from pathlib import Path
 import openai
 import pytest
 
+from janus_adapters.server import command as serve_cmd
 from janus_adapters.server.settings import ServerSettings
-from janus_sdk.cli import serve_cmd
 from janus_sdk.errors import ConfigError
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
 
-# The command as `janus serve` runs it, through serve_cmd's own parser (main.py wires the same module).
+# The command as `janus serve` runs it, through its own parser (the adapter's plugin adds the same one).
 LAUNCHER = """
 import argparse, sys
-from janus_sdk.cli import serve_cmd
+from janus_adapters.server import command as serve_cmd
 parser = argparse.ArgumentParser(prog="janus")
 serve_cmd.add_commands(parser.add_subparsers(dest="command", required=True))
 args = parser.parse_args(sys.argv[1:])

@@ -1,12 +1,15 @@
 """janus-sdk plugin: load checkpoints stored in the layout of transformers' `JanusForConditionalGeneration`
 (e.g. `deepseek-community/Janus-Pro-1B`, or what `janus convert --to transformers` writes) directly, with no
-conversion on disk. Registered as the `transformers_interop` entry point of the `janus_sdk` group.
+conversion on disk, and the `janus convert` command. Registered as the `transformers_interop` entry point of
+the `janus_sdk` group.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+from janus_adapters.transformers_interop import command
 from janus_adapters.transformers_interop.layout import is_transformers_layout, open_official_view
 from janus_sdk.checkpoint.layouts import CheckpointLayoutView
 from janus_sdk.config.official import official_config_to_pipeline_dict
@@ -28,3 +31,8 @@ def open_checkpoint_layout(directory: Path) -> CheckpointLayoutView | None:
     )
     pipeline_dict["checkpoint"] = str(directory)
     return CheckpointLayoutView(pipeline_dict, weights)
+
+
+@hookimpl
+def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command.add_commands(subcommands)

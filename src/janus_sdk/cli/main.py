@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from janus_sdk.cli import config_cmd, convert_cmd, model_cmds, plugins_cmd, serve_cmd, tune_cmd
+from janus_sdk.cli import config_cmd, model_cmds, plugins_cmd, tune_cmd
 from janus_sdk.errors import JanusError
 from janus_sdk.plugins import get_plugin_host
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (model_cmds, serve_cmd, plugins_cmd, config_cmd, convert_cmd, tune_cmd):
+    for module in (model_cmds, plugins_cmd, config_cmd, tune_cmd):
         module.add_commands(sub)
     get_plugin_host().add_commands(sub)
     return parser

@@ -1,14 +1,17 @@
 """`janus convert`: rewrite a checkpoint as safetensors in its own layout, or move it between DeepSeek's
-official layout and the layout of transformers' `JanusForConditionalGeneration`."""
+official layout and the layout of transformers' `JanusForConditionalGeneration`.
+
+Added to the CLI by this adapter's plugin (`register_commands`), next to the layout it converts to and from.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from janus_adapters.transformers_interop.convert import convert_checkpoint
 from janus_sdk.checkpoint import convert_to_safetensors
-from janus_sdk.errors import BackendUnavailableError, InputError
+from janus_sdk.errors import InputError
 
 TARGETS = ("safetensors", "transformers", "official")
 
@@ -58,24 +61,10 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.dst, max_shard_size=args.max_shard_size, overwrite=args.overwrite
         )
     else:
-        convert_checkpoint = _layout_converter()
         shards = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
         written = convert_checkpoint(args.src, args.dst, to=args.to, overwrite=args.overwrite, **shards)
     print(written)
     return 0
-
-
-def _layout_converter() -> Any:
-    """The transformers-interop adapter's converter, imported only when asked for: it needs transformers'
-    Janus port, which older transformers releases lack."""
-    try:
-        from janus_adapters.transformers_interop import convert_checkpoint
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"converting to or from the transformers layout needs transformers' Janus port "
-            f"(JanusForConditionalGeneration); this install cannot import it: {exc}"
-        ) from None
-    return convert_checkpoint
 
 
 def _non_empty(path: Path) -> bool:

@@ -1,4 +1,8 @@
-"""`janus serve`: one model behind an OpenAI-compatible HTTP API and a web page (needs the `server` extra)."""
+"""`janus serve`: one model behind an OpenAI-compatible HTTP API and a web page (needs the `server` extra).
+
+Added to the CLI by this adapter's plugin (`janus_adapters.server.plugin`, the `register_commands` hook); the
+server itself (FastAPI, uvicorn) is imported only when the command runs.
+"""
 
 from __future__ import annotations
 
