@@ -424,7 +424,7 @@ def test_plugins_add_cli_commands_and_a_failing_one_is_reported_and_removed(
     isolated_host: PluginHost, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from janus_sdk import plugins as plugins_module
-    from janus_sdk.cli.main import main
+    from janus_sdk.cli.main import build_parser, main
 
     with plugged(isolated_host, ("greeter", CommandPlugin()), ("broken", BrokenCommandPlugin())) as host:
         monkeypatch.setattr(plugins_module, "_default_host", host)
@@ -435,3 +435,7 @@ def test_plugins_add_cli_commands_and_a_failing_one_is_reported_and_removed(
             warnings.simplefilter("ignore", PluginWarning)
             main(["half-done"])  # removed: argparse's usage error
         assert "invalid choice: 'half-done'" in capsys.readouterr().err
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)
+            listing = build_parser().format_help()
+        assert "hello" in listing and "half-done" not in listing

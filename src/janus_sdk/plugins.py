@@ -259,12 +259,15 @@ class PluginHost:
         """Let each plugin add its `janus` commands (`register_commands`); one that raises is reported and
         skipped like a failing register hook, its half-added commands removed."""
         for impl in self.pm.hook.register_commands.get_hookimpls():
-            before = dict(subcommands.choices)
+            before = set(subcommands.choices)
             try:
                 impl.function(subcommands=subcommands)
             except Exception as exc:
-                for name in set(subcommands.choices) - set(before):
+                added = set(subcommands.choices) - before
+                for name in added:
                     del subcommands.choices[name]
+                listed = subcommands._choices_actions  # what `janus --help` lists
+                listed[:] = [action for action in listed if action.dest not in added]
                 info = self._info[impl.plugin_name]
                 self._fail(
                     info, f"plugin {info.name!r} raised in register_commands: {type(exc).__name__}: {exc}"

@@ -314,6 +314,9 @@ _tuner_lock = threading.Lock()
 def get_tuner() -> Tuner:
     """The process-wide tuner (created on first use, reading `JANUS_SDK_TUNE` and the cache folder then)."""
     global _tuner
+    tuner = _tuner  # read without the lock: this runs on hot paths (`remembered`)
+    if tuner is not None:
+        return tuner
     with _tuner_lock:
         if _tuner is None:
             _tuner = Tuner()

@@ -3,6 +3,9 @@ refused and reported as documented."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,15 +133,55 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_ret
     assert len(compiles) == 2
 
 
-def test_the_build_folder_is_keyed_by_source_torch_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_build_folder_is_keyed_by_what_the_binary_depends_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another clone of the same code (the source at another path) shares the build; a changed source, torch
+    or compiler flags get a folder of their own, beside it."""
     key = kernel_module.build_key()
     assert kernel_module.build_dir().name.endswith(key)
-    assert kernel_module.build_key() == key  # the same code in another clone or venv: the same build
+    clone = tmp_path / "clone" / "avx2_kernels.cpp"
+    clone.parent.mkdir()
+    clone.write_bytes(kernel_module.SOURCE.read_bytes())
+    monkeypatch.setattr(kernel_module, "SOURCE", clone)
+    assert kernel_module.build_key() == key
+    clone.write_bytes(clone.read_bytes() + b"\n// changed\n")
+    assert kernel_module.build_key() != key
+    monkeypatch.undo()
     monkeypatch.setattr(torch, "__version__", "0.0.1")
     assert kernel_module.build_key() != key
     monkeypatch.undo()
     monkeypatch.setattr(kernel_module, "CFLAGS", (*kernel_module.CFLAGS, "-DOTHER"))
     assert kernel_module.build_key() != key
+
+
+def test_a_process_waits_for_anothers_build_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from filelock import FileLock
+
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
+    monkeypatch.setattr(kernel_module, "_module", None)  # restored after: build() sets it
+    monkeypatch.setattr(kernel_module, "_failure", None)
+    events: list[str] = []
+    monkeypatch.setattr(kernel_module, "_compile", lambda name, folder: events.append("compiled") or object())
+    folder = kernel_module.build_dir()
+    folder.mkdir(parents=True)
+    other = FileLock(str(folder / "janus.lock"))
+    other.acquire()  # another process is building
+    thread = threading.Thread(target=kernel_module.build)
+    with caplog.at_level(logging.WARNING):
+        thread.start()
+        deadline = time.monotonic() + 30
+        while "waiting for another process" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "waiting for another process building the AVX2 kernels" in caplog.text
+        assert events == []  # nothing built while the other build holds the lock
+        events.append("released")
+        other.release()
+        thread.join(30)
+    assert events == ["released", "compiled"]
 
 
 def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +299,23 @@ def test_kernel_builds_wherever_avx2_and_a_compiler_are_present() -> None:
     if not kernel_module.cpu_has_avx2() or shutil.which("c++") is None:
         pytest.skip("no AVX2 CPU or no C++ compiler here")
     kernel_module.build()  # tried even where an earlier build failed: the skips above must not hide a break
+
+
+def test_torch_path_computes_on_contiguous_rows(monkeypatch: pytest.MonkeyPatch, pinned: Pin) -> None:
+    """A [B, 1, in] slice of the last position reaches torch's linear as contiguous [B, in] rows (torch's
+    bfloat16 linear is a slow path on the strided 3-D form), and comes back in the input's shape."""
+    pinned("matmul-dtype=bfloat16")
+    seen: list[tuple[tuple[int, ...], bool]] = []
+    linear = nn.functional.linear
+    monkeypatch.setattr(
+        nn.functional, "linear", lambda x, w: seen.append((tuple(x.shape), x.is_contiguous())) or linear(x, w)
+    )
+    layer = _linear(32, 24, torch.bfloat16, bias=False)
+    packed = PackedLinear(layer.weight.detach(), None, None, use_kernel=False)
+    hidden = torch.randn(3, 5, 32).to(torch.bfloat16)
+    with torch.inference_mode():
+        out = packed(hidden[:, -1:])
+        expected = linear(hidden[:, -1:].contiguous(), layer.weight)
+    assert seen[0] == ((3, 32), True)
+    assert out.shape == (3, 1, 24)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)

@@ -41,7 +41,7 @@ class KernelOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     measured: bool = Field(
-        True,
+        default=True,
         description="Use the kernel only at the row counts where it measured faster than torch's GEMM on "
         "this machine (janus_sdk.tuning, cached per machine); false: at every call of up to 32 rows.",
     )
@@ -65,7 +65,7 @@ class AVX2Linear:
     name = "avx2"
 
     def __init__(self, options: KernelOptions | None = None) -> None:
-        self.measured = options.measured if options else True
+        self.measured = (options or KernelOptions()).measured
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         require_kernels(device, dtype, "linear", "torch")
@@ -84,7 +84,7 @@ class Int8Linear:
     name = "int8"
 
     def __init__(self, options: KernelOptions | None = None) -> None:
-        self.measured = options.measured if options else True
+        self.measured = (options or KernelOptions()).measured
         self.use_kernel = False
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:

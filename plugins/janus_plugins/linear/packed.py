@@ -14,6 +14,8 @@ y = (x @ w_int8.T) * scale + bias). A call goes to the kernel or to torch's GEMM
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Callable
 
@@ -27,6 +29,8 @@ from janus_sdk.compute import compute_dtype
 KERNEL_MAX_ROWS = 32
 """Above this many rows a call goes to torch's GEMM (measured on an AVX2 EPYC, 2048 -> 5632 in float32: the
 kernel 15 ms vs MKL's 30 ms at 32 rows, even at 48; 32 keeps the kernel where it can win)."""
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
+"""The row counts a layer's choice is measured at; a call's rows are rounded up to the next of them."""
 PROBE_BYTES = 192 << 20
 """Weights a row-count probe streams per call: past the last-level cache of current server CPUs."""
 PROBE_MAX_COPIES = 64
@@ -79,50 +83,52 @@ class PackedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
     def gemm(self, x: Tensor) -> Tensor:
-        """torch's own path: nn.functional.linear in the compute dtype (a dequantizing one for int8)."""
+        """torch's own path: nn.functional.linear in the compute dtype (a dequantizing one for int8), on x as
+        rows: torch 2.13's bfloat16 linear takes ~500x as long on a non-contiguous [B, 1, in] input (a
+        slice of the last position) as on the same rows contiguous (14.8 s against 0.03 s for 8 rows through
+        a 2048 x 102400 head)."""
         dtype = compute_dtype(x.dtype, x.device)
-        y = nn.functional.linear(x.to(dtype), self.weight.to(dtype))
+        rows = x.reshape(-1, self.in_features).contiguous().to(dtype)
+        y = nn.functional.linear(rows, self.weight.to(dtype))
         if self.scale is not None:
             y = y * self.scale.to(dtype)
         if self.bias is not None:
             y = y + self.bias.to(dtype)
-        return y.to(x.dtype)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def kernel_wins(self, rows: int, dtype: torch.dtype) -> bool:
         """Whether the kernel measured faster than `gemm` here for this layer's shape and kind at `rows`
-        (rounded up to a power of two) of `dtype` inputs; measured on first use."""
+        (rounded up to a power of two) of `dtype` inputs. All row counts of a shape are measured together, on
+        its first call, over one set of probe weights."""
         bucket = 1 << max(rows - 1, 0).bit_length()
-        key = (
-            "linear",
-            self.weight.dtype,
-            dtype,
-            self.in_features,
-            self.out_features,
-            bucket,
-            torch.get_num_threads(),
-        )
-        return tuning.remembered(key, lambda: self._measure(bucket, dtype))
+        shape = (self.weight.dtype, dtype, self.in_features, self.out_features, torch.get_num_threads())
+        plan = tuning.remembered(("linear", *shape), lambda: self._measure(dtype))
+        return plan[bucket]
 
-    def _measure(self, rows: int, dtype: torch.dtype) -> bool:
+    def _measure(self, dtype: torch.dtype) -> dict[int, bool]:
+        """Row-count bucket -> whether the kernel wins, over distinct weights of this layer's shape (made only
+        when some bucket is not in the tuning cache yet)."""
         avx2_kernels()  # built or loaded before anything is timed
-        copies = _probe_copies(self)
-        x = torch.randn(rows, self.in_features, dtype=dtype, generator=tuning.probe_generator())
+        copies = functools.cache(lambda: _probe_copies(self))
+        x = torch.randn(KERNEL_MAX_ROWS, self.in_features, dtype=dtype, generator=tuning.probe_generator())
+        weights = "int8" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")
+        shape = (
+            f"{weights}-weights/{str(dtype).removeprefix('torch.')}/{self.in_features}x{self.out_features}"
+        )
 
-        def each(path: Callable[[PackedLinear, Tensor], Tensor]) -> Callable[[], None]:
+        def each(path: Callable[[PackedLinear, Tensor], Tensor], rows: int) -> Callable[[], None]:
             def run() -> None:
-                for layer in copies:
-                    path(layer, x)
+                for layer in copies():
+                    path(layer, x[:rows])
 
             return run
 
-        weights = "int8" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")
-        inputs = str(dtype).removeprefix("torch.")
-        key = (
-            f"{weights}-weights/{inputs}/{self.in_features}x{self.out_features}/rows={rows}/"
-            f"threads={torch.get_num_threads()}"
-        )
-        candidates = {"torch": each(PackedLinear.gemm), "kernel": each(PackedLinear.kernel)}
-        return tuning.choose("linear", key, candidates, baseline="torch") == "kernel"
+        plan = {}
+        for rows in ROW_BUCKETS:
+            candidates = {"torch": each(PackedLinear.gemm, rows), "kernel": each(PackedLinear.kernel, rows)}
+            key = f"{shape}/rows={rows}/threads={torch.get_num_threads()}"
+            plan[rows] = tuning.choose("linear", key, candidates, baseline="torch") == "kernel"
+        return plan
 
     def extra_repr(self) -> str:
         kind = "int8 + scale" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")
@@ -130,17 +136,18 @@ class PackedLinear(nn.Module):
 
 
 def _probe_copies(layer: PackedLinear) -> list[PackedLinear]:
-    """Distinct random layers of `layer`'s shape and kind, together about PROBE_BYTES, so that a probe reads
-    its weights from memory as a decode step does, not from a cache."""
+    """Distinct layers of `layer`'s shape and kind, together about PROBE_BYTES, so that a probe reads its
+    weights from memory as a decode step does, not from a cache. One random layer, the rest copies of it:
+    copying runs at memory speed, drawing random numbers does not."""
     nbytes = layer.weight.numel() * layer.weight.element_size()
     count = max(1, min(PROBE_MAX_COPIES, math.ceil(PROBE_BYTES / nbytes)))
-    copies, generator = [], tuning.probe_generator()
-    for _ in range(count):
-        if layer.scale is None:
-            weight = torch.randn(layer.weight.shape, dtype=layer.weight.dtype, generator=generator)
-        else:
-            weight = torch.randint(-127, 128, layer.weight.shape, dtype=torch.int8, generator=generator)
-        scale = None if layer.scale is None else torch.rand(layer.out_features, generator=generator) * 1e-2
-        bias = None if layer.bias is None else torch.zeros_like(layer.bias)
-        copies.append(PackedLinear(weight, bias, scale, use_kernel=True, measured=False))
-    return copies
+    generator = tuning.probe_generator()
+    if layer.scale is None:
+        weight = torch.randn(layer.weight.shape, dtype=layer.weight.dtype, generator=generator)
+        scale = None
+    else:
+        weight = torch.randint(-127, 128, layer.weight.shape, dtype=torch.int8, generator=generator)
+        scale = torch.rand(layer.out_features, generator=generator) * 1e-2
+    bias = None if layer.bias is None else torch.zeros_like(layer.bias)
+    first = PackedLinear(weight, bias, scale, use_kernel=True, measured=False)
+    return [first] + [copy.deepcopy(first) for _ in range(count - 1)]

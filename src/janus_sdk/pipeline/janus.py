@@ -374,7 +374,7 @@ class JanusPipeline:
                 embeds = (torch.randn(shape, generator=probe_generator()) * 0.02).to(self.device, self.dtype)
                 hidden = llm.hidden_states(embeds[:, :prompt_length], cache, 0)
                 step = llm.hidden_states(embeds[:, prompt_length:], cache, prompt_length)
-                for last in (hidden[:, -1:], step):
+                for last in (hidden[:, -1], step[:, -1]):  # the rows the decoding loops feed the heads
                     llm.text_logits(last)
                     self.model.gen_head(last)
             grid = self.model.gen_vision_model.grid_size
