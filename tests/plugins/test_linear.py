@@ -1,11 +1,12 @@
-"""Linear backends: the AVX2 kernel and weight-only int8 compute what nn.Linear computes, and are chosen,
-refused and reported as documented."""
+"""Linear backends: the kernel (AVX2 and AVX-512 builds) and weight-only int8 compute what nn.Linear computes,
+and are chosen, refused and reported as documented."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,28 @@ from torch import nn
 
 from conftest import Pin
 from janus_plugins import linear as linear_plugin
-from janus_plugins.linear import AVX2Linear, Int8Linear, KernelOptions, TorchLinear, quantize_rows
+from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions, TorchLinear, quantize_rows
 from janus_plugins.linear import kernels as kernel_module
-from janus_plugins.linear.packed import KERNEL_MAX_ROWS, PackedLinear
+from janus_plugins.linear.kernels import AVX2, AVX512
+from janus_plugins.linear.packed import (
+    KERNEL_MAX_ROWS,
+    PACK_BYTES,
+    PackedLinear,
+    pack_int8,
+    unpack_int8,
+)
 from janus_sdk import tuning
 from janus_sdk.errors import BackendUnavailableError
 
 ALWAYS = KernelOptions(measured=False)  # the kernel at every call of up to KERNEL_MAX_ROWS rows
+
+
+def avx2(options: KernelOptions | None = None) -> KernelLinear:
+    return KernelLinear("avx2", (AVX2,), options)
+
+
+def avx512(options: KernelOptions | None = None) -> KernelLinear:
+    return KernelLinear("avx512", (AVX2, AVX512), options)
 
 
 def _kernel_or_skip() -> None:
@@ -28,6 +44,12 @@ def _kernel_or_skip() -> None:
         kernel_module.avx2_kernels()
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
+
+
+def _avx512_or_skip() -> None:
+    _kernel_or_skip()
+    if AVX512 not in kernel_module.kernel_isas():
+        pytest.skip(f"this CPU lacks {kernel_module.AVX512_FEATURES}")
 
 
 def _linear(in_features: int, out_features: int, dtype: torch.dtype, *, bias: bool = True) -> nn.Linear:
@@ -56,7 +78,7 @@ ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
 def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_features: int) -> None:
     _kernel_or_skip()
     layer = _linear(in_features, out_features, torch.float32)
-    packed = AVX2Linear(ALWAYS).convert(layer)
+    packed = avx2(ALWAYS).convert(layer)
     assert isinstance(packed, PackedLinear)
     x = torch.randn(rows, in_features)
     with torch.inference_mode():
@@ -68,7 +90,7 @@ def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinne
     _kernel_or_skip()
     pinned("matmul-dtype=float32")  # beyond KERNEL_MAX_ROWS: torch's GEMM, in float32, one output rounding
     layer = _linear(96, 45, torch.bfloat16)
-    packed = AVX2Linear(ALWAYS).convert(layer)
+    packed = avx2(ALWAYS).convert(layer)
     x = torch.randn(2, rows, 96).to(torch.bfloat16)  # leading dims are flattened and restored
     with torch.inference_mode():
         out = packed(x)
@@ -78,14 +100,105 @@ def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinne
     torch.testing.assert_close(out.double(), reference, atol=1e-3, rtol=2**-8)
 
 
+def _spy_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths PackedLinear calls take from now on: "torch" or the kernel build's name."""
+    paths: list[str] = []
+    kernel, gemm = PackedLinear.kernel, PackedLinear.gemm
+
+    def spy_kernel(self: PackedLinear, x: torch.Tensor, isa: str) -> torch.Tensor:
+        paths.append(isa)
+        return kernel(self, x, isa)
+
+    def spy_gemm(self: PackedLinear, x: torch.Tensor) -> torch.Tensor:
+        paths.append("torch")
+        return gemm(self, x)
+
+    monkeypatch.setattr(PackedLinear, "kernel", spy_kernel)
+    monkeypatch.setattr(PackedLinear, "gemm", spy_gemm)
+    return paths
+
+
+# 4 rows of x per pass (then 3/2/1), 4-row weight tiles with tails of 1; rows of 2 and 9 blocks of 64
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, KERNEL_MAX_ROWS])
+@pytest.mark.parametrize(("in_features", "out_features"), [(128, 61), (576, 37)])
+def test_avx512_bfloat16_matches_nn_linear_within_output_rounding(
+    rows: int, in_features: int, out_features: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vdpbf16ps multiplies bfloat16 pairs exactly and sums in float32, as the AVX2 tiles do."""
+    _avx512_or_skip()
+    layer = _linear(in_features, out_features, torch.bfloat16)
+    packed = avx512(ALWAYS).convert(layer)
+    paths = _spy_paths(monkeypatch)
+    x = torch.randn(rows, in_features).to(torch.bfloat16)
+    with torch.inference_mode():
+        out = packed(x)
+    assert paths == ["avx512"]
+    torch.testing.assert_close(out.double(), _reference(layer, x), atol=1e-3, rtol=2**-8)
+
+
+def test_avx512_tiles_serve_only_what_they_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """float32 x against bfloat16 weights, float32 weights, or rows not a multiple of 64: the AVX2 tiles."""
+    _avx512_or_skip()
+    paths = _spy_paths(monkeypatch)
+    with torch.inference_mode():
+        avx512(ALWAYS).convert(_linear(128, 8, torch.bfloat16))(torch.randn(2, 128))
+        avx512(ALWAYS).convert(_linear(128, 8, torch.float32))(torch.randn(2, 128))
+        avx512(ALWAYS).convert(_linear(96, 8, torch.bfloat16))(torch.randn(2, 96).to(torch.bfloat16))
+    assert paths == ["avx2"] * 3
+
+
+def test_each_row_count_takes_the_path_measured_fastest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every build that computes this layer is a candidate; the choice is per row count."""
+    _avx512_or_skip()
+    offered: dict[int, set[str]] = {}
+    fastest = {1: "avx512", 2: "avx512", 8: "torch"}
+
+    class Scripted(tuning.Tuner):
+        def choose(
+            self, family: str, key: str, candidates: Mapping[str, Callable[[], object]], baseline: str
+        ) -> str:
+            if family != "linear":
+                return baseline
+            rows = int(key.split("/rows=")[1].split("/")[0])
+            offered[rows] = set(candidates)
+            return fastest.get(rows, "avx2")
+
+    packed = avx512().convert(_linear(128, 8, torch.bfloat16))
+    paths = _spy_paths(monkeypatch)
+    with tuning.use_tuner(Scripted(tmp_path / "t.json", pins="")), torch.inference_mode():
+        for rows in (1, 2, 4, 8):
+            packed(torch.randn(rows, 128).to(torch.bfloat16))
+    assert offered == {rows: {"torch", "avx2", "avx512"} for rows in (1, 2, 4, 8, 16, 32)}
+    assert paths == ["avx512", "avx512", "avx2", "torch"]  # the scripted choices run nothing themselves
+
+
+def test_avx512_pinned_where_the_cpu_lacks_it_names_the_features_and_autos_pick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _kernel_or_skip()
+    monkeypatch.setattr(kernel_module, "cpu_has_avx512", lambda: False)
+    cpu = torch.device("cpu")
+    with pytest.raises(
+        BackendUnavailableError,
+        match=r"'avx512' needs an x86 CPU with AVX-512.*BF16.*VNNI.*auto' \(here: 'avx2'\)",
+    ):
+        avx512().check(cpu, torch.bfloat16)
+    assert linear_plugin.choose_linear_backend(cpu, torch.bfloat16) == "avx2"
+    int8 = Int8Linear()
+    int8.check(cpu, torch.bfloat16)
+    assert int8.isas == (AVX2,)
+
+
 def test_avx2_keeps_layers_whose_width_the_kernel_cannot_take() -> None:
     layer = _linear(40, 8, torch.float32)  # 40 is not a multiple of the kernel's 16-weight blocks
-    assert AVX2Linear().convert(layer) is layer
+    assert avx2().convert(layer) is layer
     assert TorchLinear().convert(layer) is layer
 
 
 def test_avx2_refuses_other_devices_and_dtypes() -> None:
-    backend = AVX2Linear()
+    backend = avx2()
     with pytest.raises(BackendUnavailableError, match=r"runs on the CPU.*not on meta.*use linear 'torch'"):
         backend.check(torch.device("meta"), torch.float32)
     with pytest.raises(BackendUnavailableError, match="not on cpu in float16"):
@@ -112,7 +225,7 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_ret
     monkeypatch.setattr(cpp_extension, "load", broken_compiler)
     monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
     with pytest.raises(BackendUnavailableError, match=r"pip install ninja.*command not found.*'torch'"):
-        AVX2Linear().check(torch.device("cpu"), torch.float32)
+        avx2().check(torch.device("cpu"), torch.float32)
     assert linear_plugin.choose_linear_backend(torch.device("cpu"), torch.float32) is None
     int8 = Int8Linear()
     int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
@@ -192,7 +305,8 @@ def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPa
     assert choose(torch.device("cpu"), torch.float32) is None
     monkeypatch.undo()
     _kernel_or_skip()
-    assert choose(torch.device("cpu"), torch.bfloat16) == "avx2"
+    widest = "avx512" if AVX512 in kernel_module.kernel_isas() else "avx2"
+    assert choose(torch.device("cpu"), torch.bfloat16) == widest
     int8 = Int8Linear()
     int8.check(torch.device("meta"), torch.float32)  # the kernel only ever serves the CPU
     assert not int8.use_kernel
@@ -219,24 +333,27 @@ INT16_SCALE_BLOCK = 512  # the kernel's kScaleBlock: x gets one int16 scale per 
 
 @pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 16])
+@pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 64])
+@pytest.mark.parametrize("isa", [AVX2, AVX512])
 def test_int8_kernel_and_dequantizing_matmul_agree(
-    rows: int, dtype: torch.dtype, in_features: int, pinned: Pin
+    rows: int, dtype: torch.dtype, in_features: int, isa: str, pinned: Pin
 ) -> None:
-    _kernel_or_skip()
+    _kernel_or_skip() if isa == AVX2 else _avx512_or_skip()
     pinned("matmul-dtype=float32")  # the dequantizing matmul computes in float32
     layer = _linear(in_features, 50, dtype)
     fast = Int8Linear(ALWAYS)
     fast.check(torch.device("cpu"), dtype)
-    packed = fast.convert(layer)
-    assert isinstance(packed, PackedLinear) and packed.use_kernel
-    plain = PackedLinear(packed.weight, packed.bias, packed.scale, use_kernel=False)
+    quantized = fast.convert(layer)
+    assert isinstance(quantized, PackedLinear) and quantized.use_kernel
+    isas = kernel_module.kernel_isas()[: kernel_module.kernel_isas().index(isa) + 1]
+    packed = PackedLinear(quantized.weight, quantized.bias, quantized.scale, isas=isas, measured=False)
+    plain = PackedLinear(packed.plain_weight(), packed.bias, packed.scale, isas=())
     x = torch.randn(rows, in_features).to(dtype)
     x[0, INT16_SCALE_BLOCK:] = 0  # a block of zeros has no scale to divide by
     with torch.inference_mode():
         dequantized = nn.Linear(in_features, 50).double()
         assert packed.scale is not None and packed.bias is not None
-        dequantized.weight.copy_(packed.weight.double() * packed.scale.double()[:, None])
+        dequantized.weight.copy_(packed.plain_weight().double() * packed.scale.double()[:, None])
         dequantized.bias.copy_(packed.bias.double())
         expected = dequantized(x.double())
         tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-3, "rtol": 2**-7}
@@ -251,6 +368,33 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
             assert bool(((packed(x).double() - expected).abs() <= bound).all())
 
 
+@pytest.mark.parametrize("out_features", [8, 11])
+def test_int8_weights_pack_by_tiles_of_rows_and_unpack_exactly(out_features: int) -> None:
+    """Rows in groups of PACK_ROWS, each as chunks of PACK_BYTES side by side; the rows past the last full
+    group as they were."""
+    weight = torch.arange(out_features * 128, dtype=torch.int32).remainder(251).sub(125).to(torch.int8)
+    weight = weight.view(out_features, 128)
+    packed = pack_int8(weight)
+    assert torch.equal(packed[0, :PACK_BYTES], weight[0, :PACK_BYTES])
+    assert torch.equal(packed[0, PACK_BYTES:], weight[1, :PACK_BYTES])  # row 1's first chunk follows row 0's
+    assert torch.equal(packed[8:], weight[8:])
+    assert torch.equal(unpack_int8(packed), weight)
+    with pytest.raises(ValueError, match="chunks of 64 features; this one has 80"):
+        pack_int8(torch.zeros(4, 80, dtype=torch.int8))
+
+
+def test_int8_rows_the_kernel_cannot_pack_stay_on_torchs_path() -> None:
+    _kernel_or_skip()
+    layer = _linear(80, 8, torch.float32)
+    backend = Int8Linear(ALWAYS)
+    backend.check(torch.device("cpu"), torch.float32)
+    packed = backend.convert(layer)
+    assert isinstance(packed, PackedLinear) and not packed.use_kernel
+    x = torch.randn(2, 80)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(x).double(), _reference(layer, x), atol=2e-2, rtol=2e-2)
+
+
 @pytest.mark.parametrize(("pin", "gemm_dtype"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
 def test_bfloat16_gemm_runs_in_the_compute_dtype(
     monkeypatch: pytest.MonkeyPatch, pinned: Pin, pin: str, gemm_dtype: torch.dtype
@@ -260,7 +404,7 @@ def test_bfloat16_gemm_runs_in_the_compute_dtype(
     seen: list[torch.dtype] = []
     linear = nn.functional.linear
     monkeypatch.setattr(nn.functional, "linear", lambda x, w: seen.append(w.dtype) or linear(x, w))
-    packed = PackedLinear(torch.randn(8, 16).to(torch.bfloat16), None, None, use_kernel=False)
+    packed = PackedLinear(torch.randn(8, 16).to(torch.bfloat16), None, None, isas=())
     with torch.inference_mode():
         out = packed(torch.randn(KERNEL_MAX_ROWS + 1, 16).to(torch.bfloat16))
     assert seen == [gemm_dtype]
@@ -311,7 +455,7 @@ def test_torch_path_computes_on_contiguous_rows(monkeypatch: pytest.MonkeyPatch,
         nn.functional, "linear", lambda x, w: seen.append((tuple(x.shape), x.is_contiguous())) or linear(x, w)
     )
     layer = _linear(32, 24, torch.bfloat16, bias=False)
-    packed = PackedLinear(layer.weight.detach(), None, None, use_kernel=False)
+    packed = PackedLinear(layer.weight.detach(), None, None, isas=())
     hidden = torch.randn(3, 5, 32).to(torch.bfloat16)
     with torch.inference_mode():
         out = packed(hidden[:, -1:])

@@ -4,12 +4,17 @@
 - `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_kernels.cpp`, compiled on first use) at the
   row counts where it measured faster than torch on this machine (`packed.py`; all of them up to 32 rows with
   `measured: false`);
+- `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
+  `vpdpwssd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
+  later); with `measured: false` those tiles wherever they apply;
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
-  token, through the AVX2 kernel on such CPUs (integer multiply-adds against x rounded to int16, relative
-  error ~1e-5) and a dequantizing matmul elsewhere.
+  token, through the kernel on AVX2 CPUs (integer multiply-adds against x rounded to int16, relative error
+  ~1e-5; VNNI where the CPU has it; weights packed for it, in-features a multiple of 64) and a dequantizing
+  matmul elsewhere.
 
-"auto" picks `avx2` (measured per row count, so torch's GEMM still serves the rows where it is faster) on AVX2
-CPUs for float32/bfloat16 when the kernel compiles here, else `torch`.
+"auto" picks `avx512` where the CPU has those extensions, else `avx2`, on x86 CPUs for float32/bfloat16 when
+the kernel compiles here (each measured per row count, so torch's GEMM still serves the rows where it is
+faster), else `torch`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from janus_plugins.linear import kernels
-from janus_plugins.linear.kernels import kernels_usable, require_kernels
-from janus_plugins.linear.packed import PackedLinear
+from janus_plugins.linear.kernels import (
+    AVX2,
+    AVX512,
+    AVX512_FEATURES,
+    kernel_isas,
+    kernels_usable,
+    require_kernels,
+)
+from janus_plugins.linear.packed import PACK_BYTES, PackedLinear, pack_int8
+from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -36,14 +49,15 @@ class NoOptions(BaseModel):
 
 
 class KernelOptions(BaseModel):
-    """Options of the backends that can use the AVX2 kernel."""
+    """Options of the backends that can use the kernels."""
 
     model_config = ConfigDict(extra="forbid")
 
     measured: bool = Field(
         default=True,
         description="Use the kernel only at the row counts where it measured faster than torch's GEMM on "
-        "this machine (janus_sdk.tuning, cached per machine); false: at every call of up to 32 rows.",
+        "this machine (janus_sdk.tuning, cached per machine), in its fastest build; false: at every call of "
+        "up to 32 rows, in the widest build the backend has.",
     )
 
 
@@ -59,22 +73,29 @@ class TorchLinear:
         return linear
 
 
-class AVX2Linear:
-    """Float32/bfloat16 weights as loaded, streamed by the AVX2 kernel for decode steps."""
+class KernelLinear:
+    """Float32/bfloat16 weights as loaded, streamed by the kernel's `isas` builds for decode steps."""
 
-    name = "avx2"
-
-    def __init__(self, options: KernelOptions | None = None) -> None:
+    def __init__(self, name: str, isas: tuple[str, ...], options: KernelOptions | None = None) -> None:
+        self.name = name
+        self.isas = isas
         self.measured = (options or KernelOptions()).measured
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         require_kernels(device, dtype, "linear", "torch")
+        if AVX512 in self.isas and AVX512 not in kernel_isas():
+            auto = choose_linear_backend(device, dtype) or "torch"
+            raise BackendUnavailableError(
+                f"linear backend {self.name!r} needs an x86 CPU with {AVX512_FEATURES}; this one does not "
+                f"report them (torch: {torch.backends.cpu.get_cpu_capability()}); use linear 'auto' (here: "
+                f"{auto!r})"
+            )
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         if linear.in_features % KERNEL_BLOCK:
             return linear
         return PackedLinear(
-            linear.weight.detach(), _bias(linear), None, use_kernel=True, measured=self.measured
+            linear.weight.detach(), _bias(linear), None, isas=self.isas, measured=self.measured
         )
 
 
@@ -85,16 +106,25 @@ class Int8Linear:
 
     def __init__(self, options: KernelOptions | None = None) -> None:
         self.measured = (options or KernelOptions()).measured
-        self.use_kernel = False
+        self.isas: tuple[str, ...] = ()
+
+    @property
+    def use_kernel(self) -> bool:
+        """Whether the kernel serves this backend's layers here (known after `check`)."""
+        return bool(self.isas)
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         """Runs anywhere; on AVX2 CPUs through the kernel when it compiles (else a dequantizing matmul)."""
-        self.use_kernel = kernels_usable(device, dtype, "linear 'int8' uses a dequantizing matmul")
+        usable = kernels_usable(device, dtype, "linear 'int8' uses a dequantizing matmul")
+        self.isas = kernel_isas() if usable else ()
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         quantized, scale = quantize_rows(linear.weight.detach())
-        use_kernel = self.use_kernel and linear.in_features % KERNEL_BLOCK == 0
-        return PackedLinear(quantized, _bias(linear), scale, use_kernel=use_kernel, measured=self.measured)
+        if not self.isas or linear.in_features % PACK_BYTES:
+            return PackedLinear(quantized, _bias(linear), scale, measured=self.measured)
+        return PackedLinear(
+            pack_int8(quantized), _bias(linear), scale, isas=self.isas, measured=self.measured
+        )
 
 
 def quantize_rows(weight: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +150,13 @@ def register_linear_backends(register: Register) -> None:
         """nn.Linear as it is: torch's own kernels (default off AVX2 CPUs)."""
         return TorchLinear()
 
-    def avx2(options: KernelOptions, __: BuildContext) -> AVX2Linear:
+    def avx2(options: KernelOptions, __: BuildContext) -> KernelLinear:
         """Weights as loaded, streamed by an AVX2 kernel for decode steps where it measures faster (CPU)."""
-        return AVX2Linear(options)
+        return KernelLinear("avx2", (AVX2,), options)
+
+    def avx512(options: KernelOptions, __: BuildContext) -> KernelLinear:
+        """As avx2, with AVX-512 BF16/VNNI tiles as a further candidate (CPUs that have them)."""
+        return KernelLinear("avx512", (AVX2, AVX512), options)
 
     def int8(options: KernelOptions, __: BuildContext) -> Int8Linear:
         """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
@@ -130,20 +164,24 @@ def register_linear_backends(register: Register) -> None:
 
     register("torch", torch_, config=NoOptions)
     register("avx2", avx2, config=KernelOptions)
+    register("avx512", avx512, config=KernelOptions)
     register("int8", int8, config=KernelOptions, aliases=("int8-weight-only",))
 
 
 @hookimpl
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    return "avx2" if kernels_usable(device, dtype, "linear 'auto' picks torch") else None
+    if not kernels_usable(device, dtype, "linear 'auto' picks torch"):
+        return None
+    return "avx512" if AVX512 in kernel_isas() else "avx2"
 
 
 @hookimpl
 def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
         "kernels",
-        help="where the AVX2 kernels are built, and build them now",
-        description="The AVX2 kernels compile once per machine (source, torch and Python versions) into "
+        help="where the CPU kernels are built, and build them now",
+        description="The CPU kernels (AVX2, with AVX-512 tiles) compile once per machine (source, torch and "
+        "Python versions) into "
         "the janus-sdk cache folder. `janus kernels` shows where and whether they are built; `janus kernels "
         "build` builds them now (e.g. in a Docker image or at install), trying again after a failed build.",
         epilog="examples:\n  janus kernels\n  janus kernels build",

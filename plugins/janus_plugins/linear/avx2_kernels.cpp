@@ -28,6 +28,16 @@ constexpr int64_t kScaleBlock = 512;  // int16 x: one scale per this many featur
                                       // below 4096 (16 * 2^31 / (2 * 127 * 32767))
 constexpr int kTileRows = 4;         // weight rows walked together
 constexpr int kMaxGroup = 3;         // rows of x per pass over a tile: 3 x 4 accumulators fit AVX2's 16 registers
+constexpr int64_t kChunk = 64;       // int8 weights: bytes of a row stored together (see packed_at)
+
+// int8 weights are packed (packed.py, pack_int8): each group of kTileRows rows is stored as chunks of kChunk
+// bytes, chunk c of every row of the group before chunk c + 1, so that a tile reads one contiguous run (with
+// rows read side by side, 2 KiB apart, a core streamed half as fast); rows past the last full group stay as
+// they are (R = 1: the same address). The in-features must be a multiple of kChunk.
+template <int R>
+inline const int8_t* packed_at(const int8_t* w, int64_t r, int64_t k) {
+  return w + (k / kChunk) * (R * kChunk) + r * kChunk + k % kChunk;
+}
 
 // Rows of x in float32 (for float32 and bfloat16 weights).
 struct FloatRows {
@@ -99,7 +109,7 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
       __m256i xv[G];
       for (int m = 0; m < G; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
       for (int r = 0; r < R; ++r) {
-        const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * K + k)));
+        const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed_at<R>(w, r, k))));
         for (int m = 0; m < G; ++m) acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
       }
     }
@@ -112,25 +122,42 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(total[m][r]);
 }
 
-// Every row of x against R consecutive weight rows, kMaxGroup rows of x per pass.
-template <int R, typename X, typename W>
-void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {
-  int64_t m = 0;
-  for (; m + kMaxGroup <= M; m += kMaxGroup) tile<kMaxGroup, R>(x.from(m), w, y + m * N, N);
-  switch (M - m) {
-    case 2: tile<2, R>(x.from(m), w, y + m * N, N); break;
-    case 1: tile<1, R>(x.from(m), w, y + m * N, N); break;
-    default: break;
+// The AVX2 tiles as a policy for the drivers below: kGroup rows of x per pass over kRows weight rows.
+struct Avx2Tiles {
+  static constexpr int kGroup = kMaxGroup;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile<G, R>(x, w, y, ldy); }
+};
+
+// The `left` (< G) rows of x that remain after the full groups, as one smaller tile.
+template <typename Tiles, int R, int G, typename X, typename W>
+void remaining_rows(const X& x, int64_t left, const W* w, float* y, int64_t N) {
+  if constexpr (G > 0) {
+    if (left == G) {
+      Tiles::template run<G, R>(x, w, y, N);
+    } else {
+      remaining_rows<Tiles, R, G - 1>(x, left, w, y, N);
+    }
   }
 }
 
-template <typename X, typename W>
+// Every row of x against R consecutive weight rows, Tiles::kGroup rows of x per pass.
+template <typename Tiles, int R, typename X, typename W>
+void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {
+  int64_t m = 0;
+  for (; m + Tiles::kGroup <= M; m += Tiles::kGroup) Tiles::template run<Tiles::kGroup, R>(x.from(m), w, y + m * N, N);
+  remaining_rows<Tiles, R, Tiles::kGroup - 1>(x.from(m), M - m, w, y + m * N, N);
+}
+
+template <typename Tiles, typename X, typename W>
 void matmul(const X& x, int64_t M, const W* w, int64_t N, float* y) {
-  const int64_t tiles = N / kTileRows;
+  constexpr int R = Tiles::kRows;
+  const int64_t tiles = N / R;
   at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) weight_rows<kTileRows>(x, M, w + t * kTileRows * x.K, y + t * kTileRows, N);
+    for (int64_t t = begin; t < end; ++t) weight_rows<Tiles, R>(x, M, w + t * R * x.K, y + t * R, N);
   });
-  for (int64_t n = tiles * kTileRows; n < N; ++n) weight_rows<1>(x, M, w + n * x.K, y + n, N);
+  for (int64_t n = tiles * R; n < N; ++n) weight_rows<Tiles, 1>(x, M, w + n * x.K, y + n, N);
 }
 
 // x [M, K] float32 -> int16 with one scale per row and block of kScaleBlock (max |x| maps to 32767).
@@ -149,6 +176,146 @@ Int16Rows quantize_rows(const float* x, int64_t M, int64_t K, std::vector<int16_
     }
   }
   return {q.data(), scale.data(), K, blocks};
+}
+
+// ---- AVX-512 with AVX512-BF16 and AVX512-VNNI (Zen 4 and later, Cooper Lake / Sapphire Rapids and later):
+// the same weight streaming, no widening of the weights: `vdpbf16ps` multiplies 32 bfloat16 pairs into float32
+// sums (the products are exact, as in the AVX2 path), `vpdpbusd` 64 int8 weights by bytes of x's int16 values
+// (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are): no masked
+// loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
+// feeds each weight vector to 4 rows of x, so 8 rows (four images with guidance) stay near the memory's speed
+// where the AVX2 path is bound by its conversions and FMAs. Compiled for these extensions here only; called
+// only where the CPU reports them (`avx512_supported`), and chosen by measurement against the others.
+// x's int16 values as two unsigned bytes each, q = 256 * (hi - 128) + lo (for the AVX-512 int8 tiles).
+struct BytePairRows {
+  const uint8_t* lo;
+  const uint8_t* hi;
+  const float* scale;
+  int64_t K, blocks;
+  BytePairRows from(int64_t m) const { return {lo + m * K, hi + m * K, scale + m * blocks, K, blocks}; }
+};
+
+BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
+  lo.resize(M * q.K);
+  hi.resize(M * q.K);
+  for (int64_t i = 0; i < M * q.K; ++i) {
+    lo[i] = static_cast<uint8_t>(q.data[i] & 0xFF);
+    hi[i] = static_cast<uint8_t>((q.data[i] >> 8) + 128);
+  }
+  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
+}
+
+#if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
+#define JANUS_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+
+constexpr int64_t kLanes512 = 32;  // bfloat16 or int16 elements per register
+
+// Rows of x in bfloat16 (for bfloat16 weights).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t K;
+  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+template <int G, int R>
+inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m512 acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += kLanes512) {
+    __m512bh xv[G];
+    for (int m = 0; m < G; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x.data + m * K + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+      for (int m = 0; m < G; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv[m], wv);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+// int8 weights against x's int16 values split into bytes, q = 256 * (hi - 128) + lo with lo, hi unsigned:
+// `vpdpbusd` multiplies 64 unsigned x bytes by 64 signed weights per instruction with no widening, two passes
+// (lo, hi) per row of x, and one shared pass of 128s per weight vector takes the +128 of hi back out. Per scale
+// block every int32 sum is below 255 * 127 * 512 (exact); they are combined in float32.
+// vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
+inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+  return acc;
+}
+
+template <int G, int R>
+inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m512i lo[G][R], hi[G][R], shift[R];
+    for (int r = 0; r < R; ++r) {
+      shift[r] = _mm512_setzero_si512();
+      for (int m = 0; m < G; ++m) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
+    }
+    const int64_t end = std::min(K, (b + 1) * kScaleBlock);
+    for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {
+      __m512i xl[G], xh[G];
+      for (int m = 0; m < G; ++m) {
+        xl[m] = _mm512_loadu_si512(x.lo + m * K + k);
+        xh[m] = _mm512_loadu_si512(x.hi + m * K + k);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
+        shift[r] = dpbusd(shift[r], offset, wv);
+        for (int m = 0; m < G; ++m) {
+          lo[m][r] = dpbusd(lo[m][r], xl[m], wv);
+          hi[m][r] = dpbusd(hi[m][r], xh[m], wv);
+        }
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], shift[r]));
+        const __m512 exact = _mm512_fmadd_ps(high, _mm512_set1_ps(256.f), _mm512_cvtepi32_ps(lo[m][r]));
+        total[m][r] = _mm512_fmadd_ps(exact, scale, total[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
+}
+
+// The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
+// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 4 shifts, 2 x 2 rows of x bytes
+// and a weight vector.
+template <int Group, int Rows>
+struct Avx512Tiles {
+  static constexpr int kGroup = Group;
+  static constexpr int kRows = Rows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+};
+using Bf16Tiles = Avx512Tiles<4, 4>;
+using Int8Tiles = Avx512Tiles<2, 4>;
+static_assert(Bf16Tiles::kRows == kTileRows && Int8Tiles::kRows == kTileRows, "int8 weights are packed by kTileRows");
+
+#pragma GCC pop_options
+#endif
+
+// Whether this CPU (and its OS, which must save the 512-bit registers) runs the AVX-512 tiles.
+bool avx512_supported() {
+#ifdef JANUS_AVX512
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
 }
 
 inline __m256 widen8(const float* p) { return _mm256_loadu_ps(p); }
@@ -307,34 +474,54 @@ void store_rows(const std::vector<float>& y, const float* scale, const float* bi
       out[m * N + n] = static_cast<T>(y[m * N + n] * (scale ? scale[n] : 1.f) + (bias ? bias[n] : 0.f));
 }
 
-// x: [M, K] float32 or bfloat16; weight: [N, K] float32, bfloat16 or int8; scale: [N] float32 (int8 only,
-// else empty); bias: [N] or empty. Returns [M, N] in x's dtype. Conversions happen here, not as torch ops:
-// a decode step makes ~170 of these calls, and each torch op around them costs tens of microseconds.
+// x: [M, K] float32 or bfloat16; weight: [N, K] float32, bfloat16 or int8 (packed); scale: [N] float32 (int8 only,
+// else empty); bias: [N] or empty. Returns [M, N] in x's dtype. `avx512`: the AVX-512 tiles for bfloat16 x
+// against bfloat16 weights and for int8 weights (the AVX2 ones for the rest); needs avx512_supported().
+// Conversions happen here, not as torch ops: a decode step makes ~170 of these calls, and each torch op around
+// them costs tens of microseconds.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& scale,
-                     const torch::Tensor& bias) {
+                     const torch::Tensor& bias, bool avx512) {
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "shapes do not match");
   TORCH_CHECK(weight.is_contiguous() && weight.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
   TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16, "x must be float32 or bfloat16");
+  TORCH_CHECK(!avx512 || avx512_supported(), "this CPU does not run the AVX-512 (BF16, VNNI) kernels");
+  TORCH_CHECK(!avx512 || weight.size(1) % 64 == 0, "the AVX-512 kernels need K % 64 == 0");
+  TORCH_CHECK(weight.scalar_type() != torch::kChar || weight.size(1) % kChunk == 0,
+              "int8 weights must be packed (pack_int8), with K % 64 == 0");
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const torch::Tensor xc = x.contiguous();
-  const bool bf16_lanes = weight.scalar_type() == torch::kBFloat16;
-  const std::vector<float> xf = x.scalar_type() == torch::kFloat
-                                    ? float_rows(xc.data_ptr<float>(), M, K, bf16_lanes)
-                                    : float_rows(xc.data_ptr<at::BFloat16>(), M, K, bf16_lanes);
+  const bool bf16 = weight.scalar_type() == torch::kBFloat16;
   std::vector<float> y(M * N);
-  const FloatRows rows{xf.data(), K};
-  switch (weight.scalar_type()) {
-    case torch::kFloat: matmul(rows, M, weight.data_ptr<float>(), N, y.data()); break;
-    case torch::kBFloat16:
-      matmul(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y.data());
-      break;
-    case torch::kChar: {
-      std::vector<int16_t> q;
-      std::vector<float> q_scale;
-      matmul(quantize_rows(xf.data(), M, K, q, q_scale), M, weight.data_ptr<int8_t>(), N, y.data());
-      break;
+  if (avx512 && bf16 && x.scalar_type() == torch::kBFloat16) {
+#ifdef JANUS_AVX512
+    const Bf16Rows rows{reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>()), K};
+    matmul<Bf16Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y.data());
+#endif
+  } else {
+    const std::vector<float> xf = x.scalar_type() == torch::kFloat ? float_rows(xc.data_ptr<float>(), M, K, bf16)
+                                                                   : float_rows(xc.data_ptr<at::BFloat16>(), M, K, bf16);
+    const FloatRows rows{xf.data(), K};
+    switch (weight.scalar_type()) {
+      case torch::kFloat: matmul<Avx2Tiles>(rows, M, weight.data_ptr<float>(), N, y.data()); break;
+      case torch::kBFloat16:
+        matmul<Avx2Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y.data());
+        break;
+      case torch::kChar: {
+        std::vector<int16_t> q;
+        std::vector<float> q_scale;
+        const Int16Rows quantized = quantize_rows(xf.data(), M, K, q, q_scale);
+#ifdef JANUS_AVX512
+        if (avx512) {
+          std::vector<uint8_t> lo, hi;
+          matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y.data());
+          break;
+        }
+#endif
+        matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y.data());
+        break;
+      }
+      default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
     }
-    default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
   }
   const torch::Tensor bias_f = bias.defined() && bias.numel() > 0 ? bias.to(torch::kFloat).contiguous() : bias;
   const float* scale_p = scale.defined() && scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
@@ -457,7 +644,8 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("linear", &linear, "y = x @ weight.T * scale + bias for few rows of x (AVX2)");
+  m.def("linear", &linear, "y = x @ weight.T * scale + bias for few rows of x (AVX2, or AVX-512 if asked)");
+  m.def("avx512_supported", &avx512_supported, "whether this CPU runs the AVX-512 (BF16, VNNI) tiles");
   m.def("decode_attention", &decode_attention, "softmax(q k^T * scale) v for one query position (AVX2)");
   m.def("rms_norm", &rms_norm, "transformers' LlamaRMSNorm of every row (AVX2)");
   m.def("add_rms_norm", &add_rms_norm, "(x + delta, rms_norm(x + delta)) (AVX2)");

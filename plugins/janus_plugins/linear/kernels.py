@@ -1,5 +1,5 @@
-"""The AVX2 decode-step kernels (avx2_kernels.cpp: linear layers, attention, layer ops), built once per
-machine.
+"""The decode-step kernels (avx2_kernels.cpp: linear layers, attention, layer ops, in AVX2, with AVX-512
+BF16/VNNI tiles for the linear layers), built once per machine.
  torch compiles the source with the machine's C++ compiler through ninja (about a minute). The build lives in
 the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the
 key a hash of everything the binary depends on: the source, the compiler flags, torch's and Python's versions,
@@ -35,6 +35,9 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off")
 LDFLAGS = ("-fopenmp",)
 FAILED = "FAILED"
+AVX2 = "avx2"
+AVX512 = "avx512"
+AVX512_FEATURES = "AVX-512 (F, BW, VL, DQ) with AVX512-BF16 and AVX512-VNNI"
 FIX = "use linear 'torch' and attention 'sdpa'"
 
 _lock = threading.Lock()
@@ -45,6 +48,19 @@ _failure: BackendUnavailableError | None = None
 def cpu_has_avx2() -> bool:
     """Whether torch's own CPU kernels dispatch to AVX2 or better here (the kernel needs AVX2 and FMA)."""
     return torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512", "AVX512_BF16", "AMX"}
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU reports what the AVX-512 tiles need (AVX512_FEATURES). Only whether they can run:
+    whether they serve is measured (`janus_sdk.tuning`)."""
+    probes = ("_is_avx512_supported", "_is_avx512_bf16_supported", "_is_vnni_supported")
+    return all(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def kernel_isas() -> tuple[str, ...]:
+    """The builds of the linear kernel this machine runs, narrowest first (the kernels must compile here)."""
+    module = avx2_kernels()
+    return (AVX2, AVX512) if cpu_has_avx512() and module.avx512_supported() else (AVX2,)
 
 
 def build_key() -> str:

@@ -1,15 +1,16 @@
-"""`PackedLinear`: a linear layer whose few-row calls (decode steps) may go through the AVX2 kernel.
+"""`PackedLinear`: a linear layer whose few-row calls (decode steps) may go through our kernels.
 
 Weights are float32, bfloat16, or int8 with one float32 scale per output feature (weight-only int8:
-y = (x @ w_int8.T) * scale + bias). A call goes to the kernel or to torch's GEMM (in
-`janus_sdk.compute.compute_dtype`) by its number of rows:
+y = (x @ w_int8.T) * scale + bias). A call goes to one of the kernel's builds for this CPU (`ISAS`: AVX2, and
+AVX-512 with BF16/VNNI where the CPU has them) or to torch's GEMM (in `janus_sdk.compute.compute_dtype`) by
+its number of rows:
 
 - above `KERNEL_MAX_ROWS` (a prefill) always torch's GEMM: the work is arithmetic, where oneDNN/MKL win;
 - otherwise by what this machine measured for the layer's shape and the row count rounded up to a power of two
-  (`janus_sdk.tuning`, family "linear"): the kernel streams the weights faster than torch at one or two rows
-  on every x86 CPU measured so far, but at eight rows it is FMA-bound and oneDNN's AVX-512/AMX GEMM wins on a
-  Xeon. The first call at a new (shape, rows) times both over distinct weights of that shape (past the caches,
-  as a decode step reads them) and every later call reads the choice from a dictionary.
+  (`janus_sdk.tuning`, family "linear"): the kernels stream the weights faster than torch at one or two rows
+  on every x86 CPU measured so far, but at eight rows the AVX2 one is FMA-bound and oneDNN's AVX-512/AMX GEMM
+  wins on a Xeon. The first call at a new (shape, rows) times every candidate over distinct weights of that
+  shape (past the caches, as a decode step reads them); every later call reads the choice from a dictionary.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from janus_plugins.linear.kernels import avx2_kernels
+from janus_plugins.linear.kernels import AVX512, avx2_kernels
 from janus_sdk import tuning
 from janus_sdk.compute import compute_dtype
 
@@ -34,6 +35,9 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
 PROBE_BYTES = 192 << 20
 """Weights a row-count probe streams per call: past the last-level cache of current server CPUs."""
 PROBE_MAX_COPIES = 64
+PACK_ROWS, PACK_BYTES = 4, 64
+"""int8 weights for the kernel are packed: each group of PACK_ROWS rows as chunks of PACK_BYTES, chunk c of
+every row before chunk c + 1 (the kernel's `packed_at`): a tile of rows streams as one contiguous run."""
 
 _EMPTY = torch.empty(0)
 
@@ -41,8 +45,9 @@ _EMPTY = torch.empty(0)
 class PackedLinear(nn.Module):
     """Computes like the nn.Linear it replaces, from `weight` [out, in] (float or int8) and `scale` (int8).
 
-    `use_kernel`: whether the kernel may serve few-row calls (it needs AVX2 and in_features % 16 == 0);
-    `measured`: whether that is decided per row count by measurement (`auto`) rather than always."""
+    `isas`: the kernel builds that may serve few-row calls here, narrowest first ("avx2", "avx512"; none:
+    torch's GEMM only); `measured`: whether the path is chosen per row count by measurement (`auto`) rather
+    than always the widest build that applies. int8 weights for the kernel come packed (`pack_int8`)."""
 
     def __init__(
         self,
@@ -50,7 +55,7 @@ class PackedLinear(nn.Module):
         bias: Tensor | None,
         scale: Tensor | None,
         *,
-        use_kernel: bool,
+        isas: tuple[str, ...] = (),
         measured: bool = True,
     ) -> None:
         super().__init__()
@@ -58,27 +63,40 @@ class PackedLinear(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.scale = None if scale is None else nn.Parameter(scale, requires_grad=False)
-        self.use_kernel = use_kernel
+        self.isas = isas
         self.measured = measured
+
+    @property
+    def use_kernel(self) -> bool:
+        """Whether any kernel build may serve this layer."""
+        return bool(self.isas)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // self.in_features
-        if (
-            self.use_kernel
-            and rows <= KERNEL_MAX_ROWS
-            and (not self.measured or self.kernel_wins(rows, x.dtype))
-        ):
-            return self.kernel(x)
+        if self.isas and rows <= KERNEL_MAX_ROWS:
+            path = self.path(rows, x.dtype) if self.measured else self.builds(x.dtype)[-1]
+            if path != "torch":
+                return self.kernel(x, path)
         return self.gemm(x)
 
-    def kernel(self, x: Tensor) -> Tensor:
-        """The AVX2 kernel: reads each weight once for all rows."""
+    def builds(self, dtype: torch.dtype) -> tuple[str, ...]:
+        """The kernel builds that compute differently for `dtype` inputs: the AVX-512 tiles take bfloat16 x
+        against bfloat16 weights and int8 weights (else the kernel runs its AVX2 tiles), with in_features a
+        multiple of 64."""
+        wide = (
+            self.scale is not None or self.weight.dtype == dtype == torch.bfloat16
+        ) and self.in_features % 64 == 0
+        return tuple(isa for isa in self.isas if isa != AVX512 or wide)
+
+    def kernel(self, x: Tensor, isa: str) -> Tensor:
+        """The kernel's `isa` build: reads each weight once for all rows."""
         rows = x.numel() // self.in_features
         y: Tensor = avx2_kernels().linear(
             x.reshape(rows, self.in_features),
             self.weight,
             _EMPTY if self.scale is None else self.scale,
             _EMPTY if self.bias is None else self.bias,
+            isa == AVX512,
         )
         return y.view(*x.shape[:-1], self.out_features)
 
@@ -89,25 +107,29 @@ class PackedLinear(nn.Module):
         a 2048 x 102400 head)."""
         dtype = compute_dtype(x.dtype, x.device)
         rows = x.reshape(-1, self.in_features).contiguous().to(dtype)
-        y = nn.functional.linear(rows, self.weight.to(dtype))
+        y = nn.functional.linear(rows, self.plain_weight().to(dtype))
         if self.scale is not None:
             y = y * self.scale.to(dtype)
         if self.bias is not None:
             y = y + self.bias.to(dtype)
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
-    def kernel_wins(self, rows: int, dtype: torch.dtype) -> bool:
-        """Whether the kernel measured faster than `gemm` here for this layer's shape and kind at `rows`
-        (rounded up to a power of two) of `dtype` inputs. All row counts of a shape are measured together, on
-        its first call, over one set of probe weights."""
+    def plain_weight(self) -> Tensor:
+        """The weight as [out, in] rows (int8 weights unpacked)."""
+        return unpack_int8(self.weight) if self.weight.dtype == torch.int8 and self.isas else self.weight
+
+    def path(self, rows: int, dtype: torch.dtype) -> str:
+        """What measured fastest here for this layer's shape and kind at `rows` (rounded up to a power of two)
+        of `dtype` inputs: "torch" or a kernel build. All row counts of a shape are measured together, on its
+        first call, over one set of probe weights."""
         bucket = 1 << max(rows - 1, 0).bit_length()
         shape = (self.weight.dtype, dtype, self.in_features, self.out_features, torch.get_num_threads())
-        plan = tuning.remembered(("linear", *shape), lambda: self._measure(dtype))
+        plan = tuning.remembered(("linear", *shape, self.isas), lambda: self._measure(dtype))
         return plan[bucket]
 
-    def _measure(self, dtype: torch.dtype) -> dict[int, bool]:
-        """Row-count bucket -> whether the kernel wins, over distinct weights of this layer's shape (made only
-        when some bucket is not in the tuning cache yet)."""
+    def _measure(self, dtype: torch.dtype) -> dict[int, str]:
+        """Row-count bucket -> the fastest path, over distinct weights of this layer's shape (made only when
+        some bucket is not in the tuning cache yet)."""
         avx2_kernels()  # built or loaded before anything is timed
         copies = functools.cache(lambda: _probe_copies(self))
         x = torch.randn(KERNEL_MAX_ROWS, self.in_features, dtype=dtype, generator=tuning.probe_generator())
@@ -116,23 +138,48 @@ class PackedLinear(nn.Module):
             f"{weights}-weights/{str(dtype).removeprefix('torch.')}/{self.in_features}x{self.out_features}"
         )
 
-        def each(path: Callable[[PackedLinear, Tensor], Tensor], rows: int) -> Callable[[], None]:
+        def each(path: str, rows: int) -> Callable[[], None]:
             def run() -> None:
                 for layer in copies():
-                    path(layer, x[:rows])
+                    if path == "torch":
+                        layer.gemm(x[:rows])
+                    else:
+                        layer.kernel(x[:rows], path)
 
             return run
 
         plan = {}
         for rows in ROW_BUCKETS:
-            candidates = {"torch": each(PackedLinear.gemm, rows), "kernel": each(PackedLinear.kernel, rows)}
+            candidates = {path: each(path, rows) for path in ("torch", *self.builds(dtype))}
             key = f"{shape}/rows={rows}/threads={torch.get_num_threads()}"
-            plan[rows] = tuning.choose("linear", key, candidates, baseline="torch") == "kernel"
+            plan[rows] = tuning.choose("linear", key, candidates, baseline="torch")
         return plan
 
     def extra_repr(self) -> str:
         kind = "int8 + scale" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")
-        return f"in={self.in_features}, out={self.out_features}, weight={kind}, kernel={self.use_kernel}"
+        builds = "+".join(self.isas) or "none"
+        return f"in={self.in_features}, out={self.out_features}, weight={kind}, kernels={builds}"
+
+
+def _groups(weight: Tensor) -> tuple[int, int]:
+    rows, features = weight.shape
+    if features % PACK_BYTES:
+        raise ValueError(f"int8 weights pack in chunks of {PACK_BYTES} features; this one has {features}")
+    return rows - rows % PACK_ROWS, features // PACK_BYTES
+
+
+def pack_int8(weight: Tensor) -> Tensor:
+    """[out, in] int8 rows in the kernel's layout (PACK_ROWS); in a multiple of PACK_BYTES."""
+    full, chunks = _groups(weight)
+    groups = weight[:full].reshape(full // PACK_ROWS, PACK_ROWS, chunks, PACK_BYTES).transpose(1, 2)
+    return torch.cat([groups.reshape(full, -1), weight[full:]])
+
+
+def unpack_int8(weight: Tensor) -> Tensor:
+    """The inverse of pack_int8."""
+    full, chunks = _groups(weight)
+    groups = weight[:full].reshape(full // PACK_ROWS, chunks, PACK_ROWS, PACK_BYTES).transpose(1, 2)
+    return torch.cat([groups.reshape(full, -1), weight[full:]])
 
 
 def _probe_copies(layer: PackedLinear) -> list[PackedLinear]:
@@ -149,5 +196,5 @@ def _probe_copies(layer: PackedLinear) -> list[PackedLinear]:
         weight = torch.randint(-127, 128, layer.weight.shape, dtype=torch.int8, generator=generator)
         scale = torch.rand(layer.out_features, generator=generator) * 1e-2
     bias = None if layer.bias is None else torch.zeros_like(layer.bias)
-    first = PackedLinear(weight, bias, scale, use_kernel=True, measured=False)
+    first = PackedLinear(weight, bias, scale, isas=layer.isas, measured=False)
     return [first] + [copy.deepcopy(first) for _ in range(count - 1)]

@@ -47,6 +47,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "/exit leaves.",
         epilog='examples:\n  janus chat --model DIR --image cat.png "What is in this picture?"\n'
         '  janus chat --model DIR --temperature 0.7 --top-p 0.9 --seed 1 "Write a haiku."\n'
+        '  janus chat --model DIR --sampler min-p --sampler-param p=0.05 --temperature 0.8 "Write a haiku."\n'
         "  janus chat --model DIR            # interactive",
     )
     add_model_options(chat)
@@ -58,6 +59,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     chat.add_argument("--top-p", type=float, help="nucleus sampling mass (with --temperature)")
     chat.add_argument("--top-k", type=int, help="sample among the k most likely tokens (with --temperature)")
     chat.add_argument("--seed", type=int, help="seed for sampling")
+    add_strategy_options(chat, "sampler", "sampling strategy by name: greedy, sample, min-p, or a plugin's")
     chat.add_argument("prompt", nargs="?", help="the question; omit for an interactive session")
     chat.set_defaults(handler=run_chat)
 
@@ -68,7 +70,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Generate images and write OUT/000.png, OUT/001.png, ... (never overwriting unless "
         "--overwrite); prints their paths.",
         epilog='examples:\n  janus generate --model DIR -n 4 --seed 0 --out out/ "a red fox in snow"\n'
-        '  janus generate --model DIR --cfg-weight 3 --grid --json "a lighthouse at dusk"',
+        '  janus generate --model DIR --cfg-weight 3 --grid --json "a lighthouse at dusk"\n'
+        '  janus generate --model DIR --guidance cfg --guidance-param schedule=cosine "a red fox"',
     )
     add_model_options(generate)
     generate.add_argument("-n", type=int, help="number of images (default 1)")
@@ -78,6 +81,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     generate.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1)")
     generate.add_argument("--seed", type=int, help="seed: the same seed and n give the same images")
     generate.add_argument("--max-batch", type=int, help="most images sampled at once (memory bound)")
+    add_strategy_options(
+        generate, "guidance", "guidance strategy by name: cfg, cfg-zero-star, none, or a plugin's"
+    )
+    add_strategy_options(
+        generate, "sampler", "sampler of the image codes by name: sample, min-p, or a plugin's"
+    )
     generate.add_argument("--out", default="janus-images", help="output directory (default: janus-images)")
     generate.add_argument("--overwrite", action="store_true", help="replace existing files of the same names")
     generate.add_argument(
@@ -100,9 +109,41 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--linear",
-        help="linear backend of the per-token layers: auto (default), torch, avx2 (CPU kernel), int8 "
-        "(weight-only int8)",
+        help="linear backend of the per-token layers: auto (default), torch, avx2 / avx512 (CPU kernels), "
+        "int8 (weight-only int8)",
     )
+
+
+def add_strategy_options(parser: argparse.ArgumentParser, field: str, what: str) -> None:
+    """--FIELD NAME and repeatable --FIELD-param KEY=VALUE: a component spec (`strategy_spec`)."""
+    parser.add_argument(f"--{field}", metavar="NAME", help=f"{what}; its params with --{field}-param")
+    parser.add_argument(
+        f"--{field}-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a param of --{field} (repeatable); VALUE is read as JSON when it parses (0.05, true, [1, 2]), "
+        "else as a string",
+    )
+
+
+def strategy_spec(args: argparse.Namespace, field: str) -> dict[str, Any] | None:
+    """The {name, params} spec of --FIELD and its --FIELD-param options (None when --FIELD is not given)."""
+    name, pairs = getattr(args, field), getattr(args, f"{field}_param")
+    if name is None:
+        if pairs:
+            raise InputError(f"--{field}-param needs --{field} NAME: the params are that component's")
+        return None
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--{field}-param takes KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(text)
+        except ValueError:
+            params[key.strip()] = text
+    return {"name": name, "params": params}
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
@@ -143,8 +184,11 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    settings: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
-    if args.temperature is not None:
+    sampler = strategy_spec(args, "sampler")
+    settings: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "sampler": sampler}
+    if sampler is not None:  # the shorthand options set the named sampler's params
+        settings.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    elif args.temperature is not None:
         settings.update(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     elif args.top_p is not None or args.top_k is not None:
         raise InputError("--top-p and --top-k apply to sampling: add --temperature T")
@@ -170,6 +214,8 @@ def run_generate(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "max_batch": args.max_batch,
+        "guidance": strategy_spec(args, "guidance"),
+        "sampler": strategy_spec(args, "sampler"),
     }
     n = _check_settings(ImageGenerationConfig, settings).n
     out = Path(args.out)
