@@ -46,22 +46,31 @@ def resolve_device(spec: str | torch.device) -> torch.device:
     return device
 
 
+def dtype_name(spec: str | torch.dtype) -> str:
+    """The canonical name of a dtype setting: "auto", or the torch name of a supported dtype ("bf16",
+    "torch.bfloat16" and torch.bfloat16 all give "bfloat16"); ConfigError listing the valid names
+    otherwise."""
+    if isinstance(spec, torch.dtype):
+        if spec not in DTYPE_NAMES.values():
+            raise ConfigError(f"dtype {spec} is not supported for model weights; use {_valid_names()}")
+        return str(spec).removeprefix("torch.")
+    name = spec.strip().lower().removeprefix("torch.")
+    if name == "auto":
+        return name
+    if name not in DTYPE_NAMES:
+        raise ConfigError(f"unknown dtype {spec!r}; use {_valid_names()}")
+    return str(DTYPE_NAMES[name]).removeprefix("torch.")
+
+
 def resolve_dtype(spec: str | torch.dtype, device: torch.device) -> torch.dtype:
     """'auto' -> bfloat16 on a CUDA GPU with native bf16 (else float16), float16 on MPS, float32 elsewhere.
 
     float16 on the CPU is refused: many CPU kernels have no float16 implementation, and the others are slow.
     """
-    if isinstance(spec, torch.dtype):
-        dtype = spec
-        if dtype not in DTYPE_NAMES.values():
-            raise ConfigError(f"dtype {dtype} is not supported for model weights; use {_valid_names()}")
-    else:
-        name = spec.strip().lower().removeprefix("torch.")
-        if name == "auto":
-            return _auto_dtype(device)
-        if name not in DTYPE_NAMES:
-            raise ConfigError(f"unknown dtype {spec!r}; use {_valid_names()}")
-        dtype = DTYPE_NAMES[name]
+    name = dtype_name(spec)
+    if name == "auto":
+        return _auto_dtype(device)
+    dtype = DTYPE_NAMES[name]
     if dtype == torch.float16 and device.type == "cpu":
         raise ConfigError(
             "float16 is not supported on the CPU: many CPU operations have no float16 kernels (and the "

@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from janus_sdk.errors import CheckpointError
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 #: Weight files of the known layouts (and their shards): never carried over as "other files".
-_WEIGHT_FILE = re.compile(r"(pytorch_model|model)(-\d+-of-\d+)?\.(bin|safetensors)(\.index\.json)?")
+WEIGHT_FILE = re.compile(r"(pytorch_model|model)(-\d+-of-\d+)?\.(bin|safetensors)(\.index\.json)?")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -72,7 +72,7 @@ def convert_to_safetensors(
     try:
         with CheckpointWeights(src) as weights:
             _write_weights(weights, staging, limit)
-        _copy_other_files(src, staging)
+        copy_other_files(src, staging)
         swap_in_directory(staging, dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -80,28 +80,33 @@ def convert_to_safetensors(
 
 
 def _write_weights(weights: CheckpointWeights, out: Path, limit: int | None) -> None:
-    shards = list(_plan_shards(weights, limit))
+    sizes = {name: weights.nbytes_of(name) for name in weights}
+    for filename, names in shard_files(sizes, limit, out):
+        _save_shard(weights, names, out / filename)
+
+
+def shard_files(sizes: Mapping[str, int], limit: int | None, out: Path) -> Iterator[tuple[str, list[str]]]:
+    """(file name, tensor names) of each safetensors file to write for tensors of `sizes` bytes: one
+    `model.safetensors`, or shards of at most `limit` bytes whose `model.safetensors.index.json` is written
+    into `out` here."""
+    shards = list(_plan_shards(sizes, limit))
     if len(shards) == 1:
-        _save_shard(weights, shards[0], out / SAFETENSORS_FILE)
+        yield SAFETENSORS_FILE, shards[0]
         return
     weight_map: dict[str, str] = {}
     for number, names in enumerate(shards, start=1):
         filename = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        _save_shard(weights, names, out / filename)
         weight_map.update(dict.fromkeys(names, filename))
-    index = {
-        "metadata": {"total_size": sum(weights.nbytes_of(name) for name in weights)},
-        "weight_map": dict(sorted(weight_map.items())),
-    }
+        yield filename, names
+    index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": dict(sorted(weight_map.items()))}
     (out / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
-def _plan_shards(weights: CheckpointWeights, limit: int | None) -> Iterator[list[str]]:
+def _plan_shards(sizes: Mapping[str, int], limit: int | None) -> Iterator[list[str]]:
     """Greedy, as transformers does: a new shard starts when the next tensor would overflow."""
     shard: list[str] = []
     size = 0
-    for name in weights:
-        nbytes = weights.nbytes_of(name)
+    for name, nbytes in sizes.items():
         if shard and limit is not None and size + nbytes > limit:
             yield shard
             shard, size = [], 0
@@ -122,10 +127,10 @@ def _save_shard(weights: CheckpointWeights, names: list[str], path: Path) -> Non
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def _copy_other_files(src: Path, out: Path) -> None:
+def copy_other_files(src: Path, out: Path) -> None:
     """Carry over configs, tokenizer and processor files (and folders), never weights of a known layout."""
     for entry in src.iterdir():
-        if _WEIGHT_FILE.fullmatch(entry.name):
+        if WEIGHT_FILE.fullmatch(entry.name):
             continue
         if entry.is_dir():
             shutil.copytree(entry, out / entry.name)

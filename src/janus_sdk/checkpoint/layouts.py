@@ -23,6 +23,9 @@ class WeightSource(Protocol):
     """Read-only, lazy access to named tensors: what `load_state_into` and the converters read through.
 
     `CheckpointWeights` is one; a layout plugin's view is another (official names over other stored names).
+    `get` hands over a tensor the caller may keep: a loaded module holds it as its parameter when its dtype
+    and device already fit, so it should be memory of its own rather than a view of a file mapping (whose
+    pages would then stay resident beside any converted copies).
     """
 
     directory: Path

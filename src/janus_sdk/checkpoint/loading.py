@@ -3,8 +3,9 @@
 Components are built under `with torch.device("meta")` (no memory, no random init), then `load_state_into`
 checks that the checkpoint fits (one error listing every missing, unexpected, mis-shaped or mis-typed tensor),
 converts each tensor to the target dtype (floating tensors only: integer and bool tensors keep their stored
-dtype) and device, and assigns it with `load_state_dict(assign=True)`. Each stored tensor is dropped as soon
-as its converted copy exists, so the weights are held once (plus one tensor in flight).
+dtype) and device, and assigns it with `load_state_dict(assign=True)`. A tensor read in the target dtype and
+device becomes the parameter itself; one that is converted is dropped as soon as its converted copy exists, so
+the weights are held once (plus one tensor in flight).
 
 Tensors that are not in the checkpoint (non-persistent buffers such as rotary `inv_freq`, computed at build
 time) need care, because a meta build leaves them without data. After the weights are assigned:
@@ -73,10 +74,11 @@ def load_state_into(
 
 
 def _materialize(stored: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A contiguous tensor of its own on `device`: never a view of the checkpoint file's memory mapping."""
+    """The stored tensor as the module holds it: contiguous, on `device`, floating ones in `dtype`. A tensor
+    that already is all that is kept as it is (`WeightSource.get` hands over tensors the caller may keep), so
+    the weights are never copied twice."""
     target = dtype if stored.is_floating_point() else stored.dtype
-    out = stored.to(device=device, dtype=target, memory_format=torch.contiguous_format)
-    return stored.clone() if out is stored else out
+    return stored.to(device=device, dtype=target, memory_format=torch.contiguous_format)
 
 
 def _check_fit(

@@ -3,11 +3,17 @@
 Four layouts are understood, tried in this order (the order transformers uses): a single `model.safetensors`,
 sharded safetensors with `model.safetensors.index.json`, a single `pytorch_model.bin`, and sharded
 `pytorch_model-*.bin` with `pytorch_model.bin.index.json` (what Janus-Pro-7B ships). Safetensors files are
-opened with `safe_open` (memory-mapped, only the header is parsed up front). Pickled `.bin` files are read
-ONLY with `torch.load(weights_only=True, mmap=True)`: unpickling anything other than tensors could run
-arbitrary code, so such a file is refused; and only with torch >= 2.6, whose weights-only unpickler fixed
-CVE-2025-32434 (older ones could be made to run code anyway). Nothing here ever writes into the checkpoint
-directory.
+checked with `safe_open` and their header read up front. Pickled `.bin` files are read ONLY with
+`torch.load(weights_only=True)`: unpickling anything other than tensors could run arbitrary code, so such a
+file is refused; and only with torch >= 2.6, whose weights-only unpickler fixed CVE-2025-32434 (older ones
+could be made to run code anyway). Nothing here ever writes into the checkpoint directory.
+
+Tensor data is read with plain file reads into a tensor of its own, one tensor at a time, at the offset the
+header gives (safetensors) or that `torch.load(map_location="meta")` records for each storage (.bin). Nothing
+stays memory-mapped: a mapping's pages count in the process's resident memory once touched and stay there
+until the whole file is unmapped, so copying a model out of mapped shards held the weights twice (peak RSS
+1.5-2x the weight bytes). Read this way, the file's pages live only in the kernel's page cache and loading
+peaks at the weights themselves plus, where the dtype changes, one tensor in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,39 +143,56 @@ class _Reader(Protocol):
 
 
 class _SafetensorsReader:
-    """A memory-mapped safetensors file: the header is parsed (and validated) on open, data read on `get`."""
+    """A safetensors file: validated by `safe_open` and its header read on open, each tensor read on `get`."""
 
     def __init__(self, path: Path) -> None:
         try:
-            self._file: Any = safe_open(str(path), framework="pt", device="cpu")
-        except (SafetensorError, OSError) as exc:
+            safe_open(str(path), framework="pt", device="cpu")  # validates header, offsets and length
+            with path.open("rb") as file:
+                size = int.from_bytes(file.read(8), "little")
+                header: dict[str, Any] = json.loads(file.read(size))
+        except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}"
             ) from None
-        self._names: list[str] = list(self._file.keys())  # type: ignore[no-untyped-call]
-        self._name_set = frozenset(self._names)
+        header.pop("__metadata__", None)
+        self._path = path
+        self._entries = {
+            name: (str(info["dtype"]), tuple(info["shape"]), 8 + size + info["data_offsets"][0])
+            for name, info in header.items()
+        }
 
     def keys(self) -> list[str]:
-        return self._names
+        return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._name_set
+        return name in self._entries
 
     def shape_of(self, name: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(name).get_shape())
+        return self._entries[name][1]
 
     def dtype_code(self, name: str) -> str:
-        return str(self._file.get_slice(name).get_dtype())
+        return self._entries[name][0]
 
     def get(self, name: str) -> torch.Tensor:
-        return self._file.get_tensor(name)  # type: ignore[no-any-return]
+        code, shape, offset = self._entries[name]
+        return _read_into(self._path, offset, torch.empty(shape, dtype=USABLE_DTYPES[code]))
 
 
 class _PickleReader:
-    """A torch.save'd dict of tensors, unpickled with weights_only=True, memory-mapped when possible."""
+    """A torch.save'd dict of tensors, unpickled with weights_only=True.
+
+    Zip-format files (torch >= 1.6) are unpickled onto the meta device, which records where each storage's
+    bytes are in the file; `get` reads them from there. Legacy (pre-zip) files, files written on a big-endian
+    machine, and torch versions that record no offsets are read whole into memory instead."""
 
     def __init__(self, path: Path) -> None:
-        self._tensors = _load_bin(path)
+        self._path = path
+        self._size = path.stat().st_size
+        self._tensors = _load_bin(path, located=_locatable(path))
+        self._located = all(t.is_meta for t in self._tensors.values())
+        if self._located and not all(_file_offset(t) is not None for t in self._tensors.values()):
+            self._tensors, self._located = _load_bin(path, located=False), False
 
     def keys(self) -> list[str]:
         return list(self._tensors)
@@ -183,7 +207,65 @@ class _PickleReader:
         return _code_of(self._tensors[name].dtype)
 
     def get(self, name: str) -> torch.Tensor:
-        return self._tensors[name]
+        stored = self._tensors[name]
+        if not self._located:
+            return stored
+        start = _file_offset(stored)
+        assert start is not None  # checked on open
+        offset = start + int(stored.storage_offset()) * stored.element_size()
+        # the elements the tensor covers in its storage (all of them unless it is a strided view)
+        span = 1 + sum((n - 1) * step for n, step in zip(stored.shape, stored.stride(), strict=True))
+        span = span if stored.numel() else 0
+        if offset + span * stored.element_size() > self._size:
+            raise CheckpointError(
+                f"tensor {name!r} of {self._path} lies past the end of the file (truncated or corrupt?)"
+            )
+        flat = _read_into(self._path, offset, torch.empty(span, dtype=stored.dtype))
+        if stored.is_contiguous():
+            return flat.view(stored.shape)
+        return flat.as_strided(stored.shape, stored.stride()).contiguous()
+
+
+def _locatable(path: Path) -> bool:
+    """Whether the file's tensor bytes can be read in place: a zip-format file stored little-endian (as
+    torch.save writes on every common machine), read on a little-endian machine."""
+    if sys.byteorder != "little" or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            orders = [archive.read(n) for n in archive.namelist() if n.endswith("/byteorder")]
+    except (zipfile.BadZipFile, OSError, KeyError):  # torch.load reports what is wrong with it
+        return False
+    return all(order.strip() == b"little" for order in orders)
+
+
+def _file_offset(tensor: torch.Tensor) -> int | None:
+    """Where the tensor's storage starts in its file (recorded by torch.load(map_location="meta"), torch >=
+    2.6), or None where this torch does not record it."""
+    offset = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
+    return offset if isinstance(offset, int) else None
+
+
+def _read_into(path: Path, offset: int, out: torch.Tensor) -> torch.Tensor:
+    """Fill the contiguous CPU tensor `out` with the bytes of `path` from `offset`; returns `out`."""
+    if out.numel() == 0:
+        return out
+    buffer = out.view(-1).view(torch.uint8).numpy().data
+    try:
+        with path.open("rb", buffering=0) as file:
+            file.seek(offset)
+            done = 0
+            while done < len(buffer):
+                count = file.readinto(buffer[done:])
+                if not count:
+                    raise CheckpointError(
+                        f"{path} ends {len(buffer) - done} bytes before the data its header describes "
+                        "(truncated?); download it again"
+                    )
+                done += count
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    return out
 
 
 def _code_of(dtype: torch.dtype) -> str:
@@ -191,8 +273,9 @@ def _code_of(dtype: torch.dtype) -> str:
     return next((code for code, usable in USABLE_DTYPES.items() if usable == dtype), str(dtype))
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; old (pre-zip) files cannot be memory-mapped and are read whole."""
+def _load_bin(path: Path, *, located: bool) -> dict[str, torch.Tensor]:
+    """torch.load with weights_only=True: onto the meta device (`located`: shapes, dtypes and file offsets,
+    no data) or whole into memory."""
     if TorchVersion(torch.__version__) < SAFE_PICKLE_TORCH:
         raise CheckpointError(
             f"refused to load {path}: reading pickled .bin checkpoints safely needs torch >= "
@@ -200,7 +283,7 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
             "run code, CVE-2025-32434). Upgrade torch, or use a safetensors copy of the checkpoint."
         )
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        data = torch.load(path, map_location="meta" if located else "cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"refused to load {path}: weights-only unpickling rejected it ({_unpickler_reason(exc)}). "
@@ -237,8 +320,9 @@ def open_checkpoint(directory: str | Path) -> CheckpointWeights:
 class CheckpointWeights:
     """Lazy, read-only access to the tensors of a checkpoint directory.
 
-    Files are opened on first use and kept open (memory-mapped) until `close()`. Tensors returned by `get` may
-    be views of those mappings (private, so writing to them never reaches the file): copy them to keep them.
+    A file's header (safetensors) or pickle (.bin) is read on first use and kept until `close()`; no file
+    stays open or mapped in between. Each `get` reads one tensor into memory of its own, which the caller may
+    keep (a loaded model holds these tensors: no second copy is made).
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -260,7 +344,7 @@ class CheckpointWeights:
         self.close()
 
     def close(self) -> None:
-        """Drop every open file (and its memory mapping, once no tensor from it is alive)."""
+        """Forget the headers read so far (a later `get` reads them again)."""
         self._readers.clear()
 
     def keys(self) -> list[str]:
@@ -284,7 +368,7 @@ class CheckpointWeights:
             raise CheckpointError(f"checkpoint {self.directory} has no tensor named {name!r}") from None
 
     def shape_of(self, name: str) -> tuple[int, ...]:
-        """The tensor's shape, read from the file's header (safetensors) or its mapped pickle (.bin)."""
+        """The tensor's shape, read from the file's header (safetensors) or its pickle (.bin)."""
         return self._locate(name)[1].shape_of(name)
 
     def dtype_of(self, name: str) -> torch.dtype:
@@ -303,7 +387,7 @@ class CheckpointWeights:
         return math.prod(self.shape_of(name)) * self.dtype_of(name).itemsize
 
     def get(self, name: str) -> torch.Tensor:
-        """The tensor as stored (CPU, stored dtype); possibly a view of the file's memory mapping."""
+        """The tensor as stored (CPU, stored dtype), read now into memory of its own."""
         self.dtype_of(name)
         return self._locate(name)[1].get(name)
 

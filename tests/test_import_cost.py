@@ -1,0 +1,22 @@
+"""`import janus_sdk` stays light: torch (1.5-2 s to import) loads when something that needs it is first used,
+e.g. when a pipeline is built, not when the package is imported for its exceptions or version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import janus_sdk
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    heavy = "('torch', 'transformers', 'PIL')"
+    code = f"import sys, janus_sdk; print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_every_exported_name_resolves() -> None:
+    missing = [name for name in janus_sdk.__all__ if getattr(janus_sdk, name, None) is None]
+    assert not missing
+    assert janus_sdk.JanusPipeline.__module__ == "janus_sdk.pipeline.janus"
