@@ -1,7 +1,10 @@
 """The three systems under test, on one set of seeded random weights at a released model's real dimensions.
 
-- ours: `JanusPipeline` built as `from_pretrained` builds it (components on the meta device), except that the
-  weights come from a seeded generator instead of a checkpoint file;
+The weights are drawn once per (size, dtype, seed) and written as a checkpoint in the official layout
+(`checkpoint`, in the janus-sdk cache folder); every system loads that checkpoint:
+
+- ours: `JanusPipeline.from_pretrained` on it, as a user loads a model (`from_config` where the bench sets
+  component params the call has no argument for);
 - transformers: `JanusForConditionalGeneration` holding the same tensors, renamed through the SDK's
   official -> transformers key map (`janus_adapters.transformers_interop`);
 - reference: DeepSeek's own module layout (transformers' `LlamaForCausalLM` + `vision_head` + `MlpProjector`
@@ -14,12 +17,14 @@ system can run in a process of its own and peak memory is measured per system.
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import torch
+from filelock import FileLock
 from torch import Tensor, nn
 from transformers import GenerationConfig, JanusConfig, JanusForConditionalGeneration, LlamaForCausalLM
 
@@ -34,6 +39,7 @@ from janus_sdk.pipeline.janus import JanusPipeline, build_backend, build_model
 from janus_sdk.pipeline.model import JanusModel
 from janus_sdk.plugins import get_plugin_host, get_registry
 from janus_sdk.registry import BuildContext
+from janus_sdk.tuning import cache_dir
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny" / "checkpoint"
 """The tiny fixture: its tokenizer serves every model size (prompt ids only need to be valid ids), and its
@@ -53,10 +59,11 @@ def official_config(size: str) -> dict[str, Any]:
 
 def pipeline_config(
     size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None, linear: str | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None, checkpoint_folder: Path | None = None,
 ) -> PipelineConfig:
     """The PipelineConfig `JanusPipeline.from_pretrained` derives from the model's official config.json, with
-    `params` (config slot -> params) over the components' own."""
+    `params` (config slot -> params) over the components' own, loading `checkpoint_folder` (default: the
+    fixture, whose tokenizer files a saved checkpoint copies)."""
     data = official_config_to_pipeline_dict(official_config(size), source=size)
     data.update(device=str(device), dtype=str(dtype).removeprefix("torch."))
     for slot, values in (params or {}).items():
@@ -65,6 +72,7 @@ def pipeline_config(
         data["attention"] = {"name": attention}
     if linear is not None:
         data["linear"] = {"name": linear}
+    data["checkpoint"] = str(checkpoint_folder or FIXTURE)
     return PipelineConfig.parse(data, source=size)
 
 
@@ -115,21 +123,17 @@ def place_computed_buffers(model: nn.Module, device: torch.device) -> None:
         raise RuntimeError(f"tensors left on the meta device: {', '.join(leftover)}")
 
 
-def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int,
-               attention: str | None = None, linear: str | None = None,
-               params: Mapping[str, Mapping[str, Any]] | None = None) -> JanusPipeline:
-    """Our pipeline built step by step as `JanusPipeline.from_config` builds it, except that the weights come
-    from `materialise` instead of a checkpoint; the fixture's tokenizer and the official chat template."""
-    config = pipeline_config(size, device=device, dtype=dtype, attention=attention, linear=linear,
-                             params=params)
+def random_pipeline(size: str, *, dtype: torch.dtype, seed: int) -> JanusPipeline:
+    """The pipeline of `size` on the CPU holding the seeded random weights (`materialise`), built step by step
+    as `JanusPipeline.from_config` builds it but with no checkpoint to read: what `checkpoint` writes."""
+    device = torch.device("cpu")
+    config = pipeline_config(size, device=device, dtype=dtype, attention=None, linear="torch")
     host = get_plugin_host()
     registry = host.registry
     backend = build_backend(host, ComponentKind.ATTENTION_BACKEND, config.attention, FIXTURE, device, dtype)
-    linear_backend = build_backend(host, ComponentKind.LINEAR_BACKEND, config.linear, FIXTURE, device, dtype)
     context = BuildContext(FIXTURE, device, dtype, backend)
     model = build_model(config, registry, context)
     materialise(model, dtype=dtype, device=device, seed=seed)
-    model.convert_per_token_linears(linear_backend)
     model.eval()
     tokenizer = registry.get(ComponentKind.TEXT_TOKENIZER, config.text_tokenizer.name).build(
         config.text_tokenizer.params, context
@@ -137,7 +141,30 @@ def build_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int
     template = registry.get(ComponentKind.CHAT_TEMPLATE, config.chat_template.name).build(
         config.chat_template.params, context
     )
-    return JanusPipeline(config, model, tokenizer, template, backend, registry, linear=linear_backend)
+    return JanusPipeline(config, model, tokenizer, template, backend, registry)
+
+
+def checkpoint(size: str, dtype: torch.dtype, seed: int) -> Path:
+    """The seeded random model of `size` as a checkpoint in the official layout, in `dtype`: written once (by
+    `save_pretrained`, with the fixture's tokenizer) into the janus-sdk cache folder, `bench/<size>-<dtype>-
+    seed<seed>` (`$JANUS_SDK_CACHE_DIR` moves it; delete it to reclaim the space: 4 GB for 1B in bfloat16)."""
+    folder = cache_dir() / "bench" / f"{size}-{str(dtype).removeprefix('torch.')}-seed{seed}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "config.json").exists():
+            print(f"writing the {size} checkpoint into {folder} (once)", file=sys.stderr, flush=True)
+            random_pipeline(size, dtype=dtype, seed=seed).save_pretrained(folder)
+    return folder
+
+
+def load_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int, attention: str | None,
+              linear: str | None, params: Mapping[str, Mapping[str, Any]] | None = None) -> JanusPipeline:
+    """Our pipeline from the checkpoint of `size`, through the public API."""
+    folder = checkpoint(size, dtype, seed)
+    if not params:
+        return JanusPipeline.from_pretrained(folder, device=device, dtype=dtype, attention=attention,
+                                             linear=linear)
+    return JanusPipeline.from_config(pipeline_config(size, device=device, dtype=dtype, attention=attention,
+                                                     linear=linear, params=params, checkpoint_folder=folder))
 
 
 def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:

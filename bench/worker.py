@@ -26,7 +26,7 @@ from janus_sdk.devices import resolve_dtype
 from janus_sdk.pipeline.janus import JanusPipeline
 from janus_sdk.processing import Message, build_generation_prompt_ids, build_understanding_inputs
 from measure import cuda_peak_bytes, peak_rss_bytes
-from models import build_ours, build_reference_peer, build_transformers_peer, unique_bytes
+from models import build_reference_peer, build_transformers_peer, load_ours, unique_bytes
 from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersPeer
 
 SYSTEMS = ("ours", "ours-int8", "transformers", "reference")
@@ -113,8 +113,8 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     dtype = resolve_dtype(spec.dtype, device)
     start = time.perf_counter()
     linear = "torch" if spec.system in PEERS else OUR_LINEAR.get(spec.system, spec.linear)
-    pipe = build_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
-                      linear=linear, params=spec.params)
+    pipe = load_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
+                     linear=linear, params=spec.params)
     # Ours takes its measured choices (janus_sdk.tuning, cached per machine) before anything is timed, as
     # `janus tune` would: a first run on a machine spends seconds here instead of inside the timed steps.
     tune_s = _timed_tune(pipe) if spec.system in ("ours", *OUR_LINEAR) else None

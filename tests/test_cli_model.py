@@ -144,7 +144,19 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [["-n", "0"], ["--cfg-weight", "-1"], ["--top-p", "1.5"], ["--temperature", "0"]]
+    "bad",
+    [
+        ["-n", "0"],
+        ["--cfg-weight", "-1"],
+        ["--top-p", "1.5"],
+        ["--temperature", "0"],
+        ["--guidance", "cfgg"],
+        ["--guidance-param", "cfg_weight=3"],
+        ["--guidance", "cfg", "--guidance-param", "schedule"],
+        ["--guidance", "cfg", "--guidance-param", "schedule=exponential"],
+        ["--sampler", "min-p", "--sampler-param", "q=0.1"],
+        ["--guidance", "none", "--cfg-weight", "3"],
+    ],
 )
 def test_bad_generation_settings_fail_before_loading(
     bad: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -152,6 +164,47 @@ def test_bad_generation_settings_fail_before_loading(
     assert main(["generate", "--model", MODEL, "--out", str(tmp_path), *bad, "x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) <= 3
+
+
+def test_strategy_errors_name_the_option_or_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["generate", "--model", MODEL, "--out", str(tmp_path)]
+    assert main([*out, "--guidance", "cfgg", "x"]) == 1
+    assert "no guidance called 'cfgg'; available: cfg (also classifier-free; plugin guidance)" in (
+        capsys.readouterr().err
+    )
+    assert main([*out, "--guidance", "cfg", "--guidance-param", "schedule=exponential", "x"]) == 1
+    assert (
+        "guidance.params.schedule: Input should be 'constant', 'linear' or 'cosine'"
+        in capsys.readouterr().err
+    )
+    assert main(["chat", "--model", MODEL, "--sampler-param", "p=0.1", "x"]) == 1
+    assert "--sampler-param needs --sampler NAME" in capsys.readouterr().err
+
+
+def test_chat_and_generate_take_named_strategies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chat = ["chat", "--model", MODEL, "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "16"]
+    image = ["--image", str(FIXTURE / "golden" / "input.png")]
+    assert main([*chat, *image, "--sampler", "greedy", "What is shown in this image?"]) == 0
+    assert capsys.readouterr().out == MANIFEST["greedy_text"] + "\n"
+    minp = ["--sampler", "min-p", "--sampler-param", "p=0.05", "--temperature", "0.8", "--seed", "1"]
+    assert main([*chat, *minp, "Hi"]) == 0
+    first = capsys.readouterr().out
+    assert main([*chat, *minp, "Hi"]) == 0 and capsys.readouterr().out == first  # seeded
+    generate = ["generate", "--model", MODEL, "--seed", "0", "--no-progress", "--out", str(tmp_path)]
+    cosine = [
+        "--guidance",
+        "cfg",
+        "--guidance-param",
+        "schedule=cosine",
+        "--guidance-param",
+        "start_weight=2",
+    ]
+    assert main([*generate, *cosine, "--sampler", "min-p", "--sampler-param", "p=0.2", "a cube"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "000.png")
+    with Image.open(tmp_path / "000.png") as picture:
+        assert picture.size == (384, 384)
 
 
 def test_every_documented_command_is_wired() -> None:

@@ -272,10 +272,12 @@ def test_image_generation_ranges(field: str, value: Any) -> None:
 
 def test_generation_range_edges_are_accepted() -> None:
     gen = GenerationConfig(max_new_tokens=16384, temperature=1e-4, top_p=1.0, top_k=0, seed=0)
-    assert gen.sampler == ("greedy", {})
-    assert GenerationConfig(do_sample=True, top_p=1e-6).sampler[0] == "sample"
-    image = ImageGenerationConfig(n=64, cfg_weight=0.0, top_p=1.0, max_batch=1, guidance="none")
-    assert image.sampler == ("sample", {"temperature": 1.0, "top_k": 0, "top_p": 1.0})
+    neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert gen.sampler_spec == ComponentSpec(name="greedy", params=neutral)
+    assert GenerationConfig(do_sample=True, top_p=1e-6).sampler_spec.name == "sample"
+    image = ImageGenerationConfig(n=64, cfg_weight=0.0, top_p=1.0, max_batch=1)
+    assert image.sampler_spec.params == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert image.guidance_spec == ComponentSpec(name="cfg", params={"cfg_weight": 0.0})
     assert ImageGenerationConfig(cfg_weight=100).cfg_weight == 100
 
 

@@ -88,7 +88,7 @@ def _image_loop(pipe: JanusPipeline, sampler: object, *, num_tokens: int = 576) 
     ids = build_generation_prompt_ids(
         MANIFEST["gen_conversation"][0]["content"], pipe.tokenizer, pipe.chat_template
     )
-    rows = guidance_rows(ids, 2, guidance.num_branches, pipe.tokenizer.pad_id)
+    rows = guidance_rows(ids, 2, guidance, pipe.tokenizer.pad_id)
     model = pipe.model
     with torch.inference_mode():
         return generate_image_codes(

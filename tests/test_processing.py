@@ -15,6 +15,7 @@ from torch import Tensor
 
 from janus_plugins.deepseek_chat.template import JANUS_PRO_SYSTEM_PROMPT, DeepSeekChatTemplate
 from janus_plugins.deepseek_chat.tokenizer import HFTextTokenizer
+from janus_plugins.guidance import ClassifierFreeGuidance, NoGuidance
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.processing import (
     ImageProcessor,
@@ -341,20 +342,17 @@ def test_generation_prompt_matches_golden(
 
 
 def test_guidance_rows_match_golden(tokenizer: HFTextTokenizer, golden: dict[str, Tensor]) -> None:
+    """The cfg guidance builds the official [cond, uncond] layout, bit for bit; one branch, the prompt."""
     prompt = golden["gen_prompt_ids"]
-    rows = guidance_rows(prompt, num_samples=2, num_branches=2, pad_id=tokenizer.pad_id)
+    rows = guidance_rows(prompt, 2, ClassifierFreeGuidance(5.0), pad_id=tokenizer.pad_id)
     assert rows.dtype == torch.int64
     assert torch.equal(rows, golden["gen_cond_uncond_ids"].long())
-    cond_only = guidance_rows(prompt.tolist(), num_samples=3, num_branches=1, pad_id=tokenizer.pad_id)
-    assert torch.equal(cond_only, prompt.repeat(3, 1))
+    for one_branch in (ClassifierFreeGuidance(1.0), NoGuidance()):
+        cond_only = guidance_rows(prompt.tolist(), 3, one_branch, pad_id=tokenizer.pad_id)
+        assert torch.equal(cond_only, prompt.repeat(3, 1))
 
 
-@pytest.mark.parametrize(
-    ("ids", "samples", "branches", "error"),
-    [([1, 2, 3], 1, 3, ConfigError), ([1, 2, 3], 0, 2, InputError), ([1], 1, 2, InputError)],
-)
-def test_guidance_rows_rejects_bad_arguments(
-    ids: list[int], samples: int, branches: int, error: type[Exception]
-) -> None:
-    with pytest.raises(error):
-        guidance_rows(ids, samples, branches, pad_id=0)
+@pytest.mark.parametrize(("ids", "samples"), [([1, 2, 3], 0), ([1], 1)])
+def test_guidance_rows_rejects_bad_arguments(ids: list[int], samples: int) -> None:
+    with pytest.raises(InputError):
+        guidance_rows(ids, samples, ClassifierFreeGuidance(5.0), pad_id=0)

@@ -96,9 +96,10 @@ def config_reference(registry: Registry | None = None) -> str:
             lines += [*_table(model.get("properties", {}), defs), ""]
     lines += ["### Strategies chosen by the settings", ""]
     lines += [
-        "Samplers and guidance strategies are components too, but no slot names them: `do_sample`, "
-        "`temperature`, `top_k` and `top_p` choose the sampler (greedy, or `sample` with those "
-        "parameters) and `image_generation.guidance` names the guidance strategy.",
+        "Samplers and guidance strategies are components too, named by the settings' `sampler` and "
+        "`guidance` fields (`{name, params}` or a bare name); the shorthand fields (`do_sample`, "
+        "`temperature`, ..., `cfg_weight`) choose or fill in the built-ins (see Samplers and guidance "
+        "above).",
         "",
     ]
     for kind in (ComponentKind.SAMPLER, ComponentKind.GUIDANCE):
@@ -132,6 +133,9 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     """A short human reading of a property's JSON Schema: type, allowed values and bounds."""
     if "$ref" in prop:
         return str(_resolve(prop, defs).get("title", "object"))
+    if "oneOf" in prop:  # a component: one {name, params} object per registered one, or its bare name
+        names = [str(choice["title"]) for choice in prop["oneOf"] if choice.get("type") == "object"]
+        return "`{name, params}` or a name: " + ", ".join(f"`{name}`" for name in names)
     if "anyOf" in prop:
         return " or ".join(_type(option, defs) for option in prop["anyOf"])
     if "enum" in prop:

@@ -131,24 +131,45 @@ class LLMBackbone(Protocol):
 
 @runtime_checkable
 class Sampler(Protocol):
-    """Strategy that picks the next token: logits [B, V] -> ids [B] (int64). Randomness comes only from the
-    explicit generator, so a seed reproduces a run."""
+    """Strategy that picks the next token: logits [B, V] (float32) -> ids [B] (int64, on the logits' device).
+    Randomness comes only from the explicit generator, so a seed reproduces a run.
+
+    History (optional): a sampler whose attribute `uses_history` is true is called as
+    ``sampler(logits, generator, history=ids)`` with the ids generated so far in this run, int64 [B, t] (t = 0
+    at the first step; the prompt is not included), e.g. to penalise repeats. Without the attribute, or with
+    it false, it is called with two arguments. A new sampler is built for every generation call, so it may
+    keep state between the steps of one run.
+    """
 
     def __call__(self, logits: Tensor, generator: torch.Generator | None) -> Tensor: ...
 
 
+class HistorySampler(Protocol):
+    """How a sampler with `uses_history = True` is called (see Sampler)."""
+
+    uses_history: bool
+
+    def __call__(self, logits: Tensor, generator: torch.Generator | None, *, history: Tensor) -> Tensor: ...
+
+
 @runtime_checkable
 class Guidance(Protocol):
-    """How many LLM rows one sample needs, and how their logits combine into one.
+    """The LLM rows one image sample needs, and how their logits combine into the sample's, step by step.
 
-    Rows of one sample are adjacent: [cond, uncond] for classifier-free guidance (num_branches = 2);
-    no guidance has num_branches = 1 and `combine` is the identity.
+    A sample's rows are adjacent and `rows` builds them: the official classifier-free guidance has
+    num_branches = 2, [cond, uncond]; no guidance has 1. `combine` is told the step and the number of steps,
+    so the guidance may follow a schedule.
     """
 
     num_branches: int
 
-    def combine(self, logits: Tensor) -> Tensor:
-        """[B * num_branches, V] -> [B, V]."""
+    def rows(self, prompt_ids: Tensor, pad_id: int) -> Tensor:
+        """prompt ids [L] (int64: BOS first, the image start token last) -> the sample's rows
+        [num_branches, L] (int64, the same length: rows are batched), `pad_id` for positions to blank."""
+        ...
+
+    def combine(self, logits: Tensor, step: int, total: int) -> Tensor:
+        """[B * num_branches, V] (float32) -> [B, V] at `step` (0-based) of `total` steps."""
         ...
 
 

@@ -8,8 +8,9 @@ Text path: conversation -> prompt string (chat template, system prompt first) ->
 image tag id becomes <begin_of_image>, `num_image_tokens` x the image tag id, <end_of_image>; the model later
 overwrites exactly those `num_image_tokens` positions (`images_seq_mask`) with image embeddings.
 
-Text-to-image path: one user turn with an empty system prompt, then <begin_of_image>; classifier-free
-guidance adds an unconditional row per sample in which everything between BOS and <begin_of_image> is padding.
+Text-to-image path: one user turn with an empty system prompt, then <begin_of_image>; the guidance component
+builds each sample's rows from those ids (the official classifier-free guidance adds an unconditional row in
+which everything between BOS and <begin_of_image> is padding).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
-from janus_sdk.interfaces import ChatTemplate, TextTokenizer
+from janus_sdk.interfaces import ChatTemplate, Guidance, TextTokenizer
 from janus_sdk.registry import describe_validation_error
 
 IMAGE_TAG = "<image_placeholder>"
@@ -397,23 +398,15 @@ def build_generation_prompt_ids(
 
 
 def guidance_rows(
-    prompt_ids: Sequence[int] | Tensor, num_samples: int, num_branches: int, pad_id: int
+    prompt_ids: Sequence[int] | Tensor, num_samples: int, guidance: Guidance, pad_id: int
 ) -> Tensor:
-    """int64 [num_samples * num_branches, L]: per sample the prompt, then (num_branches = 2, classifier-free
-    guidance) its unconditional copy with positions 1..L-2 padded, keeping BOS and the image start token.
-    num_branches = 1 gives the conditional rows only."""
+    """int64 [num_samples * num_branches, L]: the rows `guidance` builds for one sample from the prompt ids,
+    once per sample (a sample's rows adjacent, as the image loop expects)."""
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(-1)
-    if num_branches not in (1, 2):
-        raise ConfigError(
-            f"guidance with {num_branches} branches is not supported (1 = none, 2 = [cond, uncond])"
-        )
     if num_samples < 1:
         raise InputError(f"the number of images to generate must be at least 1, got {num_samples}")
     if ids.numel() < 2:
         raise InputError(
             f"a generation prompt needs at least BOS and the image start token, got {ids.tolist()}"
         )
-    rows = ids.repeat(num_samples * num_branches, 1)
-    if num_branches == 2:
-        rows[1::2, 1:-1] = pad_id
-    return rows
+    return guidance.rows(ids, pad_id).repeat(num_samples, 1)

@@ -124,12 +124,15 @@ def _protocol_attrs(protocol: type) -> set[str]:
 
 
 #: Error type a PipelineConfig slot reports when a component's params fail the component's own config model;
-#: its context carries the inner `errors` and the `model`, so the description can give full paths.
+#: its context carries the inner `errors` and the `model`, so the description can give full paths (and
+#: `field`, the key holding the spec, when the error is raised by the model around it).
 COMPONENT_PARAMS_ERROR = "component_params"
 #: Error type a PipelineConfig field reports when no plugin registers the component it names (context:
 #: `field`, the key holding the name when it is not "name").
 UNKNOWN_COMPONENT_ERROR = "unknown_component"
-_NO_INPUT_SHOWN = ("missing", "extra_forbidden", UNKNOWN_COMPONENT_ERROR)
+#: Error type of settings that contradict each other (a message naming the fields; the input is not shown).
+CONFLICT_ERROR = "conflicting_settings"
+_NO_INPUT_SHOWN = ("missing", "extra_forbidden", UNKNOWN_COMPONENT_ERROR, CONFLICT_ERROR)
 _MAX_SHOWN = 80
 
 
@@ -140,7 +143,14 @@ def describe_validation_error(
 
     `model`, the class that was validated, lets an unknown key be answered with the keys allowed at its place.
     """
-    return "\n".join([f"invalid {subject}:", *_describe(exc.errors(), prefix, model)])
+    return describe_errors(exc.errors(), prefix, subject, model)
+
+
+def describe_errors(
+    errors: Iterable[Any], prefix: str = "", subject: str = "config", model: type[BaseModel] | None = None
+) -> str:
+    """`describe_validation_error` for some of a ValidationError's `errors()`, e.g. those of one source."""
+    return "\n".join([f"invalid {subject}:", *_describe(errors, prefix, model)])
 
 
 def _describe(errors: Iterable[Any], prefix: str, model: type[BaseModel] | None) -> list[str]:
@@ -149,7 +159,9 @@ def _describe(errors: Iterable[Any], prefix: str, model: type[BaseModel] | None)
         loc = [str(part) for part in err["loc"]]
         ctx = err.get("ctx") or {}
         if err["type"] == COMPONENT_PARAMS_ERROR:
-            lines += _describe(ctx["errors"], _path(prefix, *loc, "params"), ctx["model"])
+            lines += _describe(
+                ctx["errors"], _path(prefix, *loc, ctx.get("field", ""), "params"), ctx["model"]
+            )
             continue
         if err["type"] == UNKNOWN_COMPONENT_ERROR:
             loc.append(ctx.get("field", "name"))

@@ -184,6 +184,35 @@ def test_seeded_sampling_is_reproducible(client: openai.OpenAI, pipeline: JanusP
     )
 
 
+def test_named_sampler_and_penalties_as_extra_body_fields(
+    client: openai.OpenAI, pipeline: JanusPipeline
+) -> None:
+    sampler = {"name": "min-p", "params": {"p": 0.05}}
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me"}],
+        max_tokens=8,
+        temperature=0.8,
+        seed=4,
+        presence_penalty=0.5,
+        extra_body={"sampler": sampler},
+    )
+    expected = pipeline.chat(
+        "Tell me", max_new_tokens=8, sampler=sampler, temperature=0.8, presence_penalty=0.5, seed=4
+    )
+    assert reply.choices[0].message.content == expected
+    with pytest.raises(openai.BadRequestError, match="no sampler called 'top-a'; available: greedy"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_body={"sampler": "top-a"}
+        )
+    with pytest.raises(openai.BadRequestError, match=r"sampler\.params\.p: Input should be"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"sampler": {"name": "min-p", "params": {"p": 5}}},
+        )
+
+
 def test_multi_turn_conversation_with_system_prompt(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
     messages: list[Any] = [
         {"role": "system", "content": "Be brief."},
@@ -208,6 +237,19 @@ def test_image_generation_equals_the_library_images(client: openai.OpenAI, pipel
     image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
     assert (image.format, image.size) == ("PNG", (384, 384))
     [expected] = pipeline.generate_images("a red fox", n=1, seed=3, cfg_weight=4.0, temperature=0.9)
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected))
+
+
+def test_image_guidance_and_sampler_as_extra_body_fields(
+    client: openai.OpenAI, pipeline: JanusPipeline
+) -> None:
+    extra = {"seed": 5, "guidance": {"name": "cfg", "params": {"schedule": "linear"}}, "sampler": "min-p"}
+    result = client.images.generate(
+        model=MODEL, prompt="a red fox", n=1, extra_body={**extra, "cfg_weight": 3}
+    )
+    assert result.data is not None and result.data[0].b64_json
+    image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
+    [expected] = pipeline.generate_images("a red fox", n=1, cfg_weight=3, **extra)  # type: ignore[arg-type]
     np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected))
 
 

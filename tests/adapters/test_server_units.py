@@ -58,6 +58,25 @@ def request(**fields: Any) -> ChatCompletionRequest:
             {"top_k": 3},
             {"max_new_tokens": 512, "do_sample": True, "temperature": 1.0, "top_p": None, "top_k": 3},
         ),
+        (
+            {"presence_penalty": 0.5, "frequency_penalty": -0.5, "repetition_penalty": 1.2},
+            {
+                "max_new_tokens": 512,
+                "presence_penalty": 0.5,
+                "frequency_penalty": -0.5,
+                "repetition_penalty": 1.2,
+            },
+        ),
+        (
+            {"sampler": "min-p", "temperature": 0.7},
+            {
+                "max_new_tokens": 512,
+                "sampler": {"name": "min-p", "params": {}},
+                "temperature": 0.7,
+                "top_p": None,
+                "top_k": None,
+            },
+        ),
     ],
 )
 def test_sampling_fields_map_to_generation_settings(fields: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -78,7 +97,8 @@ def test_max_tokens_limit_and_default_cap() -> None:
         ({"stop": ["x"]}, "stop"),
         ({"logprobs": True}, "logprobs"),
         ({"tools": []}, "tools"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"sampler": {"name": "min-p", "parms": {}}}, "sampler"),
         ({"temperature": 3}, "temperature"),
     ],
 )

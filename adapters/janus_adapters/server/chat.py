@@ -25,6 +25,9 @@ from janus_adapters.server.settings import ServerSettings
 from janus_adapters.server.state import ServerState, sse, sse_error
 from janus_adapters.server.worker import Done, Event, Failed, Job, Text
 
+PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty"}
+"""The request's penalties, settings of whichever sampler runs."""
+
 
 def chat_router(state: ServerState) -> APIRouter:
     """The chat endpoint, bound to the server's state."""
@@ -71,7 +74,9 @@ def generation_settings(body: ChatCompletionRequest, limits: ServerSettings) -> 
     """OpenAI sampling fields -> GenerationConfig settings.
 
     temperature 0 means greedy; a positive temperature, or top_p / top_k alone, means sampling (temperature 1
-    by default). With none of them the answer is greedy, as in the official Janus inference script.
+    by default). With none of them the answer is greedy, as in the official Janus inference script. A named
+    `sampler` is used as given, temperature / top_p / top_k setting its params of those names; the penalties
+    apply to whichever sampler runs.
     """
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None and max_tokens > limits.max_tokens:
@@ -83,12 +88,20 @@ def generation_settings(body: ChatCompletionRequest, limits: ServerSettings) -> 
             code="limit_exceeded",
         )
     settings: dict[str, Any] = {
-        "max_new_tokens": max_tokens or min(limits.default_max_tokens, limits.max_tokens)
+        "max_new_tokens": max_tokens or min(limits.default_max_tokens, limits.max_tokens),
+        **body.model_dump(include=PENALTIES, exclude_none=True),
     }
     sampling = (body.temperature or 0) > 0 or (
         body.temperature is None and (body.top_p, body.top_k) != (None, None)
     )
-    if sampling:
+    if body.sampler is not None:
+        settings.update(
+            sampler=body.sampler.model_dump(),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+        )
+    elif sampling:
         settings.update(
             do_sample=True, temperature=body.temperature or 1.0, top_p=body.top_p, top_k=body.top_k
         )

@@ -21,6 +21,8 @@ from janus_adapters.server.state import ServerState, sse, sse_error
 from janus_adapters.server.worker import Done, Event, Failed, Job, Picture, Step
 from janus_sdk.pipeline.decoding import Progress, ProgressCallback
 
+SETTINGS = {"guidance", "cfg_weight", "sampler", "temperature", "top_k", "top_p"}
+"""The request fields that are ImageGenerationConfig settings."""
 PROGRESS_EVENTS = 50
 """About how many progress events a streamed group of images sends."""
 
@@ -42,14 +44,11 @@ def images_router(state: ServerState) -> APIRouter:
         },
     )
     async def generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse | Response:
-        """Generate `n` images for a prompt; extras: cfg_weight, temperature, top_k, top_p, seed, stream."""
+        """Generate `n` images for a prompt; extras: guidance, cfg_weight, sampler, temperature, top_k, top_p,
+        seed, stream."""
         state.check_model(body.model)
         _check(body, state.settings.max_n, native_size)
-        settings = {
-            k: v
-            for k, v in body.model_dump(include={"cfg_weight", "temperature", "top_k", "top_p"}).items()
-            if v is not None
-        }
+        settings = body.model_dump(include=SETTINGS, exclude_none=True)
         pipeline, batch = state.pipeline, state.settings.image_batch
 
         def work(job: Job) -> None:

@@ -2,7 +2,8 @@
 
 Requests forbid unknown fields, so a client that asks for something Janus cannot do (tools, logprobs, ...)
 gets a 400 naming the field instead of a silently different answer. Fields OpenAI clients commonly send with
-neutral values (n=1, penalties 0, user) are accepted; Janus knobs (top_k, cfg_weight, image seed) are extras.
+neutral values (n=1, user) are accepted; Janus knobs (top_k, repetition_penalty, cfg_weight, image seed, and
+the `sampler` / `guidance` components by name, `{"name", "params"}` or a bare name) are extras.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from janus_sdk.config.generation import MAX_PENALTY, Strategy
 
 
 class _Request(BaseModel):
@@ -73,8 +76,26 @@ class ChatCompletionRequest(_Request):
     seed: int | None = Field(default=None, ge=0, description="Seed for sampling: same seed, same answer.")
     n: int | None = Field(default=None, ge=1, le=1, description="Only 1 answer per request is supported.")
     stop: str | list[str] | None = Field(default=None, description="Not supported: must be empty.")
-    presence_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported: 0 only.")
-    frequency_penalty: float | None = Field(default=None, ge=0, le=0, description="Not supported: 0 only.")
+    presence_penalty: float | None = Field(
+        default=None,
+        ge=-MAX_PENALTY,
+        le=MAX_PENALTY,
+        description="Subtracted from the logit of every token already generated; 0 = off.",
+    )
+    frequency_penalty: float | None = Field(
+        default=None,
+        ge=-MAX_PENALTY,
+        le=MAX_PENALTY,
+        description="Subtracted from a token's logit once per time it was generated; 0 = off.",
+    )
+    repetition_penalty: float | None = Field(
+        default=None, gt=0, description="Janus extra: CTRL repetition penalty on generated tokens; 1 = off."
+    )
+    sampler: Strategy = Field(
+        default=None,
+        description="Janus extra: the sampler by name ({name, params} or a bare name, e.g. 'min-p'); "
+        "temperature, top_p and top_k then set its params of those names.",
+    )
     logprobs: bool | None = Field(default=None, description="Not supported: false only.")
     stream_options: dict[str, Any] | None = Field(default=None, description="Accepted and ignored.")
     user: str | None = Field(default=None, description="Accepted and ignored.")
@@ -122,6 +143,15 @@ class ImageGenerationRequest(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus mass of the code sampler.")
     seed: int | None = Field(
         default=None, ge=0, description="Same seed, n and server image_batch: same images."
+    )
+    guidance: Strategy = Field(
+        default=None,
+        description="Janus extra: the guidance by name ({name, params} or a bare name, e.g. "
+        "'cfg-zero-star'); cfg_weight then sets its param of that name.",
+    )
+    sampler: Strategy = Field(
+        default=None,
+        description="Janus extra: the sampler of the image codes by name ({name, params} or a bare name).",
     )
 
 

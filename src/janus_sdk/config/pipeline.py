@@ -11,11 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+import torch
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 
+from janus_sdk.config.components import ComponentSpec, registry_of
 from janus_sdk.config.files import read_config_file
 from janus_sdk.config.generation import GenerationConfig, ImageGenerationConfig
+from janus_sdk.devices import dtype_name
 from janus_sdk.errors import ConfigError, UnknownComponentError
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.processing import ImageProcessorConfig, ProcessorConfig
@@ -23,6 +34,7 @@ from janus_sdk.registry import (
     COMPONENT_PARAMS_ERROR,
     UNKNOWN_COMPONENT_ERROR,
     Registry,
+    describe_errors,
     describe_validation_error,
 )
 
@@ -31,28 +43,6 @@ if TYPE_CHECKING:
 
 AUTO = "auto"  # a backend (attention, linear) chosen by the plugins' choose_* hooks for the device and dtype
 BACKEND_KINDS = (ComponentKind.ATTENTION_BACKEND, ComponentKind.LINEAR_BACKEND)
-
-
-class ComponentSpec(BaseModel):
-    """A component by registered name (or alias, e.g. a checkpoint's own class name) and its parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Registered name or alias of the component (see `janus plugins`).")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="Options, validated against the component's own config model."
-    )
-
-
-def _registry(info: ValidationInfo) -> Registry:
-    """The registry given as validation context (`parse(..., registry=...)`), else the global one."""
-    context = info.context if isinstance(info.context, dict) else {}
-    registry = context.get("registry")
-    if isinstance(registry, Registry):
-        return registry
-    from janus_sdk.plugins import get_registry
-
-    return get_registry()
 
 
 def _checked(kind: ComponentKind) -> AfterValidator:
@@ -68,7 +58,7 @@ def _checked(kind: ComponentKind) -> AfterValidator:
         if kind in BACKEND_KINDS and spec.name == AUTO:
             return spec
         try:
-            registration = _registry(info).get(kind, spec.name)
+            registration = registry_of(info).get(kind, spec.name)
         except UnknownComponentError as exc:
             raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", {"reason": str(exc)}) from None
         try:
@@ -86,14 +76,20 @@ def _checked(kind: ComponentKind) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _known_guidance(settings: ImageGenerationConfig, info: ValidationInfo) -> ImageGenerationConfig:
-    """The guidance strategy of the image settings must be a registered component (listed when it is not)."""
-    try:
-        _registry(info).get(ComponentKind.GUIDANCE, settings.guidance)
-    except UnknownComponentError as exc:
-        context = {"reason": str(exc), "field": "guidance"}
-        raise PydanticCustomError(UNKNOWN_COMPONENT_ERROR, "{reason}", context) from None
-    return settings
+def _dtype_name(value: Any) -> Any:
+    """torch dtypes and aliases ("bf16", "torch.bfloat16") -> the canonical name; an unknown name fails with
+    the valid ones. Other types are left to the str check."""
+    if isinstance(value, (str, torch.dtype)):
+        try:
+            return dtype_name(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _device_name(value: Any) -> Any:
+    """A torch.device -> its name ("cuda:1"); whether it exists is checked when the pipeline is built."""
+    return str(value) if isinstance(value, torch.device) else value
 
 
 def _spec(name: str, **params: Any) -> ComponentSpec:
@@ -111,13 +107,14 @@ class PipelineConfig(BaseModel):
         description="Where the weights and tokenizer files are: a local directory in the official layout or "
         "a Hugging Face Hub id such as 'deepseek-ai/Janus-Pro-1B'.",
     )
-    device: str = Field(
-        default="auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ..."
+    device: Annotated[str, BeforeValidator(_device_name)] = Field(
+        default="auto",
+        description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1', ... (or a torch.device)",
     )
-    dtype: str = Field(
+    dtype: Annotated[str, BeforeValidator(_dtype_name)] = Field(
         default="auto",
         description="'auto' (bfloat16 on CUDA with bf16 support, float32 on CPU), 'float32', 'bfloat16', "
-        "'float16' (CUDA only).",
+        "'float16' (CUDA only), an alias ('bf16', 'fp32', ...) or a torch.dtype; kept as its canonical name.",
     )
     attention: Annotated[ComponentSpec, _checked(ComponentKind.ATTENTION_BACKEND)] = Field(
         default_factory=lambda: _spec(AUTO),
@@ -127,8 +124,8 @@ class PipelineConfig(BaseModel):
     linear: Annotated[ComponentSpec, _checked(ComponentKind.LINEAR_BACKEND)] = Field(
         default_factory=lambda: _spec(AUTO),
         description="How the linear layers read once per token (LLM backbone, generation head) compute: "
-        "'torch', 'avx2' (weight-streaming CPU kernel), 'int8' (weight-only int8), or 'auto' (the plugins "
-        "choose for the device and dtype; torch's own when none does).",
+        "'torch', 'avx2' / 'avx512' (weight-streaming CPU kernels), 'int8' (weight-only int8), or 'auto' "
+        "(the plugins choose for the device and dtype; torch's own when none does).",
     )
     visual_encoder: Annotated[ComponentSpec, _checked(ComponentKind.VISUAL_ENCODER)] = Field(
         default_factory=lambda: _spec("siglip"), description="Understanding encoder (pixels -> features)."
@@ -180,7 +177,7 @@ class PipelineConfig(BaseModel):
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="Default settings of chat answers."
     )
-    image_generation: Annotated[ImageGenerationConfig, AfterValidator(_known_guidance)] = Field(
+    image_generation: ImageGenerationConfig = Field(
         default_factory=ImageGenerationConfig, description="Default settings of text-to-image."
     )
 
@@ -211,6 +208,7 @@ class PipelineConfig(BaseModel):
         *,
         registry: Registry | None = None,
         plugins: PluginHost | None = None,
+        overrides_source: str = "overrides",
         **overrides: Any,
     ) -> PipelineConfig:
         """Derive the config from a checkpoint directory's own files: the official layout, or any layout a
@@ -218,14 +216,20 @@ class PipelineConfig(BaseModel):
 
         `plugins` is the host whose layout readers are asked (default: the process-wide one); components are
         looked up in `registry` (default: that host's). `overrides` replace whole top-level fields, e.g.
-        ``device="cpu"`` or ``visual_encoder={"name": ...}``.
+        ``device="cpu"`` or ``visual_encoder={"name": ...}``; `overrides_source` names them in errors.
         """
         from janus_sdk.plugins import get_plugin_host
 
         host = plugins or get_plugin_host()
         view = host.open_checkpoint_layout(directory)
         view.weights.close()
-        return cls.from_layout(view.pipeline_dict, directory, registry=registry or host.registry, **overrides)
+        return cls.from_layout(
+            view.pipeline_dict,
+            directory,
+            registry=registry or host.registry,
+            overrides_source=overrides_source,
+            **overrides,
+        )
 
     @classmethod
     def from_layout(
@@ -234,10 +238,26 @@ class PipelineConfig(BaseModel):
         directory: str | Path,
         *,
         registry: Registry | None = None,
+        overrides_source: str = "overrides",
         **overrides: Any,
     ) -> PipelineConfig:
-        """Validate the fields a `CheckpointLayoutView` derived from `directory`, with `overrides` on top."""
-        return cls.parse({**pipeline_dict, **overrides}, source=f"{directory}/config.json", registry=registry)
+        """Validate the fields a `CheckpointLayoutView` derived from `directory`, with `overrides` on top.
+
+        A problem in an overridden field is reported as one of `overrides_source` (e.g. the arguments of
+        `JanusPipeline.from_pretrained`), the others as the checkpoint's config.json's."""
+        context = {"registry": registry} if registry is not None else None
+        try:
+            return cls.model_validate({**pipeline_dict, **overrides}, context=context)
+        except ValidationError as exc:
+            errors = exc.errors()
+            given = [err for err in errors if err["loc"] and err["loc"][0] in overrides]
+            stored = [err for err in errors if not (err["loc"] and err["loc"][0] in overrides)]
+            reports = [
+                describe_errors(found, subject=subject, model=cls)
+                for found, subject in ((given, overrides_source), (stored, f"{directory}/config.json"))
+                if found
+            ]
+            raise ConfigError("\n".join(reports)) from None
 
     def component_specs(self) -> dict[str, tuple[ComponentKind, ComponentSpec]]:
         """Every component slot: slot name -> (kind, spec)."""

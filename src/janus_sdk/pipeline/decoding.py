@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from janus_sdk.errors import GenerationCancelled
-from janus_sdk.interfaces import Aligner, GenerationHead, Guidance, LLMBackbone, Sampler
+from janus_sdk.interfaces import Aligner, GenerationHead, Guidance, HistorySampler, LLMBackbone, Sampler
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class _Reporter:
                 )
 
 
+def pick(sampler: Sampler, logits: Tensor, generator: torch.Generator | None, history: Tensor) -> Tensor:
+    """The sampler's ids for `logits`; `history` (the ids generated so far, [B, t]) goes to a sampler that
+    asks for it with `uses_history` (see Sampler)."""
+    if getattr(sampler, "uses_history", False):
+        return cast(HistorySampler, sampler)(logits, generator, history=history)
+    return sampler(logits, generator)
+
+
 def generate_text_ids(
     llm: LLMBackbone,
     inputs_embeds: Tensor,
@@ -63,12 +72,14 @@ def generate_text_ids(
     """Yield new token ids for a one-row prompt [1, T, hidden] until EOS (not yielded) or max_new_tokens."""
     prompt_len = inputs_embeds.shape[1]
     cache = llm.new_cache(1, prompt_len + max_new_tokens)
+    tokens = torch.empty(1, max_new_tokens, dtype=torch.long, device=inputs_embeds.device)
     report = _Reporter(on_step, max_new_tokens, 1)
     hidden = llm.hidden_states(inputs_embeds, cache, 0)[:, -1]
     for step in range(max_new_tokens):
-        token = sampler(llm.text_logits(hidden).float(), generator)
+        token = pick(sampler, llm.text_logits(hidden).float(), generator, tokens[:, :step])
         if int(token) == eos_id:
             return
+        tokens[:, step] = token
         yield int(token)
         report(step + 1)
         if step + 1 < max_new_tokens:
@@ -90,9 +101,9 @@ def generate_image_codes(
 ) -> Tensor:
     """Sample `num_tokens` image codes for each sample of `prompt_embeds` [n * branches, L, hidden].
 
-    Rows of one sample are adjacent ([cond, uncond] under classifier-free guidance); every row of a sample is
-    fed
-    the sample's code, embedded with gen_embed + gen_aligner. Returns codes [n, num_tokens] (int64).
+    Rows of one sample are adjacent, as `guidance.rows` built them ([cond, uncond] under classifier-free
+    guidance); every row of a sample is fed the sample's code, embedded with gen_embed + gen_aligner; the
+    guidance combines them knowing the step. Returns codes [n, num_tokens] (int64).
     """
     rows, prompt_len = prompt_embeds.shape[:2]
     branches = guidance.num_branches
@@ -101,8 +112,8 @@ def generate_image_codes(
     report = _Reporter(on_step, num_tokens, rows)
     hidden = llm.hidden_states(prompt_embeds, cache, 0)[:, -1]
     for step in range(num_tokens):
-        logits = guidance.combine(gen_head(hidden).float())
-        codes[:, step] = sampler(logits, generator)
+        logits = guidance.combine(gen_head(hidden).float(), step, num_tokens)
+        codes[:, step] = pick(sampler, logits, generator, codes[:, :step])
         report(step + 1)
         if step + 1 < num_tokens:
             fed = gen_aligner(gen_embed(codes[:, step].repeat_interleave(branches)))

@@ -21,8 +21,10 @@ from torch import Tensor
 
 from janus_sdk.checkpoint import load_state_into, resolve_model_source
 from janus_sdk.checkpoint.layouts import WeightSource
+from janus_sdk.checkpoint.saving import save_checkpoint
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
-from janus_sdk.config.pipeline import AUTO, SLOT_KINDS, ComponentSpec
+from janus_sdk.config.components import ComponentSpec
+from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
 from janus_sdk.imageio import to_pil, to_uint8
@@ -31,6 +33,7 @@ from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, 
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
+from janus_sdk.pipeline.strategies import CheckedGuidance, CheckedSampler
 from janus_sdk.plugins import PluginHost, get_plugin_host
 from janus_sdk.processing import (
     ImageProcessor,
@@ -88,14 +91,17 @@ class JanusPipeline:
         cls,
         source: str | Path,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
         attention: str | None = None,
         linear: str | None = None,
         plugins: PluginHost | None = None,
     ) -> JanusPipeline:
         """Load a checkpoint from a local directory or a Hugging Face Hub id: the official layout, or any
-        layout a plugin reads (the `open_checkpoint_layout` hook, e.g. transformers' Janus layout)."""
+        layout a plugin reads (the `open_checkpoint_layout` hook, e.g. transformers' Janus layout).
+
+        `dtype` takes a torch dtype or a name ("bfloat16", "bf16", "float32", "auto"); an invalid argument is
+        reported as this call's, not as the checkpoint's config.json's."""
         path = resolve_model_source(source)
         overrides: dict[str, Any] = {"device": device, "dtype": dtype}
         if attention is not None:
@@ -104,7 +110,16 @@ class JanusPipeline:
             overrides["linear"] = {"name": linear}
         host = plugins or get_plugin_host()
         view = host.open_checkpoint_layout(path)
-        config = PipelineConfig.from_layout(view.pipeline_dict, path, registry=host.registry, **overrides)
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(view.weights.close)
+            config = PipelineConfig.from_layout(
+                view.pipeline_dict,
+                path,
+                registry=host.registry,
+                overrides_source="arguments of JanusPipeline.from_pretrained",
+                **overrides,
+            )
+            on_error.pop_all()
         return cls._assemble(config, host, path, view.weights)
 
     @classmethod
@@ -180,6 +195,41 @@ class JanusPipeline:
             "chat_template": self.chat_template,
         }
 
+    def save_pretrained(
+        self, directory: str | Path, *, overwrite: bool = False, max_shard_size: int | str | None = None
+    ) -> Path:
+        """Write this pipeline's model as a checkpoint in the official layout that `from_pretrained` loads
+        back to the same outputs: safetensors weights in the pipeline's dtype (one file, or shards of at most
+        `max_shard_size`, e.g. "5GB"), config.json and the processor files (the loaded checkpoint's own where
+        they still describe this model) and the tokenizer files. Returns the directory.
+
+        Nothing is lost: the files are written into a temporary sibling that replaces `directory` only once
+        complete; a non-empty `directory` is replaced only with `overwrite=True` and only when it holds a
+        checkpoint; the checkpoint this pipeline was loaded from is never written to. Weights a linear backend
+        converted (int8) have no place in the layout: such a pipeline refuses, naming the backend.
+        Settings that are not part of a checkpoint (device, backends, generation defaults) are not saved."""
+        if self.config.checkpoint is None:
+            raise ConfigError(
+                "save_pretrained copies the tokenizer files of the checkpoint this pipeline was loaded from, "
+                "but its config names no checkpoint; set `config.checkpoint` to that directory"
+            )
+        source = resolve_model_source(self.config.checkpoint)
+        with self._lock:
+            # names, shapes and kinds of dtype only: built on the meta device, no second copy of the weights
+            context = BuildContext(source, torch.device("meta"), self.dtype, self.attention)
+            layout = build_model(self.config, self.registry, context).state_dict()
+            return save_checkpoint(
+                directory,
+                self.model.state_dict(),
+                layout,
+                self.config,
+                source=source,
+                registry=self.registry,
+                converted_by=self.linear.name if self.linear is not None else "torch",
+                overwrite=overwrite,
+                max_shard_size=max_shard_size,
+            )
+
     # -- understanding ---------------------------------------------------------------------------------------
     def chat(
         self,
@@ -218,9 +268,11 @@ class JanusPipeline:
     ) -> Iterator[str]:
         """Like `chat`, yielding the answer's text as it is decoded.
 
-        settings: any GenerationConfig field (max_new_tokens, do_sample, temperature, top_k, top_p).
+        settings: any GenerationConfig field (max_new_tokens, sampler, do_sample, temperature, top_k, top_p,
+        repetition_penalty, presence_penalty, frequency_penalty), e.g.
+        ``sampler={"name": "min-p", "params": {"p": 0.05}}``.
         """
-        gen = merge_settings(self.config.generation, settings, GenerationConfig)
+        gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
         _check_callback(on_step)
         conversation = _conversation(prompt, images, messages)
         inputs = build_understanding_inputs(
@@ -238,7 +290,7 @@ class JanusPipeline:
                 f"the prompt is {prompt_len} tokens long but the model's context is "
                 f"{self.model.language_model.max_context}; shorten the text or send fewer images"
             )
-        sampler = self._sampler(*gen.sampler)
+        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
         generator = _generator(seed if seed is not None else gen.seed, self.device)
         return self._stream(inputs, sampler, generator, min(gen.max_new_tokens, room), on_step)
 
@@ -294,9 +346,9 @@ class JanusPipeline:
     def generate_images(
         self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
     ) -> list[Image.Image]:
-        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, cfg_weight,
-        temperature,
-        top_k, top_p, guidance, max_batch)."""
+        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, guidance, cfg_weight,
+        sampler, temperature, top_k, top_p, max_batch), e.g.
+        ``guidance={"name": "cfg", "params": {"cfg_weight": 5, "schedule": "cosine"}}``."""
         codes = self.generate_image_codes(prompt, seed=seed, on_step=on_step, **settings)
         return to_pil(self.decode_images(codes))
 
@@ -304,7 +356,7 @@ class JanusPipeline:
         self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
     ) -> Tensor:
         """The image-token half of `generate_images`: codes [n, grid**2] (int64), for `decode_images`."""
-        gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig)
+        gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig, self.registry)
         _check_callback(on_step)
         tokenizer_component = self.model.gen_vision_model
         num_tokens = tokenizer_component.grid_size**2
@@ -316,21 +368,15 @@ class JanusPipeline:
                 f"{total}, "
                 f"beyond the model's context of {self.model.language_model.max_context}; shorten the prompt"
             )
-        guidance = self._component(
-            ComponentKind.GUIDANCE,
-            gen.guidance,
-            {"cfg_weight": gen.cfg_weight} if gen.guidance == "cfg" else {},
-        )
-        sampler = self._sampler(*gen.sampler)
+        guidance = self._strategy(ComponentKind.GUIDANCE, gen.guidance_spec)
+        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
         generator = _generator(seed if seed is not None else gen.seed, self.device)
         chunk = gen.max_batch or gen.n
         results = []
         with self._lock, torch.inference_mode():
             for first in range(0, gen.n, chunk):
                 count = min(chunk, gen.n - first)
-                rows = guidance_rows(prompt_ids, count, guidance.num_branches, self.tokenizer.pad_id).to(
-                    self.device
-                )
+                rows = guidance_rows(prompt_ids, count, guidance, self.tokenizer.pad_id).to(self.device)
                 results.append(
                     generate_image_codes(
                         self.model.language_model,
@@ -387,8 +433,13 @@ class JanusPipeline:
     def _component(self, kind: ComponentKind, name: str, params: dict[str, Any]) -> Any:
         return _build(self.registry, kind, name, params, BuildContext(device=self.device, dtype=self.dtype))
 
-    def _sampler(self, name: str, params: dict[str, Any]) -> Any:
-        return self._component(ComponentKind.SAMPLER, name, params)
+    def _strategy(self, kind: ComponentKind, spec: ComponentSpec) -> Any:
+        """A sampler or guidance for one call, wrapped so that a wrong output names its plugin."""
+        registration = self.registry.get(kind, spec.name)
+        component = registration.build(spec.params, BuildContext(device=self.device, dtype=self.dtype))
+        if kind is ComponentKind.GUIDANCE:
+            return CheckedGuidance(component, registration, self.model.language_model.vocab_size)
+        return CheckedSampler(component, registration)
 
     def info(self) -> dict[str, Any]:
         """Device, dtype, components and parameter counts (what `janus info` prints)."""
@@ -441,14 +492,27 @@ def _build(
     return registry.get(kind, name).build(params, context)
 
 
-def merge_settings(defaults: BaseModel, overrides: dict[str, Any], model: type[BaseModel]) -> Any:
-    """Per-call settings on top of the pipeline's defaults, validated before any model work starts."""
+def merge_settings(
+    defaults: BaseModel, overrides: dict[str, Any], model: type[BaseModel], registry: Registry | None = None
+) -> Any:
+    """Per-call settings on top of the pipeline's defaults, validated (components looked up in `registry`,
+    default: the process-wide one) before any model work starts.
+
+    Only the settings the defaults set explicitly are carried over, so that shorthand fields keep their
+    meaning (config/generation.py); a call that names a sampler or guidance replaces the defaults' choice,
+    their shorthand for it included."""
     unknown = sorted(set(overrides) - set(model.model_fields))
     if unknown:
         raise InputError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(model.model_fields)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base = defaults.model_dump(exclude_unset=True)
+    shorthand: dict[str, tuple[str, ...]] = getattr(model, "SHORTHAND", {})
+    for field, fields in shorthand.items():
+        if field in given:
+            base = {k: v for k, v in base.items() if k not in fields}
     try:
         return model.model_validate(
-            {**defaults.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+            {**base, **given}, context={"registry": registry} if registry is not None else None
         )
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc, subject="generation settings")) from None
