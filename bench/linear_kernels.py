@@ -7,7 +7,8 @@ The weights are Janus-Pro-1B's MLP shapes (2048 -> 5632 and 5632 -> 2048); rows 
 classifier-free guidance, and four. Printed per (dtype, shape, rows): GB/s at which each system streams the
 weights' bytes (best of `--repeats` passes), each over the floor's GB/s (1.0 = at the floor), and the measured
 choice (janus_sdk.tuning, from the cache when this machine already has it). int8's peer is
-`torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU).
+`torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU);
+int4 (the `int4` backend: torch's int4 kernel, groups of 64) is counted with its scales and offsets.
 Run: `python bench/linear_kernels.py [--threads N]`.
 """
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from floor import measure_bandwidth
 from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions
+from janus_plugins.linear.int4 import Int4Backend, Int4Options
 from janus_plugins.linear.kernels import kernel_isas
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk.tuning import machine
@@ -67,6 +69,9 @@ def systems(plain: list[nn.Linear], dtype: torch.dtype) -> dict[str, tuple[list[
     quantized = [layer for layer in map(int8.convert, plain) if isinstance(layer, PackedLinear)]
     int8_bytes = sum(layer.weight.numel() for layer in plain)
     found["int8 torch"] = ([torch_int8(layer) for layer in quantized], int8_bytes)
+    int4 = [Int4Backend().convert(layer) for layer in plain]
+    group_bytes = 2 * 2 * (plain[0].in_features // Int4Options().group_size) * plain[0].out_features
+    found["int4 torch"] = (int4, int8_bytes // 2 + group_bytes * len(plain))
     for n, isa in enumerate(isas):
         builds = isas[: n + 1]
         layers = [PackedLinear(q.weight, None, q.scale, isas=builds, measured=False) for q in quantized]

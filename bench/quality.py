@@ -26,7 +26,8 @@ from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny"
 VARIANTS = [("torch", "float32"), ("avx2", "float32"), ("int8", "float32"),
-            ("torch", "bfloat16"), ("avx2", "bfloat16"), ("avx512", "bfloat16"), ("int8", "bfloat16")]
+            ("torch", "bfloat16"), ("avx2", "bfloat16"), ("avx512", "bfloat16"), ("int8", "bfloat16"),
+            ("int4", "bfloat16")]
 FORCED_STEPS = 32
 
 

@@ -5,12 +5,14 @@
   row counts where it measured faster than torch on this machine (`packed.py`; all of them up to 32 rows with
   `measured: false`);
 - `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
-  `vpdpwssd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
+  `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
   token, through the kernel on AVX2 CPUs (integer multiply-adds against x rounded to int16, relative error
   ~1e-5; VNNI where the CPU has it; weights packed for it, in-features a multiple of 64) and a dequantizing
-  matmul elsewhere.
+  matmul elsewhere;
+- `int4`: weight-only int4, group-wise (`int4.py`): a quarter of bfloat16's bytes, through torch's int4 CPU
+  kernel.
 
 "auto" picks `avx512` where the CPU has those extensions, else `avx2`, on x86 CPUs for float32/bfloat16 when
 the kernel compiles here (each measured per row count, so torch's GEMM still serves the rows where it is
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from janus_plugins.linear import kernels
+from janus_plugins.linear.int4 import Int4Backend, Int4Options
 from janus_plugins.linear.kernels import (
     AVX2,
     AVX512,
@@ -162,10 +165,15 @@ def register_linear_backends(register: Register) -> None:
         """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
         return Int8Linear(options)
 
+    def int4(options: Int4Options, __: BuildContext) -> Int4Backend:
+        """Weight-only int4, a scale and offset per group of inputs: a quarter of bfloat16's bytes (CPU)."""
+        return Int4Backend(options)
+
     register("torch", torch_, config=NoOptions)
     register("avx2", avx2, config=KernelOptions)
     register("avx512", avx512, config=KernelOptions)
     register("int8", int8, config=KernelOptions, aliases=("int8-weight-only",))
+    register("int4", int4, config=Int4Options, aliases=("int4-weight-only",))
 
 
 @hookimpl

@@ -110,7 +110,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--linear",
         help="linear backend of the per-token layers: auto (default), torch, avx2 / avx512 (CPU kernels), "
-        "int8 (weight-only int8)",
+        "int8 / int4 (weight-only int8, group-wise int4)",
     )
 
 
