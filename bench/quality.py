@@ -1,10 +1,14 @@
-"""What a linear backend (and dtype) costs in fidelity, measured on the janus-tiny reference goldens.
+"""What a linear backend (and dtype) costs in fidelity.
 
-For each (linear backend, dtype) the tiny checkpoint is loaded through the public API and compared with the
-official implementation's float32 outputs: the logits of the understanding prompt (631 positions), and the
-classifier-free-guided image-token logits of the first 32 teacher-forced generation steps (2 images). Printed:
-max and mean absolute logit error, and how often the top-1 token agrees where the reference's top-2 gap is
-at least 1e-3. Run: `python bench/quality.py [--json FILE]`.
+On the janus-tiny reference goldens (default): each (linear backend, dtype) loads the tiny checkpoint through
+the public API and is compared with the official implementation's float32 outputs: the logits of the
+understanding prompt (631 positions), and the classifier-free-guided image-token logits of the first 32
+teacher-forced generation steps (2 images). With `--size 1b` (or 7b): the quantized backends on the bench's
+seeded random weights at that size (bench/models.py writes the checkpoint once), against torch's own bfloat16
+path on the same weights (no official outputs exist at that size): the generation prompt's logits and the
+guided logits of 32 teacher-forced image steps (2 images, random codes). Printed: max and mean absolute logit
+error, and how often the top-1 token agrees where the reference's top-2 gap is at least 1e-3 (for image
+logits: the image token greedy decoding would pick). Run: `python bench/quality.py [--size 1b] [--json FILE]`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from janus_sdk import JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
 from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
+from models import checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny"
 VARIANTS = [("torch", "float32"), ("avx2", "float32"), ("int8", "float32"),
@@ -91,15 +96,44 @@ def measure(linear: str, dtype: str, golden: dict[str, Tensor], prompt: str) -> 
     }
 
 
+def random_weights(size: str, prompt: str) -> list[dict[str, Any]]:
+    """int8 and int4 against torch's bfloat16 path on the seeded random weights of `size`."""
+    folder = checkpoint(size, torch.bfloat16, seed=0)
+    results = []
+    reference: dict[str, Tensor] = {}
+    for linear in ("torch", "int8", "int4"):
+        pipe = JanusPipeline.from_pretrained(folder, device="cpu", dtype="bfloat16", linear=linear)
+        ids = torch.tensor([build_generation_prompt_ids(prompt, pipe.tokenizer, pipe.chat_template)])
+        codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (2, FORCED_STEPS),
+                              generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            logits = {"prompt": prompt_logits(pipe, pipe.model.language_model.embed_tokens(ids)),
+                      "image": forced_cfg_logits(pipe, codes, prompt)}
+        del pipe
+        if not reference:
+            reference = logits
+            continue
+        results.append({"linear": linear, "dtype": f"bfloat16, {size} random weights"} | {
+            key: compare(logits[part], reference[part], top2_gap(reference[part]))
+            for key, part in (("understanding_prompt", "prompt"), ("image_tokens_cfg", "image"))
+        })
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("tiny", "1b", "7b"), default="tiny",
+                        help="tiny: against the official goldens; 1b/7b: quantized against torch bfloat16")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     golden = load_file(FIXTURE / "golden" / "golden.safetensors")
     manifest = json.loads((FIXTURE / "golden" / "manifest.json").read_text(encoding="utf-8"))["info"]
     prompt = manifest["gen_conversation"][0]["content"]
-    runs = [(linear, dtype) for linear, dtype in VARIANTS if linear != "avx512" or AVX512 in kernel_isas()]
-    results = [measure(linear, dtype, golden, prompt) for linear, dtype in runs]
+    if args.size == "tiny":
+        runnable = [(lin, dtype) for lin, dtype in VARIANTS if lin != "avx512" or AVX512 in kernel_isas()]
+        results = [measure(linear, dtype, golden, prompt) for linear, dtype in runnable]
+    else:
+        results = random_weights(args.size, prompt)
     print("| linear | dtype | prompt logits: max / mean abs error, top-1 agreement "
           "| CFG image logits: max / mean abs error, top-1 agreement |")
     print("|---|---|---|---|")
