@@ -83,6 +83,22 @@ def test_decisions_are_measured_once_and_reused_by_later_processes(
     assert entry["machine"] == tuning.machine() and set(entry["decisions"]) == {"linear/a", "linear/b"}
 
 
+def test_a_decision_taken_without_a_new_candidate_is_measured_again(tmp_path: Path) -> None:
+    """A cached winner measured among fewer candidates (an earlier version, before a new kernel build) does
+    not stand for the new set: the new candidate gets timed, once."""
+    path = tmp_path / "tuning.json"
+    tuning.Tuner(path, timer=fake_timer({"torch": 1.0, "kernel": 2.0}), pins="").choose(
+        "linear", "a", candidates(), baseline="torch"
+    )
+    calls: list[str] = []
+    wider = {**candidates(), "avx512": lambda: None}
+    later = tuning.Tuner(path, timer=fake_timer({"torch": 1.0, "kernel": 2.0, "avx512": 0.5}, calls), pins="")
+    assert later.choose("linear", "a", wider, baseline="torch") == "avx512"
+    assert calls == ["torch", "kernel", "avx512"]
+    again = tuning.Tuner(path, timer=never_timed, pins="")
+    assert again.choose("linear", "a", wider, baseline="torch") == "avx512"
+
+
 def test_another_machines_decisions_are_kept_and_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -155,7 +155,7 @@ class Tuner:
         with self._lock:
             decisions = self._load()
             known = decisions.get(name)
-            if known is not None and known.winner in candidates:
+            if known is not None and _still_valid(known, candidates):
                 return known.winner
             self._announce()
             decision = self._measure(candidates, baseline)
@@ -334,6 +334,12 @@ def use_tuner(tuner: Tuner) -> Iterator[Tuner]:
     finally:
         with _tuner_lock:
             _tuner = previous
+
+
+def _still_valid(known: Decision, candidates: Mapping[str, Callable[[], object]]) -> bool:
+    """Whether a remembered decision answers for these candidates: one measured among others (an earlier
+    version's, or a CPU that had fewer builds) is measured again, so a new candidate is never left untried."""
+    return known.winner in candidates and (not known.seconds or set(known.seconds) == set(candidates))
 
 
 def choose(family: str, key: str, candidates: Mapping[str, Callable[[], object]], baseline: str) -> str:
