@@ -187,6 +187,11 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
         f"lm head) + the same KV. All weights: {step_bytes.total_weights / 1e9:.3f} GB.",
         "Ratios peer/ours > 1 mean ours is faster (smaller). Per-token 'start'/'end' are medians over the "
         "window of decode steps named in the row; step 0 (prefill) is excluded from them.",
+        "Settings: transformers = JanusForConditionalGeneration.generate as shipped (eager, its default "
+        "dynamic KV cache and attention implementation); reference = DeepSeek's generation_inference.py loop "
+        "and inference.py's generate on transformers' LlamaForCausalLM (eager, a dynamic KV cache grown each "
+        "step); ours = JanusPipeline.from_pretrained defaults (a static preallocated KV cache, the choices "
+        "JanusPipeline.tune() measured before timing, decode steps captured as CUDA graphs on CUDA).",
     ]
     for slot, values in component_params(args).items():
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
