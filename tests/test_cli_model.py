@@ -213,3 +213,23 @@ def test_every_documented_command_is_wired() -> None:
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
     assert {"chat", "generate", "info", "serve", "plugins", "config", "convert"} <= set(commands)
+
+
+@pytest.mark.parametrize("bad", ["missing", "not-an-image"])
+def test_chat_reports_a_bad_image_before_loading_the_model(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from janus_sdk.cli import model_cmds
+
+    def no_load(args: object) -> None:
+        raise AssertionError("the model was loaded before the image was checked")
+
+    monkeypatch.setattr(model_cmds, "load_pipeline", no_load)
+    path = tmp_path / "photo.png"
+    if bad == "not-an-image":
+        path.write_text("not pixels")
+    code = main(["chat", "--model", MODEL, "--image", str(path), "What is this?"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert str(path) in err
+    assert ("does not exist" if bad == "missing" else "not an image file") in err

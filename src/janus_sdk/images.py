@@ -18,10 +18,12 @@ Faithful to the official `janus.utils.io.load_pil_images`, which is `PIL.Image.o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TypeAlias
 
@@ -63,14 +65,29 @@ def _decode(
         return _to_rgb(_open(source, name, max_pixels, apply_exif_orientation), name)
 
 
+def check_image_file(source: str | os.PathLike[str]) -> None:
+    """InputError now, worded as `load_image` would word it, when `source` is not a readable image file: for
+    checks before anything slow runs (a model load). Reads the header only; size limits stay the loader's."""
+    name, stream = _open_stream(source)
+    with stream, _decoding(name):
+        Image.open(stream, formats=_formats())
+
+
 def _open(
     source: Image.Image | IO[bytes], name: str, max_pixels: int, apply_exif_orientation: bool
 ) -> Image.Image:
-    try:
+    with _decoding(name):
         image = source if isinstance(source, Image.Image) else Image.open(source, formats=_formats())
         _check_size(image, name, max_pixels)
         image.load()
         return ImageOps.exif_transpose(image) if apply_exif_orientation else image
+
+
+@contextlib.contextmanager
+def _decoding(name: str) -> Iterator[None]:
+    """Every PIL failure inside becomes an InputError naming `name`."""
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name} is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:

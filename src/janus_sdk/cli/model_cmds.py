@@ -193,6 +193,10 @@ def run_chat(args: argparse.Namespace) -> int:
     elif args.top_p is not None or args.top_k is not None:
         raise InputError("--top-p and --top-k apply to sampling: add --temperature T")
     _check_settings(GenerationConfig, settings)
+    from janus_sdk.images import check_image_file
+
+    for image in args.image:  # a typo is reported now, not after a long model load
+        check_image_file(image)
     pipe = load_pipeline(args)
     if args.prompt is not None:
         for piece in pipe.stream_chat(args.prompt, images=args.image, seed=args.seed, **settings):
