@@ -63,11 +63,20 @@ def test_default_placeholder_rule_gives_the_same_prompt(pipe: JanusPipeline) -> 
     assert implicit == explicit
 
 
-def test_stream_chat_concatenates_to_chat(pipe: JanusPipeline) -> None:
+def test_stream_chat_concatenates_to_chat(pipe: JanusPipeline, golden: dict[str, Tensor]) -> None:
     image = Image.open(FIXTURE / "golden" / "input.png")
-    pieces = list(pipe.stream_chat("What is shown in this image?", images=[image], max_new_tokens=16))
+    stream = pipe.stream_chat("What is shown in this image?", images=[image], max_new_tokens=16)
+    assert stream.usage.completion_tokens == 0  # counted as decoded
+    pieces = list(stream)
     assert len(pieces) > 1
     assert "".join(pieces) == MANIFEST["greedy_text"]
+    # the usage: the official prompt's ids (576 image tokens included) and the answer's, its EOS not counted
+    assert stream.usage.prompt_tokens == golden["und_input_ids"].shape[1]
+    greedy = golden["greedy_ids"].flatten().tolist()
+    eos = pipe.tokenizer.eos_id
+    answer = greedy[: greedy.index(eos)] if eos in greedy else greedy
+    assert stream.usage.completion_tokens == len(answer)
+    assert stream.usage.total_tokens == stream.usage.prompt_tokens + len(answer)
 
 
 class TeacherForcing:

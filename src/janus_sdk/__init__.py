@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from janus_sdk.pipeline.janus import JanusPipeline
     from janus_sdk.plugins import PluginWarning, get_component, get_plugin_host, get_registry
     from janus_sdk.registry import BuildContext, Registration
+    from janus_sdk.text_stream import ChatStream, TokenUsage
 
 _LAZY = {
     "ComponentSpec": "janus_sdk.config",
@@ -49,6 +50,8 @@ _LAZY = {
     "get_registry": "janus_sdk.plugins",
     "BuildContext": "janus_sdk.registry",
     "Registration": "janus_sdk.registry",
+    "ChatStream": "janus_sdk.text_stream",
+    "TokenUsage": "janus_sdk.text_stream",
 }
 """Names imported on first use: all of them need torch (1.5-2 s to import), which `import janus_sdk` (for
 its exceptions, its version, or a CLI that only prints help) should not pay."""
@@ -71,6 +74,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "BackendUnavailableError",
     "BuildContext",
+    "ChatStream",
     "CheckpointError",
     "ComponentKind",
     "ComponentSpec",
@@ -86,6 +90,7 @@ __all__ = [
     "PluginWarning",
     "Progress",
     "Registration",
+    "TokenUsage",
     "UnknownComponentError",
     "__version__",
     "get_component",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
 from janus_sdk.interfaces import TextTokenizer
 
 
@@ -43,3 +46,33 @@ class StreamDecoder:
         window = self._ids[self._prefix :]
         emitted = self._tokenizer.decode(window[: self._read - self._prefix], self._skip)
         return emitted, self._tokenizer.decode(window, self._skip)
+
+
+@dataclass
+class TokenUsage:
+    """Token accounting of one answer, as OpenAI-style APIs report it: the prompt's tokens (text, chat
+    template and image tokens) and the answer's tokens (the end-of-sequence token not counted)."""
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ChatStream(Iterator[str]):
+    """The answer's text as it is decoded (iterate it), with its `usage`: the prompt's tokens from the start,
+    the answer's tokens so far (final once the stream is exhausted). `close()` abandons it, as a generator's
+    does (so does dropping it)."""
+
+    def __init__(self, pieces: Generator[str, None, None], usage: TokenUsage) -> None:
+        self._pieces = pieces
+        self.usage = usage
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop decoding and let the pipeline go (the rest of the answer is not computed)."""
+        self._pieces.close()

@@ -165,6 +165,27 @@ def test_stream_wire_format_ends_with_done(base_url: str) -> None:
     assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
 
 
+def test_usage_counts_the_prompt_and_answer_tokens(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
+    """`usage` in the answer; with stream_options.include_usage a last chunk (no choices) carrying it, and
+    usage null on every other chunk, as OpenAI's API does."""
+    messages: Any = [{"role": "user", "content": "Hello there"}]
+    reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6)
+    stream = pipeline.stream_chat("Hello there", max_new_tokens=6)
+    assert "".join(stream) == reply.choices[0].message.content
+    assert reply.usage is not None and reply.choices[0].finish_reason == "length"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (stream.usage.prompt_tokens, 6)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 6
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage == reply.usage
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-2].choices[0].finish_reason == "length"
+    plain = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, stream=True))
+    assert all(c.choices for c in plain)  # no usage chunk unless asked for
+
+
 def test_seeded_sampling_is_reproducible(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
     def ask() -> str | None:
         reply = client.chat.completions.create(

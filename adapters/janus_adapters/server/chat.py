@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from PIL import Image
@@ -20,6 +21,7 @@ from janus_adapters.server.schemas import (
     ChatMessage,
     Choice,
     ImagePart,
+    Usage,
 )
 from janus_adapters.server.settings import ServerSettings
 from janus_adapters.server.state import ServerState, sse, sse_error
@@ -52,17 +54,25 @@ def chat_router(state: ServerState) -> APIRouter:
             to_janus_messages, body.messages, state.settings, pipeline.config.processor.image_tag
         )
 
-        def work(job: Job) -> str:
-            for piece in pipeline.stream_chat(
-                messages=messages, seed=body.seed, on_step=job.on_step, **settings
-            ):
+        def work(job: Job) -> _Finished:
+            stream = pipeline.stream_chat(messages=messages, seed=body.seed, on_step=job.on_step, **settings)
+            for piece in stream:
                 job.emit(Text(piece))
             progress = job.last_progress
-            return "length" if progress is not None and progress.step == progress.total else "stop"
+            ended = progress is not None and progress.step == progress.total
+            reason: Literal["stop", "length"] = "length" if ended else "stop"
+            tokens = stream.usage
+            usage = Usage(
+                prompt_tokens=tokens.prompt_tokens,
+                completion_tokens=tokens.completion_tokens,
+                total_tokens=tokens.total_tokens,
+            )
+            return _Finished(reason, usage)
 
         job = state.submit(work)
         first = await state.next_event(job, request)
-        reply = _Reply(state.settings.model_name)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        reply = _Reply(state.settings.model_name, include_usage=include_usage)
         if body.stream:
             return state.stream(job, first, reply.chunks)
         return reply.completion(await state.collect(job, request, first))
@@ -156,23 +166,34 @@ def _message(message: ChatMessage, index: int, limits: ServerSettings, tag: str)
     return {"role": role, "content": content, "images": images}
 
 
-class _Reply:
-    """Renders a job's events as an OpenAI chat completion or its stream of chunks."""
+@dataclass(frozen=True)
+class _Finished:
+    """What a chat job returns: why the answer ended, and its token usage."""
 
-    def __init__(self, model: str) -> None:
+    reason: Literal["stop", "length"]
+    usage: Usage
+
+
+class _Reply:
+    """Renders a job's events as an OpenAI chat completion or its stream of chunks (with a last chunk of
+    token usage when the request's stream_options ask for it, and `usage: null` on the others)."""
+
+    def __init__(self, model: str, *, include_usage: bool = False) -> None:
         self.model = model
+        self.include_usage = include_usage
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self._started = False
 
     def completion(self, events: list[Event]) -> ChatCompletion:
         text = "".join(e.text for e in events if isinstance(e, Text))
-        reason = next(e.result for e in events if isinstance(e, Done))
+        finished: _Finished = next(e.result for e in events if isinstance(e, Done))
         return ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.model,
-            choices=[Choice(message=AssistantMessage(content=text), finish_reason=reason)],
+            choices=[Choice(message=AssistantMessage(content=text), finish_reason=finished.reason)],
+            usage=finished.usage,
         )
 
     def chunks(self, event: Event) -> Iterable[str]:
@@ -182,18 +203,21 @@ class _Reply:
         if isinstance(event, Text):
             yield self._chunk({"content": event.text})
         elif isinstance(event, Done):
-            yield self._chunk({}, event.result)
+            finished: _Finished = event.result
+            yield self._chunk({}, finished.reason)
+            if self.include_usage:
+                yield sse({**self._envelope(), "choices": [], "usage": finished.usage.model_dump()})
             yield sse("[DONE]")
         elif isinstance(event, Failed):
             yield sse_error(event.error)
 
+    def _envelope(self) -> dict[str, Any]:
+        kind = "chat.completion.chunk"
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
     def _chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
-        return sse(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-        )
+        chunk = {
+            **self._envelope(),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        return sse(chunk | {"usage": None} if self.include_usage else chunk)

@@ -8,7 +8,7 @@ the `sampler` / `guidance` components by name, `{"name", "params"}` or a bare na
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -51,6 +51,25 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] = Field(description="Text, or a list of text and image_url parts.")
     name: str | None = Field(default=None, description="Accepted and ignored.")
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's stream_options; fields other than include_usage are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(
+        default=False, description="End the stream with a chunk whose `usage` counts the tokens."
+    )
+
+
+class Usage(BaseModel):
+    """Tokens of a request: the prompt's (text, chat template, 576 per image) and the answer's (its end token
+    not counted)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
 
 
 class ChatCompletionRequest(_Request):
@@ -97,7 +116,9 @@ class ChatCompletionRequest(_Request):
         "temperature, top_p and top_k then set its params of those names.",
     )
     logprobs: bool | None = Field(default=None, description="Not supported: false only.")
-    stream_options: dict[str, Any] | None = Field(default=None, description="Accepted and ignored.")
+    stream_options: StreamOptions | None = Field(
+        default=None, description="include_usage: a last chunk with the token usage (stream only)."
+    )
     user: str | None = Field(default=None, description="Accepted and ignored.")
 
     @field_validator("stop")
@@ -178,6 +199,7 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     choices: list[Choice]
+    usage: Usage
 
 
 class ImageData(BaseModel):

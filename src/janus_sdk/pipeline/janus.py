@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from janus_sdk.processing import (
     guidance_rows,
 )
 from janus_sdk.registry import BuildContext, Registry, describe_validation_error
-from janus_sdk.text_stream import StreamDecoder
+from janus_sdk.text_stream import ChatStream, StreamDecoder, TokenUsage
 from janus_sdk.tuning import Decision, get_tuner, probe_generator
 
 log = logging.getLogger(__name__)
@@ -265,8 +265,9 @@ class JanusPipeline:
         seed: Seed = None,
         on_step: ProgressCallback | None = None,
         **settings: Any,
-    ) -> Iterator[str]:
-        """Like `chat`, yielding the answer's text as it is decoded.
+    ) -> ChatStream:
+        """Like `chat`, yielding the answer's text as it is decoded; the stream's `usage` counts the prompt's
+        and the answer's tokens.
 
         settings: any GenerationConfig field (max_new_tokens, sampler, do_sample, temperature, top_k, top_p,
         repetition_penalty, presence_penalty, frequency_penalty), e.g.
@@ -292,7 +293,9 @@ class JanusPipeline:
             )
         sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
         generator = _generator(seed if seed is not None else gen.seed, self.device)
-        return self._stream(inputs, sampler, generator, min(gen.max_new_tokens, room), on_step)
+        usage = TokenUsage(prompt_tokens=prompt_len)
+        pieces = self._stream(inputs, sampler, generator, min(gen.max_new_tokens, room), on_step, usage)
+        return ChatStream(pieces, usage)
 
     def _stream(
         self,
@@ -301,7 +304,8 @@ class JanusPipeline:
         generator: torch.Generator,
         max_new_tokens: int,
         on_step: ProgressCallback | None,
-    ) -> Iterator[str]:
+        usage: TokenUsage,
+    ) -> Generator[str, None, None]:
         """Decode under the lock one step at a time and yield outside it: a stream may be consumed from any
         thread (web servers move a sync iterator between workers), and concurrent streams interleave safely,
         each with its own cache and generator."""
@@ -322,6 +326,7 @@ class JanusPipeline:
                 token = next(ids, None)
             if token is None:
                 break
+            usage.completion_tokens += 1
             piece = decoder.push(token)
             if piece:
                 yield piece
