@@ -65,6 +65,8 @@ def test_flags_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.max_queue, settings.max_n, settings.max_tokens) == (3, 2, 100)
     assert settings.allow_remote_images and not settings.web_ui and settings.api_key is None
     assert serve_cmd.settings_from_args(parse("--model", "m", "--model-name", "pro")).model_name == "pro"
+    served = parse("--model", "m", "--served-model-name", "janus-pro")  # vLLM's name for it
+    assert serve_cmd.settings_from_args(served).model_name == "janus-pro"
     monkeypatch.setenv(serve_cmd.API_KEY_ENV, "from-env")
     assert api_key() == "from-env"
     assert api_key("--api-key", "flag") == "flag"

@@ -49,7 +49,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--model-name", help="model id clients use (default: the checkpoint's folder name)")
+    serve.add_argument(
+        "--served-model-name",
+        "--model-name",
+        dest="model_name",
+        help="model id clients send and /v1/models lists (default: the checkpoint's folder or Hub name)",
+    )
     serve.add_argument(
         "--api-key",
         help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}; "
