@@ -297,6 +297,44 @@ def test_a_process_waits_for_anothers_build_and_says_so(
     assert events == ["released", "compiled"]
 
 
+def test_a_build_killed_midway_does_not_block_later_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """torch's own build lock, left by a killed build, would make every later load wait forever: it goes
+    once our lock is held."""
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
+    folder = kernel_module.build_dir()
+    folder.mkdir(parents=True)
+    (folder / kernel_module.TORCH_BATON).touch()
+    seen: list[bool] = []
+
+    def compile_(name: str, where: Path) -> object:
+        seen.append((where / kernel_module.TORCH_BATON).exists())
+        return object()
+
+    monkeypatch.setattr(kernel_module, "_compile", compile_)
+    monkeypatch.setattr(kernel_module, "_module", None)
+    kernel_module.build()
+    assert seen == [False]
+
+
+def test_the_build_compiles_a_copy_of_the_source_inside_its_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ninja rebuilds when a source's path changes: compiling each clone's own file made two clones used in
+    turn rebuild each other, although their build folder (keyed by content) is the same."""
+    from torch.utils import cpp_extension
+
+    compiled: list[list[str]] = []
+    monkeypatch.setattr(cpp_extension, "load", lambda name, sources, **options: compiled.append(sources))
+    kernel_module._compile("janus_test", tmp_path)
+    kernel_module._compile("janus_test", tmp_path)
+    copy = tmp_path / kernel_module.SOURCE.name
+    assert compiled == [[str(copy)], [str(copy)]]
+    assert copy.read_bytes() == kernel_module.SOURCE.read_bytes()
+
+
 def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     choose = linear_plugin.choose_linear_backend
     assert choose(torch.device("cpu"), torch.float16) is None

@@ -35,6 +35,9 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off")
 LDFLAGS = ("-fopenmp",)
 FAILED = "FAILED"
+TORCH_BATON = "lock"
+"""torch.utils.cpp_extension's own lock file in a build folder: a build killed mid-way leaves it behind, and
+every later `load` of that folder then waits for it forever."""
 AVX2 = "avx2"
 AVX512 = "avx512"
 AVX512_FEATURES = "AVX-512 (F, BW, VL, DQ) with AVX512-BF16 and AVX512-VNNI"
@@ -135,6 +138,9 @@ def _load(*, retry: bool) -> ModuleType:
         log.warning("janus-sdk: waiting for another process building the AVX2 kernels in %s", folder)
         lock.acquire()
     try:
+        # Ours is the lock that counts: while we hold it no other build of this folder runs, so a baton of
+        # torch's found now was left by a killed build (a Ctrl-C or kill during the first minute).
+        (folder / TORCH_BATON).unlink(missing_ok=True)
         if not (folder / f"{name}.so").exists():  # a silent minute would look like a hang
             log.warning(
                 "janus-sdk: compiling the AVX2 kernels into %s (once per machine, about a minute)", folder
@@ -152,11 +158,17 @@ def _load(*, retry: bool) -> ModuleType:
 
 
 def _compile(name: str, folder: Path) -> ModuleType:
+    """torch's build of the source, from a copy inside the build folder: ninja rebuilds whenever a source's
+    path changes, so compiling each clone's own file made two clones used in turn rebuild each other (the
+    folder's key already pins the content)."""
     from torch.utils import cpp_extension
 
+    source = folder / SOURCE.name
+    if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+        source.write_bytes(SOURCE.read_bytes())
     module: ModuleType = cpp_extension.load(
         name,
-        [str(SOURCE)],
+        [str(source)],
         build_directory=str(folder),
         extra_cflags=list(CFLAGS),
         extra_ldflags=list(LDFLAGS),
