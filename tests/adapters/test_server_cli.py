@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from janus_adapters.server import command as serve_cmd
 from janus_adapters.server.settings import ServerSettings
+from janus_sdk.cli.main import main
 from janus_sdk.errors import ConfigError
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny" / "checkpoint"
@@ -142,3 +144,14 @@ def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_busy_port_is_one_line_naming_the_port_and_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--model", str(CHECKPOINT), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in err and "--port 0" in err

@@ -7,6 +7,7 @@ real address is known up front.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 import time
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+
+from janus_sdk.errors import InputError
 
 GRACEFUL_SHUTDOWN_S = 5
 """On shutdown, open requests get this long before they are cancelled (their jobs stop at the next token)."""
@@ -27,12 +30,23 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise InputError(f"cannot listen on {host}:{port}: {_bind_hint(exc)}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_hint(exc: OSError) -> str:
+    """What went wrong binding, and what to do about it."""
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another server?); pick another --port, or --port 0 for a free one"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges); pick a --port of 1024 or more"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no network interface of this machine has that address; check --host (127.0.0.1, 0.0.0.0)"
+    return f"{exc.strerror or exc}; check --host and --port"
 
 
 def url_of(sock: socket.socket) -> str:
