@@ -28,8 +28,8 @@ def cond_uncond_rows(prompt_ids: Tensor, pad_id: int) -> Tensor:
     return rows
 
 
-class CFGConfig(BaseModel):
-    """Options of classifier-free guidance."""
+class GuidanceWeight(BaseModel):
+    """The weight both built-in guidances take."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,9 +37,14 @@ class CFGConfig(BaseModel):
         5.0,
         ge=0,
         allow_inf_nan=False,
-        description="Guidance weight w >= 0 (at the last step under a schedule): 0 = unconditional, "
-        "1 = conditional only, Janus-Pro uses ~5.",
+        description="Guidance weight w >= 0 (under a 'cfg' schedule: the weight at the last step): "
+        "0 = unconditional, 1 = conditional only, Janus-Pro uses ~5.",
     )
+
+
+class CFGConfig(GuidanceWeight):
+    """Options of classifier-free guidance."""
+
     schedule: Schedule = Field(
         "constant",
         description="How the weight moves over the image's tokens: 'constant' (cfg_weight throughout), "
@@ -53,17 +58,9 @@ class CFGConfig(BaseModel):
     )
 
 
-class CFGZeroStarConfig(BaseModel):
+class CFGZeroStarConfig(GuidanceWeight):
     """Options of CFG-Zero*."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    cfg_weight: float = Field(
-        5.0,
-        ge=0,
-        allow_inf_nan=False,
-        description="Guidance weight w >= 0, as for 'cfg'; 1 = conditional only.",
-    )
     epsilon: float = Field(
         1e-8, gt=0, allow_inf_nan=False, description="Guards the scale's division by the unconditional norm."
     )

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from janus_sdk.config.generation import MAX_PENALTY, MIN_TEMPERATURE
+from janus_sdk.config.generation import MIN_TEMPERATURE, penalty_field
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -25,26 +25,16 @@ class Penalties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repetition_penalty: float = Field(
-        default=1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Divides the positive logits and multiplies the negative ones of tokens already "
-        "generated (CTRL, Keskar et al. 2019); > 1 discourages repeats, 1 = off.",
+    repetition_penalty: float = penalty_field(
+        "repetition_penalty",
+        "Divides the positive logits and multiplies the negative ones of tokens already generated (CTRL, "
+        "Keskar et al. 2019); > 1 discourages repeats, 1 = off.",
     )
-    presence_penalty: float = Field(
-        default=0.0,
-        ge=-MAX_PENALTY,
-        le=MAX_PENALTY,
-        allow_inf_nan=False,
-        description="Subtracted from the logit of every token generated at least once; 0 = off.",
+    presence_penalty: float = penalty_field(
+        "presence_penalty", "Subtracted from the logit of every token generated at least once; 0 = off."
     )
-    frequency_penalty: float = Field(
-        default=0.0,
-        ge=-MAX_PENALTY,
-        le=MAX_PENALTY,
-        allow_inf_nan=False,
-        description="Subtracted from a token's logit once per time it was generated; 0 = off.",
+    frequency_penalty: float = penalty_field(
+        "frequency_penalty", "Subtracted from a token's logit once per time it was generated; 0 = off."
     )
 
     @property

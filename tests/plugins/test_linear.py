@@ -229,7 +229,7 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_ret
     assert linear_plugin.choose_linear_backend(torch.device("cpu"), torch.float32) is None
     int8 = Int8Linear()
     int8.check(torch.device("cpu"), torch.float32)  # int8 still works, without the kernel
-    assert not int8.use_kernel
+    assert not int8.isas
     assert kernel_module.kernels_usable(torch.device("cpu"), torch.bfloat16, "layer ops use torch's") is False
     assert len(compiles) == 1
     assert caplog.text.count("not using the AVX2 kernels") == 1
@@ -347,9 +347,9 @@ def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPa
     assert choose(torch.device("cpu"), torch.bfloat16) == widest
     int8 = Int8Linear()
     int8.check(torch.device("meta"), torch.float32)  # the kernel only ever serves the CPU
-    assert not int8.use_kernel
+    assert not int8.isas
     int8.check(torch.device("cpu"), torch.bfloat16)
-    assert int8.use_kernel
+    assert int8.isas
 
 
 def test_int8_quantization_is_per_output_feature_and_round_to_nearest() -> None:
@@ -382,7 +382,7 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
     fast = Int8Linear(ALWAYS)
     fast.check(torch.device("cpu"), dtype)
     quantized = fast.convert(layer)
-    assert isinstance(quantized, PackedLinear) and quantized.use_kernel
+    assert isinstance(quantized, PackedLinear) and quantized.isas
     isas = kernel_module.kernel_isas()[: kernel_module.kernel_isas().index(isa) + 1]
     packed = PackedLinear(quantized.weight, quantized.bias, quantized.scale, isas=isas, measured=False)
     plain = PackedLinear(packed.plain_weight(), packed.bias, packed.scale, isas=())
@@ -427,7 +427,7 @@ def test_int8_rows_the_kernel_cannot_pack_stay_on_torchs_path() -> None:
     backend = Int8Linear(ALWAYS)
     backend.check(torch.device("cpu"), torch.float32)
     packed = backend.convert(layer)
-    assert isinstance(packed, PackedLinear) and not packed.use_kernel
+    assert isinstance(packed, PackedLinear) and not packed.isas
     x = torch.randn(2, 80)
     with torch.inference_mode():
         torch.testing.assert_close(packed(x).double(), _reference(layer, x), atol=2e-2, rtol=2e-2)

@@ -111,11 +111,6 @@ class Int8Linear:
         self.measured = (options or KernelOptions()).measured
         self.isas: tuple[str, ...] = ()
 
-    @property
-    def use_kernel(self) -> bool:
-        """Whether the kernel serves this backend's layers here (known after `check`)."""
-        return bool(self.isas)
-
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         """Runs anywhere; on AVX2 CPUs through the kernel when it compiles (else a dequantizing matmul)."""
         usable = kernels_usable(device, dtype, "linear 'int8' uses a dequantizing matmul")

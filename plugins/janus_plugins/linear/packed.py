@@ -66,11 +66,6 @@ class PackedLinear(nn.Module):
         self.isas = isas
         self.measured = measured
 
-    @property
-    def use_kernel(self) -> bool:
-        """Whether any kernel build may serve this layer."""
-        return bool(self.isas)
-
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // self.in_features
         if self.isas and rows <= KERNEL_MAX_ROWS:

@@ -9,11 +9,11 @@ file is refused; and only with torch >= 2.6, whose weights-only unpickler fixed 
 could be made to run code anyway). Nothing here ever writes into the checkpoint directory.
 
 Tensor data is read with plain file reads into a tensor of its own, one tensor at a time, at the offset the
-header gives (safetensors) or that `torch.load(map_location="meta")` records for each storage (.bin). Nothing
-stays memory-mapped: a mapping's pages count in the process's resident memory once touched and stay there
-until the whole file is unmapped, so copying a model out of mapped shards held the weights twice (peak RSS
-1.5-2x the weight bytes). Read this way, the file's pages live only in the kernel's page cache and loading
-peaks at the weights themselves plus, where the dtype changes, one tensor in flight.
+header gives (safetensors) or that `torch.load(map_location="meta", weights_only=True)` records for each
+storage (.bin). Nothing stays memory-mapped: a mapping's pages count in the process's resident memory once
+touched and stay there until the whole file is unmapped, so copying a model out of mapped shards held the
+weights twice (peak RSS 1.5-2x the weight bytes). Read this way, the file's pages live only in the kernel's
+page cache and loading peaks at the weights themselves plus, where the dtype changes, one tensor in flight.
 """
 
 from __future__ import annotations
@@ -240,8 +240,8 @@ def _locatable(path: Path) -> bool:
 
 
 def _file_offset(tensor: torch.Tensor) -> int | None:
-    """Where the tensor's storage starts in its file (recorded by torch.load(map_location="meta"), torch >=
-    2.6), or None where this torch does not record it."""
+    """Where the tensor's storage starts in its file (recorded by torch.load(map_location="meta",
+    weights_only=True), torch >= 2.6), or None where this torch does not record it."""
     offset = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
     return offset if isinstance(offset, int) else None
 

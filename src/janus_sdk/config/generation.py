@@ -104,15 +104,13 @@ def resolve_strategy(
     return ComponentSpec(name=name, params=params)
 
 
-def _penalty(openai_name: str, what: str) -> Any:
-    return Field(
-        default=0.0,
-        ge=-MAX_PENALTY,
-        le=MAX_PENALTY,
-        allow_inf_nan=False,
-        description=f"Shorthand: {openai_name} as in the OpenAI API, in [-2, 2], subtracted from the logit "
-        f"of every token {what}; 0 = off.",
-    )
+def penalty_field(name: str, description: str) -> Any:
+    """The Field of a penalty on tokens already generated, one definition of each range and neutral value for
+    the generation shorthand and the samplers' params: `repetition_penalty` (> 0, 1 = off, transformers'
+    CTRL penalty), `presence_penalty` and `frequency_penalty` (in [-2, 2] as in the OpenAI API, 0 = off)."""
+    if name == "repetition_penalty":
+        return Field(default=1.0, gt=0, allow_inf_nan=False, description=description)
+    return Field(default=0.0, ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False, description=description)
 
 
 class GenerationConfig(BaseModel):
@@ -146,15 +144,21 @@ class GenerationConfig(BaseModel):
         allow_inf_nan=False,
         description="Shorthand: nucleus sampling mass in (0, 1].",
     )
-    repetition_penalty: float = Field(
-        default=1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Shorthand: divides the positive logits (multiplies the negative ones) of tokens already "
-        "generated (CTRL, Keskar et al. 2019); 1 = off.",
+    repetition_penalty: float = penalty_field(
+        "repetition_penalty",
+        "Shorthand: divides the positive logits (multiplies the negative ones) of tokens already generated "
+        "(CTRL, Keskar et al. 2019); 1 = off.",
     )
-    presence_penalty: float = _penalty("presence_penalty", "generated at least once")
-    frequency_penalty: float = _penalty("frequency_penalty", "times the number of times it was generated")
+    presence_penalty: float = penalty_field(
+        "presence_penalty",
+        "Shorthand: presence_penalty as in the OpenAI API, in [-2, 2], subtracted from the logit of every "
+        "token generated at least once; 0 = off.",
+    )
+    frequency_penalty: float = penalty_field(
+        "frequency_penalty",
+        "Shorthand: frequency_penalty as in the OpenAI API, in [-2, 2], subtracted from the logit of every "
+        "token times the number of times it was generated; 0 = off.",
+    )
     sampler: Strategy = Field(
         default=None,
         description="Sampler component ({name, params} or a bare name: 'greedy', 'sample', 'min-p', or a "
