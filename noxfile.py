@@ -13,7 +13,9 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 
 TORCH = "torch==2.13.0"  # the version the project is tested with (README.md, .ci/run)
-LINTED = ("src", "plugins", "adapters", "tests")
+LINTED = ("src", "plugins", "adapters", "bench", "tests")
+TYPED = ("src/janus_sdk", "plugins/janus_plugins", "adapters/janus_adapters", "bench")
+"""What `mypy --strict` checks (bench/ imports its own modules by bare name: MYPYPATH)."""
 
 
 @nox.session
@@ -34,10 +36,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the SDK."""
+    """mypy --strict on the SDK, its plugins and adapters, and the benchmarks."""
     session.install(TORCH)
     session.install("-e", ".[dev]")
-    session.run("mypy", "--strict", "src/janus_sdk")
+    session.run("mypy", "--strict", *TYPED, env={"MYPYPATH": "bench"})
 
 
 @nox.session

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from floor import measure_bandwidth
+from janus_plugins.cpu_kernels import kernel_isas
 from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions
 from janus_plugins.linear.int4 import Int4Backend, Int4Options
-from janus_plugins.linear.kernels import kernel_isas
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk.tuning import machine
 
@@ -71,7 +71,7 @@ def systems(plain: list[nn.Linear], dtype: torch.dtype) -> dict[str, tuple[list[
     found["int8 torch"] = ([torch_int8(layer) for layer in quantized], int8_bytes)
     int4 = [Int4Backend().convert(layer) for layer in plain]
     group_bytes = 2 * 2 * (plain[0].in_features // Int4Options().group_size) * plain[0].out_features
-    found["int4 torch"] = (int4, int8_bytes // 2 + group_bytes * len(plain))
+    found["int4 torch"] = (list[Layer](int4), int8_bytes // 2 + group_bytes * len(plain))
     for n, isa in enumerate(isas):
         builds = isas[: n + 1]
         layers = [PackedLinear(q.weight, None, q.scale, isas=builds, measured=False) for q in quantized]

@@ -78,7 +78,7 @@ def write_checkpoint(directory: Path, size: str, fmt: str, shards: int) -> int:
     (directory / "config.json").write_text(json.dumps(official, indent=2), encoding="utf-8")
     config = PipelineConfig.parse(official_config_to_pipeline_dict(official, source=size))
     shapes = build_model(config, get_registry(), BuildContext(device=torch.device("meta"))).state_dict()
-    total = sum(t.numel() * _stored_dtype(t).itemsize for t in shapes.values())
+    total: int = sum(t.numel() * _stored_dtype(t).itemsize for t in shapes.values())
     groups: list[list[str]] = [[]]
     filled = 0
     for name, tensor in shapes.items():

@@ -58,8 +58,14 @@ def official_config(size: str) -> dict[str, Any]:
 
 
 def pipeline_config(
-    size: str, *, device: torch.device, dtype: torch.dtype, attention: str | None, linear: str | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None, checkpoint_folder: Path | None = None,
+    size: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    attention: str | None,
+    linear: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    checkpoint_folder: Path | None = None,
 ) -> PipelineConfig:
     """The PipelineConfig `JanusPipeline.from_pretrained` derives from the model's official config.json, with
     `params` (config slot -> params) over the components' own, loading `checkpoint_folder` (default: the
@@ -156,23 +162,45 @@ def checkpoint(size: str, dtype: torch.dtype, seed: int) -> Path:
     return folder
 
 
-def load_ours(size: str, *, dtype: torch.dtype, device: torch.device, seed: int, attention: str | None,
-              linear: str | None, params: Mapping[str, Mapping[str, Any]] | None = None) -> JanusPipeline:
+def load_ours(
+    size: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int,
+    attention: str | None,
+    linear: str | None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> JanusPipeline:
     """Our pipeline from the checkpoint of `size`, through the public API."""
     folder = checkpoint(size, dtype, seed)
     if not params:
-        return JanusPipeline.from_pretrained(folder, device=device, dtype=dtype, attention=attention,
-                                             linear=linear)
-    return JanusPipeline.from_config(pipeline_config(size, device=device, dtype=dtype, attention=attention,
-                                                     linear=linear, params=params, checkpoint_folder=folder))
+        return JanusPipeline.from_pretrained(
+            folder, device=device, dtype=dtype, attention=attention, linear=linear
+        )
+    return JanusPipeline.from_config(
+        pipeline_config(
+            size,
+            device=device,
+            dtype=dtype,
+            attention=attention,
+            linear=linear,
+            params=params,
+            checkpoint_folder=folder,
+        )
+    )
 
 
 def token_ids(pipe: JanusPipeline) -> hf_meta.TokenIds:
     """The special-token ids transformers' Janus config and generation config need, from our tokenizer."""
     tok = pipe.tokenizer
     return hf_meta.TokenIds(
-        bos=tok.bos_id, eos=tok.eos_id, pad=tok.pad_id, image=tok.token_id(hf_meta.IMAGE_TOKEN),
-        begin_of_image=tok.token_id(hf_meta.BEGIN_OF_IMAGE), end_of_image=tok.token_id(hf_meta.END_OF_IMAGE),
+        bos=tok.bos_id,
+        eos=tok.eos_id,
+        pad=tok.pad_id,
+        image=tok.token_id(hf_meta.IMAGE_TOKEN),
+        begin_of_image=tok.token_id(hf_meta.BEGIN_OF_IMAGE),
+        end_of_image=tok.token_id(hf_meta.END_OF_IMAGE),
     )
 
 
@@ -224,8 +252,13 @@ class MlpGelu(nn.Module):
 class ReferenceJanus(nn.Module):
     """The parts of the official `MultiModalityCausalLM` that text-to-image and text decoding run."""
 
-    def __init__(self, language_model: LlamaForCausalLM, gen_head: VisionHead, gen_aligner: MlpGelu,
-                 gen_embed: nn.Embedding) -> None:
+    def __init__(
+        self,
+        language_model: LlamaForCausalLM,
+        gen_head: VisionHead,
+        gen_aligner: MlpGelu,
+        gen_embed: nn.Embedding,
+    ) -> None:
         super().__init__()
         self.language_model = language_model
         self.gen_head = gen_head

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from janus_plugins.linear.kernels import AVX512, kernel_isas
+from janus_plugins.cpu_kernels import AVX512, kernel_isas
 from janus_sdk import JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
@@ -30,9 +30,16 @@ from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
 from models import checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny"
-VARIANTS = [("torch", "float32"), ("avx2", "float32"), ("int8", "float32"),
-            ("torch", "bfloat16"), ("avx2", "bfloat16"), ("avx512", "bfloat16"), ("int8", "bfloat16"),
-            ("int4", "bfloat16")]
+VARIANTS = [
+    ("torch", "float32"),
+    ("avx2", "float32"),
+    ("int8", "float32"),
+    ("torch", "bfloat16"),
+    ("avx2", "bfloat16"),
+    ("avx512", "bfloat16"),
+    ("int8", "bfloat16"),
+    ("int4", "bfloat16"),
+]
 FORCED_STEPS = 32
 
 
@@ -55,10 +62,17 @@ def forced_cfg_logits(pipe: JanusPipeline, forced: Tensor, prompt: str) -> Tenso
     sampler = TeacherForcing(forced)
     model = pipe.model
     with torch.inference_mode():
-        generate_image_codes(model.language_model, model.language_model.embed_tokens(rows),
-                             gen_head=model.gen_head, gen_embed=model.gen_embed,
-                             gen_aligner=model.gen_aligner,
-                             guidance=guidance, sampler=sampler, num_tokens=FORCED_STEPS, generator=None)
+        generate_image_codes(
+            model.language_model,
+            model.language_model.embed_tokens(rows),
+            gen_head=model.gen_head,
+            gen_embed=model.gen_embed,
+            gen_aligner=model.gen_aligner,
+            guidance=guidance,
+            sampler=sampler,
+            num_tokens=FORCED_STEPS,
+            generator=None,
+        )
     return torch.stack(sampler.logits, dim=1)
 
 
@@ -73,8 +87,12 @@ def compare(ours: Tensor, reference: Tensor, gap: Tensor) -> dict[str, float]:
     error = (ours - reference).abs()
     robust = gap >= 1e-3
     agree = ours.argmax(-1)[robust] == reference.argmax(-1)[robust]
-    return {"max_abs": float(error.max()), "mean_abs": float(error.mean()),
-            "top1_agreement": float(agree.float().mean()), "reference_std": float(reference.std())}
+    return {
+        "max_abs": float(error.max()),
+        "mean_abs": float(error.mean()),
+        "top1_agreement": float(agree.float().mean()),
+        "reference_std": float(reference.std()),
+    }
 
 
 def top2_gap(logits: Tensor) -> Tensor:
@@ -88,11 +106,14 @@ def measure(linear: str, dtype: str, golden: dict[str, Tensor], prompt: str) -> 
     reference_gen = golden["gen_forced_cfg_logits_first32"][:, :FORCED_STEPS]
     reference_und = golden["und_prompt_logits"]
     return {
-        "linear": linear, "dtype": dtype,
-        "understanding_prompt": compare(prompt_logits(pipe, golden["und_inputs_embeds"]), reference_und,
-                                        top2_gap(reference_und)),
-        "image_tokens_cfg": compare(forced_cfg_logits(pipe, forced, prompt), reference_gen,
-                                    top2_gap(reference_gen)),
+        "linear": linear,
+        "dtype": dtype,
+        "understanding_prompt": compare(
+            prompt_logits(pipe, golden["und_inputs_embeds"]), reference_und, top2_gap(reference_und)
+        ),
+        "image_tokens_cfg": compare(
+            forced_cfg_logits(pipe, forced, prompt), reference_gen, top2_gap(reference_gen)
+        ),
     }
 
 
@@ -104,26 +125,39 @@ def random_weights(size: str, prompt: str) -> list[dict[str, Any]]:
     for linear in ("torch", "int8", "int4"):
         pipe = JanusPipeline.from_pretrained(folder, device="cpu", dtype="bfloat16", linear=linear)
         ids = torch.tensor([build_generation_prompt_ids(prompt, pipe.tokenizer, pipe.chat_template)])
-        codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (2, FORCED_STEPS),
-                              generator=torch.Generator().manual_seed(0))
+        codes = torch.randint(
+            0,
+            pipe.model.gen_vision_model.codebook_size,
+            (2, FORCED_STEPS),
+            generator=torch.Generator().manual_seed(0),
+        )
         with torch.inference_mode():
-            logits = {"prompt": prompt_logits(pipe, pipe.model.language_model.embed_tokens(ids)),
-                      "image": forced_cfg_logits(pipe, codes, prompt)}
+            logits = {
+                "prompt": prompt_logits(pipe, pipe.model.language_model.embed_tokens(ids)),
+                "image": forced_cfg_logits(pipe, codes, prompt),
+            }
         del pipe
         if not reference:
             reference = logits
             continue
-        results.append({"linear": linear, "dtype": f"bfloat16, {size} random weights"} | {
-            key: compare(logits[part], reference[part], top2_gap(reference[part]))
-            for key, part in (("understanding_prompt", "prompt"), ("image_tokens_cfg", "image"))
-        })
+        results.append(
+            {"linear": linear, "dtype": f"bfloat16, {size} random weights"}
+            | {
+                key: compare(logits[part], reference[part], top2_gap(reference[part]))
+                for key, part in (("understanding_prompt", "prompt"), ("image_tokens_cfg", "image"))
+            }
+        )
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=("tiny", "1b", "7b"), default="tiny",
-                        help="tiny: against the official goldens; 1b/7b: quantized against torch bfloat16")
+    parser.add_argument(
+        "--size",
+        choices=("tiny", "1b", "7b"),
+        default="tiny",
+        help="tiny: against the official goldens; 1b/7b: quantized against torch bfloat16",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     golden = load_file(FIXTURE / "golden" / "golden.safetensors")
@@ -134,17 +168,23 @@ def main() -> None:
         results = [measure(linear, dtype, golden, prompt) for linear, dtype in runnable]
     else:
         results = random_weights(args.size, prompt)
-    print("| linear | dtype | prompt logits: max / mean abs error, top-1 agreement "
-          "| CFG image logits: max / mean abs error, top-1 agreement |")
+    print(
+        "| linear | dtype | prompt logits: max / mean abs error, top-1 agreement "
+        "| CFG image logits: max / mean abs error, top-1 agreement |"
+    )
     print("|---|---|---|---|")
     for r in results:
         und, gen = r["understanding_prompt"], r["image_tokens_cfg"]
-        print(f"| {r['linear']} | {r['dtype']} | {und['max_abs']:.2e} / {und['mean_abs']:.2e}, "
-              f"{und['top1_agreement']:.1%} | {gen['max_abs']:.2e} / {gen['mean_abs']:.2e}, "
-              f"{gen['top1_agreement']:.1%} |")
+        print(
+            f"| {r['linear']} | {r['dtype']} | {und['max_abs']:.2e} / {und['mean_abs']:.2e}, "
+            f"{und['top1_agreement']:.1%} | {gen['max_abs']:.2e} / {gen['mean_abs']:.2e}, "
+            f"{gen['top1_agreement']:.1%} |"
+        )
     std = results[0]
-    print(f"(reference logit std: prompt {std['understanding_prompt']['reference_std']:.3f}, "
-          f"image {std['image_tokens_cfg']['reference_std']:.3f})")
+    print(
+        f"(reference logit std: prompt {std['understanding_prompt']['reference_std']:.3f}, "
+        f"image {std['image_tokens_cfg']['reference_std']:.3f})"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 

@@ -26,8 +26,14 @@ class Row:
     def cells(self) -> list[str]:
         ours = self.values.get("ours")
         ratios = [_ratio(self.values.get(p), ours) if self.peer_ratios else "" for p in PEERS]
-        return [self.label, *(_fmt(self.values.get(s)) for s in SYSTEMS), *ratios,
-                _fmt(self.floor), _ratio(ours, self.floor), self.target]
+        return [
+            self.label,
+            *(_fmt(self.values.get(s)) for s in SYSTEMS),
+            *ratios,
+            _fmt(self.floor),
+            _ratio(ours, self.floor),
+            self.target,
+        ]
 
 
 def _fmt(value: float | None) -> str:
@@ -68,21 +74,39 @@ def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float
     scope = "whole image" if tokens >= 576 else f"{tokens} of 576 tokens"
     step_target = "ours/floor <= 1.3x" if n == 1 else ""
     out = [
-        Row(f"t2i n={n}: s/image ({scope})", _values(results, key, lambda e: e["s_per_image"]),
-            floor_s(range(tokens)) / n, "peer/ours >= 2.5x"),
-        Row(f"t2i n={n}: ms/token, start (steps 1-{k})", _values(results, key, lambda e: e["start_ms"]),
-            floor_s(range(1, 1 + k)) / k * 1e3, step_target),
-        Row(f"t2i n={n}: ms/token, end (steps {tokens - k}-{tokens - 1})",
-            _values(results, key, lambda e: e["end_ms"]), floor_s(range(tokens - k, tokens)) / k * 1e3,
-            step_target),
+        Row(
+            f"t2i n={n}: s/image ({scope})",
+            _values(results, key, lambda e: e["s_per_image"]),
+            floor_s(range(tokens)) / n,
+            "peer/ours >= 2.5x",
+        ),
+        Row(
+            f"t2i n={n}: ms/token, start (steps 1-{k})",
+            _values(results, key, lambda e: e["start_ms"]),
+            floor_s(range(1, 1 + k)) / k * 1e3,
+            step_target,
+        ),
+        Row(
+            f"t2i n={n}: ms/token, end (steps {tokens - k}-{tokens - 1})",
+            _values(results, key, lambda e: e["end_ms"]),
+            floor_s(range(tokens - k, tokens)) / k * 1e3,
+            step_target,
+        ),
     ]
     if n > 1:
+
         def relative(system: str) -> float | None:
             mine, single = _entry(results, system, key), _entry(results, system, "t2i_n1")
             return mine["s_per_image"] / single["s_per_image"] if mine and single else None
 
-        out.append(Row(f"t2i n={n}: s/image relative to n=1", {s: relative(s) for s in SYSTEMS},
-                       target="ours <= 0.4", peer_ratios=False))
+        out.append(
+            Row(
+                f"t2i n={n}: s/image relative to n=1",
+                {s: relative(s) for s in SYSTEMS},
+                target="ours <= 0.4",
+                peer_ratios=False,
+            )
+        )
     return out
 
 
@@ -92,14 +116,23 @@ def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float)
         return [Row("understand: no system completed it", dict.fromkeys(SYSTEMS))]
     prompt, tokens = shape["prompt_len"], shape["tokens"]
     decode = range(1, tokens)
-    floor_ms = (sum(step_bytes.text_step(prompt + i) for i in decode) / len(decode) / (gbps * GB) * 1e3
-                if decode else None)
+    floor_ms = (
+        sum(step_bytes.text_step(prompt + i) for i in decode) / len(decode) / (gbps * GB) * 1e3
+        if decode
+        else None
+    )
     return [
-        Row(f"understand: prefill {prompt} tokens, s",
-            _values(results, "understand", lambda e: e["prefill_s"]), target="transformers/ours >= 2x"),
-        Row(f"understand: decode ms/token (median of {len(decode)})",
-            _values(results, "understand", lambda e: e["decode_ms"]), floor_ms,
-            "transformers/ours >= 2x, ours/floor <= 1.3x"),
+        Row(
+            f"understand: prefill {prompt} tokens, s",
+            _values(results, "understand", lambda e: e["prefill_s"]),
+            target="transformers/ours >= 2x",
+        ),
+        Row(
+            f"understand: decode ms/token (median of {len(decode)})",
+            _values(results, "understand", lambda e: e["decode_ms"]),
+            floor_ms,
+            "transformers/ours >= 2x, ours/floor <= 1.3x",
+        ),
     ]
 
 
@@ -122,10 +155,18 @@ def vq_notes(results: dict[str, Any]) -> list[str]:
 
 
 def vq_rows(results: dict[str, Any], images: int) -> list[Row]:
-    label = "VQ decode, 1 image 384x384, s (best)" if images == 1 else (
-        f"VQ decode, {images} images 384x384 in one call, s per image (best)")
-    return [Row(label, _values(results, "vq", lambda e: e["best_s"] / e["images"] if "best_s" in e else None),
-                target="transformers/ours >= 1.5x")]
+    label = (
+        "VQ decode, 1 image 384x384, s (best)"
+        if images == 1
+        else (f"VQ decode, {images} images 384x384 in one call, s per image (best)")
+    )
+    return [
+        Row(
+            label,
+            _values(results, "vq", lambda e: e["best_s"] / e["images"] if "best_s" in e else None),
+            target="transformers/ours >= 1.5x",
+        )
+    ]
 
 
 def memory_rows(results: dict[str, Any], cuda: bool) -> list[Row]:
@@ -136,8 +177,9 @@ def memory_rows(results: dict[str, Any], cuda: bool) -> list[Row]:
     def of(field: str) -> dict[str, float | None]:
         return {s: (results[s][field] / GB if results.get(s, {}).get(field) else None) for s in SYSTEMS}
 
-    rows = [Row("peak RSS, GB (floor: weights + KV cache)", of("peak_rss_bytes"), budget,
-                "ours/floor <= 1.2x")]
+    rows = [
+        Row("peak RSS, GB (floor: weights + KV cache)", of("peak_rss_bytes"), budget, "ours/floor <= 1.2x")
+    ]
     if cuda:
         rows.append(Row("CUDA max allocated, GB (floor: weights + KV cache)", of("cuda_peak_bytes"), budget))
     return rows

@@ -73,33 +73,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tokens", type=int, default=32,
-                        help="image tokens per text-to-image run (576 = a whole image) and understanding "
-                             "decode tokens (default 32: a quick, bounded run)")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=32,
+        help="image tokens per text-to-image run (576 = a whole image) and understanding "
+        "decode tokens (default 32: a quick, bounded run)",
+    )
     parser.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--n", type=_csv(int), default=(1, 4), help="images per text-to-image run, e.g. 1,4")
-    parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=None,
-                        help=f"subset of {','.join(WORKLOADS)} (default: all on CUDA; "
-                             f"{','.join(CPU_DEFAULT)} on the CPU, where a peer's bfloat16 VQ decode at 1B "
-                             "size runs into --vq-budget)")
-    parser.add_argument("--systems", type=_csv(str, SYSTEMS), default=SYSTEMS,
-                        help=f"subset of {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--workloads",
+        type=_csv(str, WORKLOADS),
+        default=None,
+        help=f"subset of {','.join(WORKLOADS)} (default: all on CUDA; "
+        f"{','.join(CPU_DEFAULT)} on the CPU, where a peer's bfloat16 VQ decode at 1B "
+        "size runs into --vq-budget)",
+    )
+    parser.add_argument(
+        "--systems", type=_csv(str, SYSTEMS), default=SYSTEMS, help=f"subset of {','.join(SYSTEMS)}"
+    )
     parser.add_argument("--model-size", choices=MODEL_SIZES, default="1b")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads for every system (default: torch's default here)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads for every system (default: torch's default here)",
+    )
     parser.add_argument("--vq-repeats", type=int, default=1, help="timed VQ decodes after the warm-up one")
     parser.add_argument("--vq-images", type=int, default=1, help="images per VQ decode call (one batch)")
-    parser.add_argument("--vq-budget", type=float, default=600.0,
-                        help="seconds after which a VQ decode is stopped and reported as a lower bound")
+    parser.add_argument(
+        "--vq-budget",
+        type=float,
+        default=600.0,
+        help="seconds after which a VQ decode is stopped and reported as a lower bound",
+    )
     parser.add_argument("--attention", default=None, help="our attention backend (default: the config's)")
-    parser.add_argument("--linear", default=None,
-                        help="the linear backend of 'ours' (default: the config's 'auto'); "
-                             "'ours-int8' uses int8")
-    parser.add_argument("--backbone", type=_param, action="append", default=[], metavar="KEY=JSON",
-                        help="a param of our LLM backbone, e.g. fused_layer_ops=false (repeatable)")
-    parser.add_argument("--image-tokenizer", type=_param, action="append", default=[], metavar="KEY=JSON",
-                        help="a param of our image tokenizer, e.g. winograd=false or cuda_graphs=false")
+    parser.add_argument(
+        "--linear",
+        default=None,
+        help="the linear backend of 'ours' (default: the config's 'auto'); 'ours-int8' uses int8",
+    )
+    parser.add_argument(
+        "--backbone",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a param of our LLM backbone, e.g. fused_layer_ops=false (repeatable)",
+    )
+    parser.add_argument(
+        "--image-tokenizer",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a param of our image tokenizer, e.g. winograd=false or cuda_graphs=false",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown report here")
     args = parser.parse_args(argv)
@@ -115,15 +146,18 @@ def _lscpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+        "unknown",
+    )
 
 
 def _git_revision() -> str:
     try:
-        rev, dirty = (subprocess.run(["git", *cmd], capture_output=True, text=True, check=True,
-                                     cwd=HERE).stdout.strip()
-                      for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"]))
+        rev, dirty = (
+            subprocess.run(["git", *cmd], capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
+            for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"])
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{rev}{' + uncommitted changes' if dirty else ''}"
@@ -131,8 +165,18 @@ def _git_revision() -> str:
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     meminfo = Path("/proc/meminfo")
-    total = next((int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
-                  if line.startswith("MemTotal")), None) if meminfo.exists() else None
+    total = (
+        next(
+            (
+                int(line.split()[1]) * 1024
+                for line in meminfo.read_text().splitlines()
+                if line.startswith("MemTotal")
+            ),
+            None,
+        )
+        if meminfo.exists()
+        else None
+    )
     device = torch.device(args.device)
     return {
         "cpu": _lscpu_model(),
@@ -154,8 +198,11 @@ def run_system(spec: WorkerSpec) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
         out = Path(tmp) / "result.json"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / "worker.py"), spec.to_json(), str(out)],
-                              stdout=sys.stderr, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "worker.py"), spec.to_json(), str(out)],
+            stdout=sys.stderr,
+            check=False,
+        )
         result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
         result["wall_s"] = time.perf_counter() - start
         if proc.returncode != 0 or not result.get("complete"):
@@ -163,8 +210,12 @@ def run_system(spec: WorkerSpec) -> dict[str, Any]:
         return result
 
 
-def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_bytes: StepBytes,
-          results: dict[str, Any]) -> list[str]:
+def notes(
+    args: argparse.Namespace,
+    bandwidth: list[dict[str, float]],
+    step_bytes: StepBytes,
+    results: dict[str, Any],
+) -> list[str]:
     def listed(key: str) -> str:
         return ", ".join(f"{b[key]:.1f}" for b in bandwidth)
 
@@ -178,9 +229,10 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
             f"an image; understanding decodes {t} tokens. Whole images: --tokens {FULL_IMAGE}."
         )
     lines += [
-        f"Floor bandwidth {max(floors):.1f} GB/s: the best of a 1 GiB tensor copy (read + write bytes "
-        f"counted) and a 1 GiB float32 sum (read only), best of 5 each, measured {len(floors)} times in this "
-        f"run, before and after each system (copy {listed('copy_gbps')}; read {listed('read_gbps')} GB/s).",
+        f"Floor bandwidth {max(floors):.1f} GB/s: the fastest read-only pass over 1 GiB of float32 (sum, "
+        f"dot, max; best of 5 each), measured {len(floors)} times in this run, before and after each system "
+        f"(read {listed('read_gbps')}; a copy, read + write bytes counted, for comparison: "
+        f"{listed('copy_gbps')} GB/s).",
         f"Bytes per decode step: text-to-image {step_bytes.image_weights / 1e9:.3f} GB of weights (decoder "
         f"layers, final norm, gen head, gen aligner) + K and V, {step_bytes.kv_per_position / 1e3:.0f} kB "
         f"per cached position per row; understanding {step_bytes.text_weights / 1e9:.3f} GB (layers, norm, "
@@ -200,30 +252,38 @@ def notes(args: argparse.Namespace, bandwidth: list[dict[str, float]], step_byte
         lines.append("VQ decode not run (the default on the CPU); add it with --workloads t2i,understand,vq.")
     lines += report.vq_notes(results)
     failed = [f"{s}: {r['error']}" for s, r in results.items() if "error" in r]
-    failed += [f"{s} {w}: {e['error']}" for s, r in results.items() for w, e in r.get("results", {}).items()
-               if e and "error" in e]
+    failed += [
+        f"{s} {w}: {e['error']}"
+        for s, r in results.items()
+        for w, e in r.get("results", {}).items()
+        if e and "error" in e
+    ]
     lines += [f"FAILED {f}" for f in failed]
     return lines
 
 
-def render_markdown(command: str, machine: dict[str, Any], table: str, lines: list[str],
-                    args: argparse.Namespace) -> str:
+def render_markdown(
+    command: str, machine: dict[str, Any], table: str, lines: list[str], args: argparse.Namespace
+) -> str:
     device = machine["gpu"] or f"CPU ({machine['cpu']})"
-    return "\n".join([
-        f"Command: `{command}`",
-        "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM"
-        + (f", GPU {machine['gpu']}" if machine["gpu"] else "")
-        + f"; {machine['threads']} torch threads for every system.",
-        f"Versions: Python {machine['python']}, torch {machine['torch']}, transformers "
-        f"{machine['transformers']}, janus-sdk {machine['janus_sdk']} (git {machine['git']}).",
-        f"Model: Janus-Pro {args.model_size} dimensions, seeded random weights, {args.dtype} on {device}.",
-        "",
-        table,
-        "",
-        *[f"- {line}" for line in lines],
-        "",
-    ])
+    return "\n".join(
+        [
+            f"Command: `{command}`",
+            "",
+            f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB RAM"
+            + (f", GPU {machine['gpu']}" if machine["gpu"] else "")
+            + f"; {machine['threads']} torch threads for every system.",
+            f"Versions: Python {machine['python']}, torch {machine['torch']}, transformers "
+            f"{machine['transformers']}, janus-sdk {machine['janus_sdk']} (git {machine['git']}).",
+            f"Model: Janus-Pro {args.model_size} dimensions, seeded random weights, {args.dtype} on "
+            f"{device}.",
+            "",
+            table,
+            "",
+            *[f"- {line}" for line in lines],
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -240,10 +300,22 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {}
     for system in args.systems:
         print(f"== {system} ==", file=sys.stderr, flush=True)
-        spec = WorkerSpec(system=system, model_size=args.model_size, dtype=args.dtype, device=args.device,
-                          threads=args.threads, tokens=args.tokens, n=args.n, workloads=args.workloads,
-                          vq_repeats=args.vq_repeats, vq_images=args.vq_images, vq_budget_s=args.vq_budget,
-                          attention=args.attention, linear=args.linear, params=component_params(args))
+        spec = WorkerSpec(
+            system=system,
+            model_size=args.model_size,
+            dtype=args.dtype,
+            device=args.device,
+            threads=args.threads,
+            tokens=args.tokens,
+            n=args.n,
+            workloads=args.workloads,
+            vq_repeats=args.vq_repeats,
+            vq_images=args.vq_images,
+            vq_budget_s=args.vq_budget,
+            attention=args.attention,
+            linear=args.linear,
+            params=component_params(args),
+        )
         results[system] = run_system(spec)
         bandwidth.append(measure_bandwidth(device))
     gbps = max(b["floor_gbps"] for b in bandwidth)
@@ -265,10 +337,14 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(render_markdown(command, machine, table, lines, args), encoding="utf-8")
     if args.json is not None:
         payload = {
-            "command": command, "machine": machine,
+            "command": command,
+            "machine": machine,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "bandwidth": bandwidth, "floor_gbps": gbps, "step_bytes": step_bytes.as_dict(),
-            "table": [dict(zip(report.HEADER, row.cells(), strict=True)) for row in rows], "notes": lines,
+            "bandwidth": bandwidth,
+            "floor_gbps": gbps,
+            "step_bytes": step_bytes.as_dict(),
+            "table": [dict(zip(report.HEADER, row.cells(), strict=True)) for row in rows],
+            "notes": lines,
             "results": results,
         }
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")

@@ -68,8 +68,15 @@ class Ours:
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         llm = self.pipe.model.language_model
-        for _ in generate_text_ids(llm, embeds, self.greedy, max_new_tokens=tokens, eos_id=-1, generator=None,
-                                   on_step=lambda _: clock.mark()):
+        for _ in generate_text_ids(
+            llm,
+            embeds,
+            self.greedy,
+            max_new_tokens=tokens,
+            eos_id=-1,
+            generator=None,
+            on_step=lambda _: clock.mark(),
+        ):
             pass
 
     def vq_decode(self, codes: Tensor) -> Tensor:
@@ -115,15 +122,25 @@ class TransformersPeer:
         stop = tokens if tokens < NUM_IMAGE_TOKENS else None
         with marking(self.model.model.generation_head, clock, stop):
             self.model.generate(
-                ids, attention_mask=cast(torch.LongTensor, torch.ones_like(ids)), generation_mode="image",
-                do_sample=True, top_k=0, temperature=TEMPERATURE, guidance_scale=CFG_WEIGHT,
+                ids,
+                attention_mask=cast(torch.LongTensor, torch.ones_like(ids)),
+                generation_mode="image",
+                do_sample=True,
+                top_k=0,
+                temperature=TEMPERATURE,
+                guidance_scale=CFG_WEIGHT,
             )
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         mask = cast(torch.LongTensor, torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device))
         with marking(self.model.lm_head, clock):
-            self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens,
-                                do_sample=False, eos_token_id=None)
+            self.model.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                max_new_tokens=tokens,
+                do_sample=False,
+                eos_token_id=None,
+            )
 
     def vq_decode(self, codes: Tensor) -> Tensor:
         out: Tensor = self.model.decode_image_tokens(codes)
@@ -138,24 +155,39 @@ class ReferencePeer:
         self.module: nn.Module = model
 
     def text_to_image(self, prompt_ids: list[int], n: int, tokens: int, clock: StepClock) -> None:
-        generate_reference(self.model, prompt_ids, self.pad_id, parallel_size=n, num_tokens=tokens,
-                           clock=clock)
+        generate_reference(
+            self.model, prompt_ids, self.pad_id, parallel_size=n, num_tokens=tokens, clock=clock
+        )
 
     def understand(self, embeds: Tensor, tokens: int, clock: StepClock) -> None:
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         with marking(self.model.language_model.lm_head, clock):
             self.model.language_model.generate(
-                inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.pad_id, bos_token_id=self.bos_id,
-                eos_token_id=None, max_new_tokens=tokens, do_sample=False, use_cache=True,
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                pad_token_id=self.pad_id,
+                bos_token_id=self.bos_id,
+                eos_token_id=None,
+                max_new_tokens=tokens,
+                do_sample=False,
+                use_cache=True,
             )
 
     def vq_decode(self, codes: Tensor) -> None:
         return None
 
 
-def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int, *, parallel_size: int,
-                       num_tokens: int, clock: StepClock, cfg_weight: float = CFG_WEIGHT,
-                       temperature: float = TEMPERATURE) -> Tensor:
+def generate_reference(
+    mmgpt: ReferenceJanus,
+    prompt_ids: list[int],
+    pad_id: int,
+    *,
+    parallel_size: int,
+    num_tokens: int,
+    clock: StepClock,
+    cfg_weight: float = CFG_WEIGHT,
+    temperature: float = TEMPERATURE,
+) -> Tensor:
     """The text-to-image loop of DeepSeek's generation_inference.py, statement for statement.
 
     Differences: `num_tokens` may stop it early; the cache argument and attribute take this transformers'
@@ -176,8 +208,9 @@ def generate_reference(mmgpt: ReferenceJanus, prompt_ids: list[int], pad_id: int
 
     cache = None
     for i in range(num_tokens):
-        outputs = mmgpt.language_model.model(inputs_embeds=inputs_embeds, use_cache=True,
-                                             **{CACHE_ARG: cache})
+        outputs = mmgpt.language_model.model(
+            inputs_embeds=inputs_embeds, use_cache=True, **{CACHE_ARG: cache}
+        )
         cache = getattr(outputs, CACHE_ARG)
         hidden_states = outputs.last_hidden_state
 

@@ -69,8 +69,11 @@ def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
     random features standing in for SigLIP + aligner output at the image positions."""
     blank = Image.new("RGB", (384, 384), (127, 127, 127))
     inputs = build_understanding_inputs(
-        [Message(role="user", content=UNDERSTAND_PROMPT, images=[blank])], pipe.tokenizer, pipe.chat_template,
-        pipe.image_processor, pipe.config.processor,
+        [Message(role="user", content=UNDERSTAND_PROMPT, images=[blank])],
+        pipe.tokenizer,
+        pipe.chat_template,
+        pipe.image_processor,
+        pipe.config.processor,
     )
     mask = inputs.images_seq_mask.to(pipe.device)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
@@ -113,16 +116,27 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     dtype = resolve_dtype(spec.dtype, device)
     start = time.perf_counter()
     linear = "torch" if spec.system in PEERS else OUR_LINEAR.get(spec.system, spec.linear)
-    pipe = load_ours(spec.model_size, dtype=dtype, device=device, seed=spec.seed, attention=spec.attention,
-                     linear=linear, params=spec.params)
+    pipe = load_ours(
+        spec.model_size,
+        dtype=dtype,
+        device=device,
+        seed=spec.seed,
+        attention=spec.attention,
+        linear=linear,
+        params=spec.params,
+    )
     # Ours takes its measured choices (janus_sdk.tuning, cached per machine) before anything is timed, as
     # `janus tune` would: a first run on a machine spends seconds here instead of inside the timed steps.
     tune_s = _timed_tune(pipe) if spec.system in ("ours", *OUR_LINEAR) else None
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
-    codes = torch.randint(0, pipe.model.gen_vision_model.codebook_size, (spec.vq_images, NUM_IMAGE_TOKENS),
-                          generator=torch.Generator().manual_seed(spec.seed)).to(device)
+    codes = torch.randint(
+        0,
+        pipe.model.gen_vision_model.codebook_size,
+        (spec.vq_images, NUM_IMAGE_TOKENS),
+        generator=torch.Generator().manual_seed(spec.seed),
+    ).to(device)
     system = build_system(spec, pipe)
     del pipe
     gc.collect()
@@ -133,20 +147,33 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     jobs: list[tuple[str, Callable[[], Any], int]] = []
     if "t2i" in spec.workloads:
         jobs += [
-            (f"t2i_n{n}", partial(workloads.text_to_image, system, device, prompt_ids, n, spec.tokens),
-             2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS))
+            (
+                f"t2i_n{n}",
+                partial(workloads.text_to_image, system, device, prompt_ids, n, spec.tokens),
+                2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS),
+            )
             for n in spec.n
         ]
     if embeds is not None:
-        jobs.append(("understand", partial(workloads.understand, system, device, embeds, spec.tokens),
-                     embeds.shape[1] + spec.tokens))
+        jobs.append(
+            (
+                "understand",
+                partial(workloads.understand, system, device, embeds, spec.tokens),
+                embeds.shape[1] + spec.tokens,
+            )
+        )
     if "vq" in spec.workloads:
         vq = partial(workloads.vq_decode, system, device, codes, spec.vq_repeats, spec.vq_budget_s)
         jobs.append(("vq", vq, 0))
 
     payload: dict[str, Any] = {
-        "spec": asdict(spec), "build_s": build_s, "weight_bytes": unique_bytes(system.module.state_dict()),
-        "kv_cache_bytes": 0, "step_bytes": step_bytes.as_dict(), "results": {}, "complete": False,
+        "spec": asdict(spec),
+        "build_s": build_s,
+        "weight_bytes": unique_bytes(system.module.state_dict()),
+        "kv_cache_bytes": 0,
+        "step_bytes": step_bytes.as_dict(),
+        "results": {},
+        "complete": False,
         "tune_s": tune_s,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }

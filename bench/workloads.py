@@ -29,18 +29,31 @@ def _summary(total: float, steps: list[float], tokens: int) -> dict[str, Any]:
     if len(steps) != tokens:
         raise RuntimeError(f"the system produced {len(steps)} tokens where {tokens} were asked for")
     start, end, k = edge_medians(steps)
-    return {"total_s": total, "first_step_s": steps[0], "start_ms": start * 1e3, "end_ms": end * 1e3,
-            "window": k, "steps_ms": [s * 1e3 for s in steps]}
+    return {
+        "total_s": total,
+        "first_step_s": steps[0],
+        "start_ms": start * 1e3,
+        "end_ms": end * 1e3,
+        "window": k,
+        "steps_ms": [s * 1e3 for s in steps],
+    }
 
 
-def text_to_image(system: System, device: torch.device, prompt_ids: list[int], n: int, tokens: int
-                  ) -> dict[str, Any]:
+def text_to_image(
+    system: System, device: torch.device, prompt_ids: list[int], n: int, tokens: int
+) -> dict[str, Any]:
     """n images (2n rows), `tokens` image tokens each (576 = a whole image)."""
     with torch.inference_mode():
         system.text_to_image(prompt_ids, n, min(WARMUP_TOKENS, tokens), StepClock(device))
         total, steps = _timed(device, lambda clock: system.text_to_image(prompt_ids, n, tokens, clock))
-    return {"n": n, "rows": 2 * n, "prompt_len": len(prompt_ids), "tokens": tokens,
-            "s_per_image": total / n, **_summary(total, steps, tokens)}
+    return {
+        "n": n,
+        "rows": 2 * n,
+        "prompt_len": len(prompt_ids),
+        "tokens": tokens,
+        "s_per_image": total / n,
+        **_summary(total, steps, tokens),
+    }
 
 
 def understand(system: System, device: torch.device, embeds: Tensor, tokens: int) -> dict[str, Any]:
@@ -51,18 +64,24 @@ def understand(system: System, device: torch.device, embeds: Tensor, tokens: int
     prompt_len = embeds.shape[1]
     summary = _summary(total, steps, tokens)
     decode = steps[1:]
-    return {"prompt_len": prompt_len, "tokens": tokens, "prefill_s": steps[0],
-            "prefill_tok_s": prompt_len / steps[0],
-            "decode_ms": statistics.median(decode) * 1e3 if decode else None,
-            "decode_tok_s": len(decode) / sum(decode) if decode else None, **summary}
+    return {
+        "prompt_len": prompt_len,
+        "tokens": tokens,
+        "prefill_s": steps[0],
+        "prefill_tok_s": prompt_len / steps[0],
+        "decode_ms": statistics.median(decode) * 1e3 if decode else None,
+        "decode_tok_s": len(decode) / sum(decode) if decode else None,
+        **summary,
+    }
 
 
 class _OverBudget(Exception):
     """Raised from a convolution's pre-hook when a VQ decode has run past its time budget."""
 
 
-def vq_decode(system: System, device: torch.device, codes: Tensor, repeats: int, budget_s: float
-              ) -> dict[str, Any] | None:
+def vq_decode(
+    system: System, device: torch.device, codes: Tensor, repeats: int, budget_s: float
+) -> dict[str, Any] | None:
     """Codes [n, 576] -> n 384x384 images in one call; best and median of `repeats` timed runs after a warm-up
     one.
 
@@ -93,10 +112,19 @@ def vq_decode(system: System, device: torch.device, codes: Tensor, repeats: int,
                 if i:
                     times.append(time.perf_counter() - start)
     except _OverBudget:
-        return {"images": codes.shape[0], "stopped_after_s": time.perf_counter() - start,
-                "convolutions_run": done, "convolutions": len(convs), "warm_up": not times}
+        return {
+            "images": codes.shape[0],
+            "stopped_after_s": time.perf_counter() - start,
+            "convolutions_run": done,
+            "convolutions": len(convs),
+            "warm_up": not times,
+        }
     finally:
         for handle in handles:
             handle.remove()
-    return {"images": codes.shape[0], "best_s": min(times), "median_s": statistics.median(times),
-            "times_s": times}
+    return {
+        "images": codes.shape[0],
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "times_s": times,
+    }

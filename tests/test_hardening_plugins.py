@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from janus_plugins import cpu_attention
+from janus_plugins.attention import cpu as cpu_attention
 from janus_sdk import PluginError, PluginWarning, hookimpl, plugins
 from janus_sdk.plugins import ENTRY_POINT_GROUP, ENV_DISABLE_AUTOLOAD, ENV_ONLY, PluginHost
 from janus_sdk.registry import BuildContext, Register
-from test_hardening_inputs import CHECKPOINT, INPUT_PNG, fast_pipeline, model_must_not_run
+from small_pipeline import CHECKPOINT, INPUT_PNG, fast_pipeline, model_must_not_run
 
 MANIFEST = json.loads((CHECKPOINT.parent / "golden" / "manifest.json").read_text())["info"]
 QUESTION = "What is shown in this image?"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from janus_sdk.pipeline.inspect import preset_info, preset_model
+from janus_sdk.pipeline.presets import preset_info, preset_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny" / "checkpoint" / "model.safetensors"
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from conftest import CHECKPOINT
+from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, AVX2LayerOps
 from janus_plugins.deepseek_llm.model import DeepSeekLLM
-from janus_plugins.linear import kernels as kernel_module
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk import JanusPipeline, tuning
 from janus_sdk.cli.main import main
@@ -167,7 +167,7 @@ def test_a_slow_candidate_is_given_up_on_after_its_warm_up() -> None:
 @pytest.fixture
 def kernels() -> None:
     try:
-        kernel_module.avx2_kernels()
+        kernel_module.load_kernels()
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
 

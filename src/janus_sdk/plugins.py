@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 import torch
@@ -29,8 +29,9 @@ from pydantic import BaseModel
 from janus_sdk import hookspecs
 from janus_sdk.checkpoint.layouts import CheckpointLayoutView, official_layout
 from janus_sdk.errors import JanusError, PluginError
+from janus_sdk.interfaces import AttentionBackend
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.registry import Factory, Registration, Registry
+from janus_sdk.registry import BuildContext, Factory, Registration, Registry
 
 log = logging.getLogger(__name__)
 
@@ -330,3 +331,13 @@ def get_registry() -> Registry:
 def get_component(kind: ComponentKind | str, name: str) -> Registration:
     """One component by kind and name or alias: ``get_component("visual_encoder", "CLIPVisionTower")``."""
     return get_registry().get(kind, name)
+
+
+def attention_for(context: BuildContext) -> AttentionBackend:
+    """The attention backend a component that attends should use: the pipeline's (`context.attention`), or,
+    for a component built on its own, the default one (`DEFAULT_BACKENDS`: SDPA) found through the registry
+    like any other, so that such a component depends on the interface and on no other plugin."""
+    if context.attention is not None:
+        return cast(AttentionBackend, context.attention)
+    kind = ComponentKind.ATTENTION_BACKEND
+    return cast(AttentionBackend, get_registry().get(kind, DEFAULT_BACKENDS[kind]).build({}, context))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from janus_plugins import cpu_attention
+from janus_plugins.attention import cpu as cpu_attention
 from janus_plugins.attention import math_attention
-from janus_plugins.cpu_attention import AVX2Attention
+from janus_plugins.attention.cpu import AVX2Attention
 from janus_sdk.errors import BackendUnavailableError
 
 

@@ -3,9 +3,6 @@ and are chosen, refused and reported as documented."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -14,10 +11,10 @@ import torch
 from torch import nn
 
 from conftest import Pin
+from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
+from janus_plugins.cpu_kernels import AVX2, AVX512
 from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions, TorchLinear, quantize_rows
-from janus_plugins.linear import kernels as kernel_module
-from janus_plugins.linear.kernels import AVX2, AVX512
 from janus_plugins.linear.packed import (
     KERNEL_MAX_ROWS,
     PACK_BYTES,
@@ -41,7 +38,7 @@ def avx512(options: KernelOptions | None = None) -> KernelLinear:
 
 def _kernel_or_skip() -> None:
     try:
-        kernel_module.avx2_kernels()
+        kernel_module.load_kernels()
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
 
@@ -239,100 +236,11 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_ret
 
     monkeypatch.setattr(kernel_module, "_failure", None)  # a new process: the FAILED file is enough
     with pytest.raises(BackendUnavailableError, match=r"failed to build earlier.*janus kernels build"):
-        kernel_module.avx2_kernels()
+        kernel_module.load_kernels()
     assert len(compiles) == 1
     with pytest.raises(BackendUnavailableError):
         kernel_module.build()  # asked for: tried again
     assert len(compiles) == 2
-
-
-def test_the_build_folder_is_keyed_by_what_the_binary_depends_on(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Another clone of the same code (the source at another path) shares the build; a changed source, torch
-    or compiler flags get a folder of their own, beside it."""
-    key = kernel_module.build_key()
-    assert kernel_module.build_dir().name.endswith(key)
-    clone = tmp_path / "clone" / "avx2_kernels.cpp"
-    clone.parent.mkdir()
-    clone.write_bytes(kernel_module.SOURCE.read_bytes())
-    monkeypatch.setattr(kernel_module, "SOURCE", clone)
-    assert kernel_module.build_key() == key
-    clone.write_bytes(clone.read_bytes() + b"\n// changed\n")
-    assert kernel_module.build_key() != key
-    monkeypatch.undo()
-    monkeypatch.setattr(torch, "__version__", "0.0.1")
-    assert kernel_module.build_key() != key
-    monkeypatch.undo()
-    monkeypatch.setattr(kernel_module, "CFLAGS", (*kernel_module.CFLAGS, "-DOTHER"))
-    assert kernel_module.build_key() != key
-
-
-def test_a_process_waits_for_anothers_build_and_says_so(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
-) -> None:
-    from filelock import FileLock
-
-    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
-    monkeypatch.setattr(kernel_module, "_module", None)  # restored after: build() sets it
-    monkeypatch.setattr(kernel_module, "_failure", None)
-    events: list[str] = []
-    monkeypatch.setattr(kernel_module, "_compile", lambda name, folder: events.append("compiled") or object())
-    folder = kernel_module.build_dir()
-    folder.mkdir(parents=True)
-    other = FileLock(str(folder / "janus.lock"))
-    other.acquire()  # another process is building
-    thread = threading.Thread(target=kernel_module.build)
-    with caplog.at_level(logging.WARNING):
-        thread.start()
-        deadline = time.monotonic() + 30
-        while "waiting for another process" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "waiting for another process building the AVX2 kernels" in caplog.text
-        assert events == []  # nothing built while the other build holds the lock
-        events.append("released")
-        other.release()
-        thread.join(30)
-    assert events == ["released", "compiled"]
-
-
-def test_a_build_killed_midway_does_not_block_later_ones(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """torch's own build lock, left by a killed build, would make every later load wait forever: it goes
-    once our lock is held."""
-    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: True)
-    folder = kernel_module.build_dir()
-    folder.mkdir(parents=True)
-    (folder / kernel_module.TORCH_BATON).touch()
-    seen: list[bool] = []
-
-    def compile_(name: str, where: Path) -> object:
-        seen.append((where / kernel_module.TORCH_BATON).exists())
-        return object()
-
-    monkeypatch.setattr(kernel_module, "_compile", compile_)
-    monkeypatch.setattr(kernel_module, "_module", None)
-    kernel_module.build()
-    assert seen == [False]
-
-
-def test_the_build_compiles_a_copy_of_the_source_inside_its_folder(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """ninja rebuilds when a source's path changes: compiling each clone's own file made two clones used in
-    turn rebuild each other, although their build folder (keyed by content) is the same."""
-    from torch.utils import cpp_extension
-
-    compiled: list[list[str]] = []
-    monkeypatch.setattr(cpp_extension, "load", lambda name, sources, **options: compiled.append(sources))
-    kernel_module._compile("janus_test", tmp_path)
-    kernel_module._compile("janus_test", tmp_path)
-    copy = tmp_path / kernel_module.SOURCE.name
-    assert compiled == [[str(copy)], [str(copy)]]
-    assert copy.read_bytes() == kernel_module.SOURCE.read_bytes()
 
 
 def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,15 +380,6 @@ def test_int8_pipeline_stays_close_to_the_reference() -> None:
     assert 1e-3 < float(error.mean()) < 0.05  # quantized (not float32-exact), yet close
     assert float((logits.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.95
     assert len(pipe.generate_image_codes("a red cube", n=1, seed=0)[0]) == 576
-
-
-def test_kernel_builds_wherever_avx2_and_a_compiler_are_present() -> None:
-    """Guards the skips above: on an AVX2 machine with a C++ compiler the kernel must build."""
-    import shutil
-
-    if not kernel_module.cpu_has_avx2() or shutil.which("c++") is None:
-        pytest.skip("no AVX2 CPU or no C++ compiler here")
-    kernel_module.build()  # tried even where an earlier build failed: the skips above must not hide a break
 
 
 def test_torch_path_computes_on_contiguous_rows(monkeypatch: pytest.MonkeyPatch, pinned: Pin) -> None:

@@ -50,11 +50,10 @@ from janus_adapters.transformers_interop.layout import (
     EXTRAS_FILE,
     OfficialView,
     open_official_view,
-    read_json,
-    read_optional_json,
 )
 from janus_sdk.checkpoint import CheckpointWeights, open_checkpoint, parse_size
 from janus_sdk.checkpoint.convert import swap_in_directory
+from janus_sdk.config.official import read_json, read_optional_json
 from janus_sdk.errors import CheckpointError, ConfigError
 
 Layout = Literal["official", "transformers"]
@@ -222,8 +221,8 @@ def _to_transformers(src: Path, weights: CheckpointWeights, out: Path, limit: in
     ids = _token_ids(tokenizer)
     _write_json(out / "config.json", meta.official_to_transformers(read_json(src / "config.json"), ids))
     _write_json(out / "generation_config.json", meta.generation_config(ids))
-    preprocessor = read_optional_json(src / "preprocessor_config.json")
-    processor = read_optional_json(src / "processor_config.json")
+    preprocessor = read_optional_json(src / "preprocessor_config.json") or {}
+    processor = read_optional_json(src / "processor_config.json") or {}
     JanusProcessor(
         image_processor=JanusImageProcessorPil(**meta.image_processor_kwargs(preprocessor)),
         tokenizer=tokenizer,

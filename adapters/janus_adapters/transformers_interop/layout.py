@@ -13,11 +13,9 @@ builds it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -27,7 +25,8 @@ from safetensors import SafetensorError, safe_open
 from janus_adapters.transformers_interop import config as meta
 from janus_adapters.transformers_interop import keymap
 from janus_sdk.checkpoint import open_checkpoint
-from janus_sdk.checkpoint.weights import USABLE_DTYPES
+from janus_sdk.checkpoint.weights import USABLE_DTYPES, ClosedOnExit
+from janus_sdk.config.official import read_json, read_optional_json
 from janus_sdk.errors import CheckpointError
 
 EXTRAS_FILE = "janus_official_extras.safetensors"
@@ -35,24 +34,6 @@ EXTRAS_FILE = "janus_official_extras.safetensors"
 TRANSFORMERS_MODEL_TYPE = "janus"
 ATTN_POOL_PREFIX = "vision_model.vision_tower.attn_pool."
 DEFAULT_NUM_IMAGE_TOKENS = 576
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file; CheckpointError naming the file when it is missing or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def read_optional_json(path: Path) -> dict[str, Any]:
-    """`read_json`, or {} when the file does not exist."""
-    return read_json(path) if path.exists() else {}
 
 
 def is_transformers_layout(directory: Path) -> bool:
@@ -71,7 +52,7 @@ def official_metadata(
     official = meta.transformers_to_official(hf_config, transformers.__version__)
     if not has_attn_pool:
         official["vision_config"]["params"]["global_pool"] = ""
-    processor = read_optional_json(directory / "processor_config.json")
+    processor = read_optional_json(directory / "processor_config.json") or {}
     image_processor = processor.get("image_processor")
     if not isinstance(image_processor, dict):
         image_processor = read_json(directory / "preprocessor_config.json")
@@ -83,7 +64,7 @@ def official_metadata(
     }
 
 
-class OfficialView:
+class OfficialView(ClosedOnExit):
     """The tensors of a transformers-layout checkpoint under the official names and shapes, read lazily.
 
     Offers the reading interface of `CheckpointWeights` (keys, shape_of, dtype_of, get, ...), so the SDK's
@@ -131,14 +112,6 @@ class OfficialView:
     def has_attn_pool(self) -> bool:
         """Whether the side file restores the official SigLIP attention-pool head."""
         return any(name.startswith(ATTN_POOL_PREFIX) for name in self._extra_names)
-
-    def __enter__(self) -> OfficialView:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Drop the open files (and their memory mappings, once no tensor from them is alive)."""

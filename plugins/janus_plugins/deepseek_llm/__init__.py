@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from janus_plugins.attention import SDPAAttention
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.model import DeepSeekLLM
 from janus_sdk.hookspecs import hookimpl
+from janus_sdk.plugins import attention_for
 from janus_sdk.registry import BuildContext, Register
 
 __all__ = ["DeepSeekLLM", "DeepSeekLLMConfig"]
@@ -13,8 +13,7 @@ __all__ = ["DeepSeekLLM", "DeepSeekLLMConfig"]
 
 def build_deepseek_llm(config: DeepSeekLLMConfig, context: BuildContext) -> DeepSeekLLM:
     """DeepSeek-LLM backbone (LLaMA architecture) with a static KV cache."""
-    attention = context.attention if context.attention is not None else SDPAAttention()
-    return DeepSeekLLM(config, attention)
+    return DeepSeekLLM(config, attention_for(context))
 
 
 @hookimpl

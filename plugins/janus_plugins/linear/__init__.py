@@ -1,9 +1,9 @@
 """Built-in plugin: linear backends, i.e. how the per-token linear layers compute.
 
 - `torch`: nn.Linear as it is (torch's own kernels);
-- `avx2`: the same weights streamed by a small AVX2 kernel (`avx2_kernels.cpp`, compiled on first use) at the
-  row counts where it measured faster than torch on this machine (`packed.py`; all of them up to 32 rows with
-  `measured: false`);
+- `avx2`: the same weights streamed by a small AVX2 kernel (`janus_plugins.cpu_kernels`, compiled on first
+  use) at the row counts where it measured faster than torch on this machine (`packed.py`; all of them up to
+  32 rows with `measured: false`);
 - `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
   `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
@@ -21,15 +21,11 @@ faster), else `torch`.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from janus_plugins.linear import kernels
-from janus_plugins.linear.int4 import Int4Backend, Int4Options
-from janus_plugins.linear.kernels import (
+from janus_plugins.cpu_kernels import (
     AVX2,
     AVX512,
     AVX512_FEATURES,
@@ -37,18 +33,14 @@ from janus_plugins.linear.kernels import (
     kernels_usable,
     require_kernels,
 )
+from janus_plugins.linear.int4 import Int4Backend, Int4Options
 from janus_plugins.linear.packed import PACK_BYTES, PackedLinear, pack_int8
+from janus_sdk.config import NoOptions
 from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
-
-
-class NoOptions(BaseModel):
-    """This backend takes no options."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class KernelOptions(BaseModel):
@@ -176,37 +168,3 @@ def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | Non
     if not kernels_usable(device, dtype, "linear 'auto' picks torch"):
         return None
     return "avx512" if AVX512 in kernel_isas() else "avx2"
-
-
-@hookimpl
-def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subcommands.add_parser(
-        "kernels",
-        help="where the CPU kernels are built, and build them now",
-        description="The CPU kernels (AVX2, with AVX-512 tiles) compile once per machine (source, torch and "
-        "Python versions) into "
-        "the janus-sdk cache folder. `janus kernels` shows where and whether they are built; `janus kernels "
-        "build` builds them now (e.g. in a Docker image or at install), trying again after a failed build.",
-        epilog="examples:\n  janus kernels\n  janus kernels build",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("action", nargs="?", choices=("status", "build"), default="status")
-    parser.set_defaults(handler=_kernels_command)
-
-
-def _kernels_command(args: argparse.Namespace) -> int:
-    if args.action == "build":
-        print(f"built: {kernels.build()}")
-        return 0
-    folder = kernels.build_dir()
-    failed = folder / kernels.FAILED
-    if failed.exists():
-        state = (
-            f"failed to build: {failed.read_text(encoding='utf-8').strip()} (`janus kernels build` retries)"
-        )
-    elif any(folder.glob("*.so")):
-        state = "built"
-    else:
-        state = "not built yet (built on first use, or now with `janus kernels build`)"
-    print(f"{folder}: {state}")
-    return 0

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from janus_plugins.linear.kernels import AVX512, avx2_kernels
+from janus_plugins.cpu_kernels import AVX512, load_kernels
 from janus_sdk import tuning
 from janus_sdk.compute import compute_dtype
 
@@ -86,7 +86,7 @@ class PackedLinear(nn.Module):
     def kernel(self, x: Tensor, isa: str) -> Tensor:
         """The kernel's `isa` build: reads each weight once for all rows."""
         rows = x.numel() // self.in_features
-        y: Tensor = avx2_kernels().linear(
+        y: Tensor = load_kernels().linear(
             x.reshape(rows, self.in_features),
             self.weight,
             _EMPTY if self.scale is None else self.scale,
@@ -125,7 +125,7 @@ class PackedLinear(nn.Module):
     def _measure(self, dtype: torch.dtype) -> dict[int, str]:
         """Row-count bucket -> the fastest path, over distinct weights of this layer's shape (made only when
         some bucket is not in the tuning cache yet)."""
-        avx2_kernels()  # built or loaded before anything is timed
+        load_kernels()  # built or loaded before anything is timed
         copies = functools.cache(lambda: _probe_copies(self))
         x = torch.randn(KERNEL_MAX_ROWS, self.in_features, dtype=dtype, generator=tuning.probe_generator())
         weights = "int8" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")

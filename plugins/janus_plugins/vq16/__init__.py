@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from janus_plugins.attention import SDPAAttention
 from janus_plugins.vq16.config import VQ16Config
 from janus_plugins.vq16.model import VQ16
 from janus_sdk.hookspecs import hookimpl
+from janus_sdk.plugins import attention_for
 from janus_sdk.registry import BuildContext, Register
 
 __all__ = ["VQ16", "VQ16Config", "build_vq16"]
@@ -13,8 +13,7 @@ __all__ = ["VQ16", "VQ16Config", "build_vq16"]
 
 def build_vq16(config: VQ16Config, context: BuildContext) -> VQ16:
     """VQ-16 tokenizer whose spatial attention runs on the pipeline's backend (SDPA when none is given)."""
-    attention = context.attention if context.attention is not None else SDPAAttention()
-    return VQ16(config, attention)
+    return VQ16(config, attention_for(context))
 
 
 @hookimpl

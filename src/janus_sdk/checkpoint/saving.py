@@ -25,7 +25,7 @@ import torch
 
 from janus_sdk.checkpoint.convert import copy_other_files, parse_size, shard_files, swap_in_directory
 from janus_sdk.checkpoint.weights import CONFIG_FILE, USABLE_DTYPES, detect_layout
-from janus_sdk.config.official import OFFICIAL_SLOTS, _read_json, official_to_pipeline_dict
+from janus_sdk.config.official import OFFICIAL_SLOTS, official_to_pipeline_dict, read_json
 from janus_sdk.config.pipeline import PipelineConfig
 from janus_sdk.errors import CheckpointError, ConfigError
 from janus_sdk.registry import Registry
@@ -146,7 +146,7 @@ def official_files(config: PipelineConfig, source: Path, registry: Registry, dty
         previous: PipelineConfig | None = PipelineConfig.parse(
             official_to_pipeline_dict(source), registry=registry
         )
-        stored = _read_json(source / CONFIG_FILE)
+        stored = read_json(source / CONFIG_FILE)
     except (CheckpointError, ConfigError):  # a layout a plugin reads: every file written anew
         previous, stored = None, {"architectures": ["MultiModalityCausalLM"], "model_type": "multi_modality"}
     main = dict(stored)
@@ -175,7 +175,7 @@ def official_files(config: PipelineConfig, source: Path, registry: Registry, dty
 
 def _optional_json(path: Path, previous: PipelineConfig | None) -> dict[str, Any]:
     """An official file's contents to update (its bookkeeping keys kept), or nothing to start from."""
-    return _read_json(path) if previous is not None and path.is_file() else {}
+    return read_json(path) if previous is not None and path.is_file() else {}
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -317,7 +317,25 @@ def open_checkpoint(directory: str | Path) -> CheckpointWeights:
     return CheckpointWeights(directory)
 
 
-class CheckpointWeights:
+_Source = TypeVar("_Source", bound="ClosedOnExit")
+
+
+class ClosedOnExit:
+    """`with source:` closes it at the end: the context-manager half that every WeightSource shares."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Source) -> _Source:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class CheckpointWeights(ClosedOnExit):
     """Lazy, read-only access to the tensors of a checkpoint directory.
 
     A file's header (safetensors) or pickle (.bin) is read on first use and kept until `close()`; no file
@@ -334,14 +352,6 @@ class CheckpointWeights:
         else:
             (only,) = self.layout.files
             self._file_of = dict.fromkeys(self._reader(only).keys(), only)
-
-    def __enter__(self) -> CheckpointWeights:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Forget the headers read so far (a later `get` reads them again)."""

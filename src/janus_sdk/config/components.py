@@ -25,6 +25,12 @@ class ComponentSpec(BaseModel):
     )
 
 
+class NoOptions(BaseModel):
+    """The params model of a component that takes none (`params: {}`), shared by every such plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 def bare_name(value: Any) -> Any:
     """A bare string stands for the component of that name with no params (`sampler: min-p`)."""
     return {"name": value} if isinstance(value, str) else value

@@ -40,11 +40,13 @@ _LLM_BOOKKEEPING = {
 _PROCESSOR_BOOKKEEPING = {"processor_class", "image_processor_type"}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON object file (config.json, processor_config.json, ...), in any layout;
+    CheckpointError naming the file when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint in the official layout needs it") from None
+        raise CheckpointError(f"{path} is missing: the checkpoint needs it") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
@@ -52,16 +54,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_optional_json(path: Path) -> dict[str, Any] | None:
+    """`read_json`, or None when the file does not exist."""
+    return read_json(path) if path.exists() else None
+
+
 def official_to_pipeline_dict(directory: Path) -> dict[str, Any]:
     """Map the official files of `directory` to PipelineConfig fields (unvalidated)."""
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
     optional = {
-        name: _read_json(directory / f"{name}.json") if (directory / f"{name}.json").exists() else None
+        name: read_optional_json(directory / f"{name}.json")
         for name in ("tokenizer_config", "preprocessor_config", "processor_config")
     }
     data = official_config_to_pipeline_dict(
-        _read_json(directory / "config.json"), source=str(directory / "config.json"), **optional
+        read_json(directory / "config.json"), source=str(directory / "config.json"), **optional
     )
     data["checkpoint"] = str(directory)
     return data

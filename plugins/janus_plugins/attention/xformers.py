@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from janus_plugins.attention import NoOptions, end_aligned_causal_mask
+from janus_plugins.attention import end_aligned_causal_mask
+from janus_sdk.config import NoOptions
 from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register

@@ -1,4 +1,5 @@
-"""The real architectures of released models, on the meta device: names, shapes and counts, no weights."""
+"""Released models (`janus info --preset`): their real architectures, built on the meta device from the
+official configs in `janus_sdk.config.presets`: names, shapes and counts, no weights."""
 
 from __future__ import annotations
 

@@ -1,12 +1,16 @@
-"""The decode-step kernels (avx2_kernels.cpp: linear layers, attention, layer ops, in AVX2, with AVX-512
-BF16/VNNI tiles for the linear layers), built once per machine.
- torch compiles the source with the machine's C++ compiler through ninja (about a minute). The build lives in
-the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the
-key a hash of everything the binary depends on: the source, the compiler flags, torch's and Python's versions,
-the architecture. Two clones, venvs or CI runs of the same code share one build and never rebuild each
-other's; a changed source builds beside the old one. A file lock makes concurrent processes wait for one build
-(saying so). A failed build is remembered (a `FAILED` file with the reason, in the same folder): one warning,
-then torch's path, in this process and later ones, until `janus kernels build` tries again.
+"""The CPU kernels for decode steps, built once per machine: a library the built-in plugins share (the
+`linear`, `cpu_attention` and DeepSeek-LLM layer-op plugins import it; it imports no plugin).
+
+One source per family beside this module: `linear.cpp` (weight-streaming matmuls in AVX2, with AVX-512
+BF16/VNNI tiles), `attention.cpp` (one query position over a KV cache), `layer_ops.cpp` (RMSNorm, rotary, SiLU
+gate), `bindings.cpp` (the Python module), `common.h`. torch compiles them with the machine's C++ compiler
+through ninja (about a minute) into one module. The build lives in the janus-sdk cache folder
+(`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the key a hash of everything the
+binary depends on: the sources, the compiler flags, torch's and Python's versions, the architecture. Two
+clones, venvs or CI runs of the same code share one build and never rebuild each other's; a changed source
+builds beside the old one. A file lock makes concurrent processes wait for one build (saying so). A failed
+build is remembered (a `FAILED` file with the reason, in the same folder): one warning, then torch's path, in
+this process and later ones, until `janus kernels build` tries again.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from janus_sdk.tuning import cache_dir
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("avx2_kernels.cpp")
-EXTENSION = "janus_avx2_kernels"
+HERE = Path(__file__).parent
+SOURCES = ("common.h", "linear.cpp", "attention.cpp", "layer_ops.cpp", "bindings.cpp")
+EXTENSION = "janus_cpu_kernels"
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 # OpenMP: at::parallel_for runs on torch's threads. No contraction of a * b + c into one FMA where the source
 # does not ask for it: the elementwise kernels round where torch rounds.
@@ -62,14 +67,14 @@ def cpu_has_avx512() -> bool:
 
 def kernel_isas() -> tuple[str, ...]:
     """The builds of the linear kernel this machine runs, narrowest first (the kernels must compile here)."""
-    module = avx2_kernels()
+    module = load_kernels()
     return (AVX2, AVX512) if cpu_has_avx512() and module.avx512_supported() else (AVX2,)
 
 
 def build_key() -> str:
-    """A hash of what the compiled module depends on: source, flags, torch, Python, architecture."""
+    """A hash of what the compiled module depends on: sources, flags, torch, Python, architecture."""
     facts = [
-        SOURCE.read_bytes(),
+        *(name.encode() + (HERE / name).read_bytes() for name in SOURCES),
         repr((CFLAGS, LDFLAGS)).encode(),
         torch.__version__.encode(),
         sys.version.encode(),
@@ -86,7 +91,7 @@ def build_dir() -> Path:
     return cache_dir() / "kernels" / f"{EXTENSION}-{build_key()}"
 
 
-def avx2_kernels() -> ModuleType:
+def load_kernels() -> ModuleType:
     """The compiled kernel module; BackendUnavailableError saying why when it cannot be had here (the same
     error again, without another try, once a build has failed)."""
     global _module, _failure
@@ -135,7 +140,7 @@ def _load(*, retry: bool) -> ModuleType:
     try:
         lock.acquire(timeout=1)
     except Timeout:
-        log.warning("janus-sdk: waiting for another process building the AVX2 kernels in %s", folder)
+        log.warning("janus-sdk: waiting for another process building the CPU kernels in %s", folder)
         lock.acquire()
     try:
         # Ours is the lock that counts: while we hold it no other build of this folder runs, so a baton of
@@ -143,7 +148,7 @@ def _load(*, retry: bool) -> ModuleType:
         (folder / TORCH_BATON).unlink(missing_ok=True)
         if not (folder / f"{name}.so").exists():  # a silent minute would look like a hang
             log.warning(
-                "janus-sdk: compiling the AVX2 kernels into %s (once per machine, about a minute)", folder
+                "janus-sdk: compiling the CPU kernels into %s (once per machine, about a minute)", folder
             )
         return _compile(name, folder)
     except (RuntimeError, OSError, ImportError) as exc:
@@ -158,17 +163,18 @@ def _load(*, retry: bool) -> ModuleType:
 
 
 def _compile(name: str, folder: Path) -> ModuleType:
-    """torch's build of the source, from a copy inside the build folder: ninja rebuilds whenever a source's
-    path changes, so compiling each clone's own file made two clones used in turn rebuild each other (the
+    """torch's build of the sources, from copies inside the build folder: ninja rebuilds whenever a source's
+    path changes, so compiling each clone's own files made two clones used in turn rebuild each other (the
     folder's key already pins the content)."""
     from torch.utils import cpp_extension
 
-    source = folder / SOURCE.name
-    if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
-        source.write_bytes(SOURCE.read_bytes())
+    for source in SOURCES:
+        copy, original = folder / source, (HERE / source).read_bytes()
+        if not copy.exists() or copy.read_bytes() != original:
+            copy.write_bytes(original)
     module: ModuleType = cpp_extension.load(
         name,
-        [str(source)],
+        [str(folder / source) for source in SOURCES if source.endswith(".cpp")],
         build_directory=str(folder),
         extra_cflags=list(CFLAGS),
         extra_ldflags=list(LDFLAGS),
@@ -185,7 +191,7 @@ def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alterna
             f"{kind} backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
             f"{str(dtype).removeprefix('torch.')}; use {kind} '{alternative}'"
         )
-    return avx2_kernels()
+    return load_kernels()
 
 
 _warned = False
@@ -198,7 +204,7 @@ def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> b
     if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
         return False
     try:
-        avx2_kernels()
+        load_kernels()
     except BackendUnavailableError as exc:
         if not _warned:
             _warned = True

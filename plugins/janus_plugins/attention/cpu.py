@@ -2,7 +2,7 @@
 
 A decode step attends one query position over the whole cache. torch's CPU kernels do that in bfloat16 at a
 small fraction of memory speed (about 4 ms per layer over 600 cached positions of 2 rows on an AVX2 EPYC, a
-third of a 1B step at the end of an image). The kernel in `janus_plugins/linear/avx2_kernels.cpp` reads each
+third of a 1B step at the end of an image). The kernel in `janus_plugins/cpu_kernels/attention.cpp` reads each
 cached key and value once, in float32 registers. Whether it does so faster than torch is measured per shape
 on first use (`janus_sdk.tuning`, family "decode-attention"): rows, heads, head size and the cache length
 rounded up to a power of two. Every other call (prefill, masks, other devices) is SDPA's.
@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from janus_plugins.attention import NoOptions, SDPAAttention, math_attention
-from janus_plugins.linear.kernels import avx2_kernels, kernels_usable, require_kernels
+from janus_plugins.attention import SDPAAttention, math_attention
+from janus_plugins.cpu_kernels import kernels_usable, load_kernels, require_kernels
 from janus_sdk import tuning
+from janus_sdk.config import NoOptions
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -40,7 +41,7 @@ class AVX2Attention(SDPAAttention):
     ) -> Tensor:
         single = q.shape[-2] == 1 and mask is None and q.device.type == "cpu" and q.shape[-1] % 8 == 0
         if single and kernel_wins(q, k):
-            out: Tensor = avx2_kernels().decode_attention(q, k, v, scale or q.shape[-1] ** -0.5)
+            out: Tensor = load_kernels().decode_attention(q, k, v, scale or q.shape[-1] ** -0.5)
             return out
         return super().attend(q, k, v, causal=causal, mask=mask, scale=scale)
 
@@ -55,7 +56,7 @@ def kernel_wins(q: Tensor, k: Tensor) -> bool:
 
 
 def _measure(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) -> bool:
-    kernels = avx2_kernels()
+    kernels = load_kernels()
     generator = tuning.probe_generator()
     q = torch.randn(batch, heads, 1, dim, dtype=dtype, generator=generator)
     k, v = (torch.randn(batch, heads, length, dim, dtype=dtype, generator=generator) for _ in range(2))

@@ -1,22 +1,18 @@
-"""Built-in plugin: attention backends needing nothing beyond torch (SDPA; eager math as reference)."""
+"""Built-in plugin: attention backends needing nothing beyond torch (SDPA; eager math as reference), and the
+masks and math the family's other backends share: `cpu` (the `avx2` decode kernel) and `xformers`, plugins of
+their own (entry points `cpu_attention`, `xformers`) in this package."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from janus_sdk.config import NoOptions
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
-
-
-class NoOptions(BaseModel):
-    """These backends take no options."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def end_aligned_causal_mask(tq: int, tk: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -65,7 +61,7 @@ class SDPAAttention:
         if tq == 1 and q.device.type == "cpu":
             return math_attention(q, k, v, mask, scale)  # one query sees every key: causal needs no mask
         prompt_on_cuda = causal and tq > 1 and q.is_cuda
-        if causal and tq != tk:
+        if causal and (tq != tk or mask is not None):  # SDPA takes is_causal or a mask, not both
             causal_mask = end_aligned_causal_mask(tq, tk, q.device, q.dtype)
             mask = causal_mask if mask is None else mask + causal_mask
             causal = False

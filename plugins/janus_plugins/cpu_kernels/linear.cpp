@@ -1,0 +1,405 @@
+// Weight-streaming matmuls for few rows (decode steps), y = x @ w.T (* scale) (+ bias).
+//
+// Each output row is a dot product of x with one weight row; a tile walks R weight rows once, feeding each
+// block of 16 weights to up to 3 rows of x, so the weights are read from memory once per call whatever the
+// number of rows (the rows of x stay in cache).
+// Weight formats:
+// - float32 and bfloat16, multiplied in float32 (bfloat16 is widened by interleaving with zeros, which
+//   permutes each block of 16; x is permuted the same way once per call);
+// - int8 with one float32 scale per output feature, multiplied in integers: x is quantized to int16 with one
+//   scale per row and block of kScaleBlock (relative error ~1e-5, far below bfloat16's) and `vpmaddwd` does 16
+//   multiply-adds per instruction with no conversion of the weights, where widening them to float32 first
+//   made int8 no faster than bfloat16 on Zen 1 (conversions and FMAs compete for the same ports).
+// The AVX-512 tiles (BF16, VNNI) are compiled for those extensions only, and called where the CPU has them.
+
+#include "common.h"
+
+namespace janus_kernels {
+namespace {
+
+constexpr int64_t kBlock = 16;       // weights per step; the in-features must be a multiple
+constexpr int64_t kScaleBlock = 512;  // int16 x: one scale per this many features; int32 sums cannot overflow
+                                      // below 4096 (16 * 2^31 / (2 * 127 * 32767))
+constexpr int kTileRows = 4;         // weight rows walked together
+constexpr int kMaxGroup = 3;         // rows of x per pass over a tile: 3 x 4 accumulators fit AVX2's 16 registers
+constexpr int64_t kChunk = 64;       // int8 weights: bytes of a row stored together (see packed_at)
+
+// int8 weights are packed (packed.py, pack_int8): each group of kTileRows rows is stored as chunks of kChunk
+// bytes, chunk c of every row of the group before chunk c + 1, so that a tile reads one contiguous run (with
+// rows read side by side, 2 KiB apart, a core streamed half as fast); rows past the last full group stay as
+// they are (R = 1: the same address). The in-features must be a multiple of kChunk.
+template <int R>
+inline const int8_t* packed_at(const int8_t* w, int64_t r, int64_t k) {
+  return w + (k / kChunk) * (R * kChunk) + r * kChunk + k % kChunk;
+}
+
+// Rows of x in float32 (for float32 and bfloat16 weights).
+struct FloatRows {
+  const float* data;
+  int64_t K;
+  FloatRows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+// Rows of x in int16, row m block b scaled by scale[m * blocks + b] (for int8 weights).
+struct Int16Rows {
+  const int16_t* data;
+  const float* scale;
+  int64_t K, blocks;
+  Int16Rows from(int64_t m) const { return {data + m * K, scale + m * blocks, K, blocks}; }
+};
+
+// Loads 16 weights as two float32 vectors, in the order the (possibly permuted) x expects.
+inline void widen(const float* w, __m256& lo, __m256& hi) {
+  lo = _mm256_loadu_ps(w);
+  hi = _mm256_loadu_ps(w + 8);
+}
+inline void widen(const uint16_t* w, __m256& lo, __m256& hi) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i zero = _mm256_setzero_si256();
+  lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));  // weights 0-3 and 8-11
+  hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));  // weights 4-7 and 12-15
+}
+
+// y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), in float32.
+template <int G, int R, typename W>
+inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m256 acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += kBlock) {
+    for (int r = 0; r < R; ++r) {  // one weight row at a time: G * R accumulators + 2 stay in registers
+      __m256 lo, hi;
+      widen(w + r * K + k, lo, hi);
+      for (int m = 0; m < G; ++m) {
+        acc[m][r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x.data + m * K + k), acc[m][r]);
+        acc[m][r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x.data + m * K + k + 8), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(acc[m][r]);
+}
+
+// The same for int16 x and int8 w: exact int32 sums per scale block, scaled and added up in float32.
+template <int G, int R>
+inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m256 total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m256i acc[G][R];
+    for (int m = 0; m < G; ++m)
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
+    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += kBlock) {
+      __m256i xv[G];
+      for (int m = 0; m < G; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
+      for (int r = 0; r < R; ++r) {
+        const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed_at<R>(w, r, k))));
+        for (int m = 0; m < G; ++m) acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const __m256 scale = _mm256_set1_ps(x.scale[m * x.blocks + b]);
+      for (int r = 0; r < R; ++r) total[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][r]), scale, total[m][r]);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(total[m][r]);
+}
+
+// The AVX2 tiles as a policy for the drivers below: kGroup rows of x per pass over kRows weight rows.
+struct Avx2Tiles {
+  static constexpr int kGroup = kMaxGroup;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile<G, R>(x, w, y, ldy); }
+};
+
+// The `left` (< G) rows of x that remain after the full groups, as one smaller tile.
+template <typename Tiles, int R, int G, typename X, typename W>
+void remaining_rows(const X& x, int64_t left, const W* w, float* y, int64_t N) {
+  if constexpr (G > 0) {
+    if (left == G) {
+      Tiles::template run<G, R>(x, w, y, N);
+    } else {
+      remaining_rows<Tiles, R, G - 1>(x, left, w, y, N);
+    }
+  }
+}
+
+// Every row of x against R consecutive weight rows, Tiles::kGroup rows of x per pass.
+template <typename Tiles, int R, typename X, typename W>
+void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {
+  int64_t m = 0;
+  for (; m + Tiles::kGroup <= M; m += Tiles::kGroup) Tiles::template run<Tiles::kGroup, R>(x.from(m), w, y + m * N, N);
+  remaining_rows<Tiles, R, Tiles::kGroup - 1>(x.from(m), M - m, w, y + m * N, N);
+}
+
+template <typename Tiles, typename X, typename W>
+void matmul(const X& x, int64_t M, const W* w, int64_t N, float* y) {
+  constexpr int R = Tiles::kRows;
+  const int64_t tiles = N / R;
+  at::parallel_for(0, tiles, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) weight_rows<Tiles, R>(x, M, w + t * R * x.K, y + t * R, N);
+  });
+  for (int64_t n = tiles * R; n < N; ++n) weight_rows<Tiles, 1>(x, M, w + n * x.K, y + n, N);
+}
+
+// x [M, K] float32 -> int16 with one scale per row and block of kScaleBlock (max |x| maps to 32767).
+Int16Rows quantize_rows(const float* x, int64_t M, int64_t K, std::vector<int16_t>& q, std::vector<float>& scale) {
+  const int64_t blocks = (K + kScaleBlock - 1) / kScaleBlock;
+  q.resize(M * K);
+  scale.resize(M * blocks);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = m * K + b * kScaleBlock, end = m * K + std::min(K, (b + 1) * kScaleBlock);
+      float top = 0.f;
+      for (int64_t i = begin; i < end; ++i) top = std::max(top, std::fabs(x[i]));
+      const float inverse = top > 0.f ? 32767.f / top : 0.f;
+      for (int64_t i = begin; i < end; ++i) q[i] = static_cast<int16_t>(std::lrint(x[i] * inverse));
+      scale[m * blocks + b] = top / 32767.f;
+    }
+  }
+  return {q.data(), scale.data(), K, blocks};
+}
+
+// ---- AVX-512 with AVX512-BF16 and AVX512-VNNI (Zen 4 and later, Cooper Lake / Sapphire Rapids and later):
+// the same weight streaming, no widening of the weights: `vdpbf16ps` multiplies 32 bfloat16 pairs into float32
+// sums (the products are exact, as in the AVX2 path), `vpdpbusd` 64 int8 weights by bytes of x's int16 values
+// (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are): no masked
+// loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
+// feeds each weight vector to 4 rows of x, so 8 rows (four images with guidance) stay near the memory's speed
+// where the AVX2 path is bound by its conversions and FMAs. Compiled for these extensions here only; called
+// only where the CPU reports them (`avx512_supported`), and chosen by measurement against the others.
+// x's int16 values as two unsigned bytes each, q = 256 * (hi - 128) + lo (for the AVX-512 int8 tiles).
+struct BytePairRows {
+  const uint8_t* lo;
+  const uint8_t* hi;
+  const float* scale;
+  int64_t K, blocks;
+  BytePairRows from(int64_t m) const { return {lo + m * K, hi + m * K, scale + m * blocks, K, blocks}; }
+};
+
+BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
+  lo.resize(M * q.K);
+  hi.resize(M * q.K);
+  for (int64_t i = 0; i < M * q.K; ++i) {
+    lo[i] = static_cast<uint8_t>(q.data[i] & 0xFF);
+    hi[i] = static_cast<uint8_t>((q.data[i] >> 8) + 128);
+  }
+  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
+}
+
+#if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
+#define JANUS_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+
+constexpr int64_t kLanes512 = 32;  // bfloat16 or int16 elements per register
+
+// Rows of x in bfloat16 (for bfloat16 weights).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t K;
+  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+template <int G, int R>
+inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m512 acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += kLanes512) {
+    __m512bh xv[G];
+    for (int m = 0; m < G; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x.data + m * K + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+      for (int m = 0; m < G; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv[m], wv);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+// int8 weights against x's int16 values split into bytes, q = 256 * (hi - 128) + lo with lo, hi unsigned:
+// `vpdpbusd` multiplies 64 unsigned x bytes by 64 signed weights per instruction with no widening, two passes
+// (lo, hi) per row of x, and one shared pass of 128s per weight vector takes the +128 of hi back out. Per scale
+// block every int32 sum is below 255 * 127 * 512 (exact); they are combined in float32.
+// vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
+inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+  return acc;
+}
+
+template <int G, int R>
+inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m512i lo[G][R], hi[G][R], shift[R];
+    for (int r = 0; r < R; ++r) {
+      shift[r] = _mm512_setzero_si512();
+      for (int m = 0; m < G; ++m) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
+    }
+    const int64_t end = std::min(K, (b + 1) * kScaleBlock);
+    for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {
+      __m512i xl[G], xh[G];
+      for (int m = 0; m < G; ++m) {
+        xl[m] = _mm512_loadu_si512(x.lo + m * K + k);
+        xh[m] = _mm512_loadu_si512(x.hi + m * K + k);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
+        shift[r] = dpbusd(shift[r], offset, wv);
+        for (int m = 0; m < G; ++m) {
+          lo[m][r] = dpbusd(lo[m][r], xl[m], wv);
+          hi[m][r] = dpbusd(hi[m][r], xh[m], wv);
+        }
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], shift[r]));
+        const __m512 exact = _mm512_fmadd_ps(high, _mm512_set1_ps(256.f), _mm512_cvtepi32_ps(lo[m][r]));
+        total[m][r] = _mm512_fmadd_ps(exact, scale, total[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
+}
+
+// The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
+// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 4 shifts, 2 x 2 rows of x bytes
+// and a weight vector.
+template <int Group, int Rows>
+struct Avx512Tiles {
+  static constexpr int kGroup = Group;
+  static constexpr int kRows = Rows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+};
+using Bf16Tiles = Avx512Tiles<4, 4>;
+using Int8Tiles = Avx512Tiles<2, 4>;
+static_assert(Bf16Tiles::kRows == kTileRows && Int8Tiles::kRows == kTileRows, "int8 weights are packed by kTileRows");
+
+#pragma GCC pop_options
+#endif
+
+// x [M, K] (float32 or bfloat16) as float32 rows for the kernel; for bfloat16 weights each block of 16 in the
+// lane order of widen(const uint16_t*): x0-3, x8-11, x4-7, x12-15.
+template <typename T>
+std::vector<float> float_rows(const T* x, int64_t M, int64_t K, bool bf16_lanes) {
+  std::vector<float> out(M * K);
+  for (int64_t i = 0; i < M * K; i += kBlock)
+    for (int64_t j = 0; j < kBlock; ++j) {
+      const int64_t from = bf16_lanes ? (j & 3) | ((j & 4) << 1) | ((j & 8) >> 1) : j;
+      out[i + j] = static_cast<float>(x[i + from]);
+    }
+  return out;
+}
+
+// out[m, n] = y[m, n] * scale[n] + bias[n] in out's dtype (scale, bias: float32, maybe null), 8 at a time: a
+// step's ~170 calls store a million values, which one at a time took ~1.5 ms of a 1B step.
+template <typename T>
+void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, T* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    int64_t n = 0;
+    for (; n + 8 <= N; n += 8) {
+      __m256 v = load8(y + m * N + n);
+      if (scale) v = _mm256_mul_ps(v, load8(scale + n));
+      if (bias) v = _mm256_add_ps(v, load8(bias + n));
+      store8(out + m * N + n, v);
+    }
+    for (; n < N; ++n) {
+      float v = y[m * N + n];
+      if (scale) v *= scale[n];
+      if (bias) v += bias[n];
+      out[m * N + n] = static_cast<T>(v);
+    }
+  }
+}
+
+}  // namespace
+
+// Whether this CPU (and its OS, which must save the 512-bit registers) runs the AVX-512 tiles.
+bool avx512_supported() {
+#ifdef JANUS_AVX512
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
+// x: [M, K] float32 or bfloat16; weight: [N, K] float32, bfloat16 or int8 (packed); scale: [N] float32 (int8 only,
+// else empty); bias: [N] or empty. Returns [M, N] in x's dtype. `avx512`: the AVX-512 tiles for bfloat16 x
+// against bfloat16 weights and for int8 weights (the AVX2 ones for the rest); needs avx512_supported().
+// Conversions happen here, not as torch ops: a decode step makes ~170 of these calls, and each torch op around
+// them costs tens of microseconds.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
+                  bool avx512) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "shapes do not match");
+  TORCH_CHECK(weight.is_contiguous() && weight.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "x must be float32 or bfloat16");
+  TORCH_CHECK(!avx512 || avx512_supported(), "this CPU does not run the AVX-512 (BF16, VNNI) kernels");
+  TORCH_CHECK(!avx512 || weight.size(1) % 64 == 0, "the AVX-512 kernels need K % 64 == 0");
+  TORCH_CHECK(weight.scalar_type() != at::kChar || weight.size(1) % kChunk == 0,
+              "int8 weights must be packed (pack_int8), with K % 64 == 0");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const at::Tensor xc = x.contiguous();
+  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  const std::unique_ptr<float[]> y(new float[M * N]);  // every element is written by the tiles
+  if (avx512 && bf16 && x.scalar_type() == at::kBFloat16) {
+#ifdef JANUS_AVX512
+    const Bf16Rows rows{reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>()), K};
+    matmul<Bf16Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y.get());
+#endif
+  } else {
+    const std::vector<float> xf = x.scalar_type() == at::kFloat ? float_rows(xc.data_ptr<float>(), M, K, bf16)
+                                                                   : float_rows(xc.data_ptr<at::BFloat16>(), M, K, bf16);
+    const FloatRows rows{xf.data(), K};
+    switch (weight.scalar_type()) {
+      case at::kFloat: matmul<Avx2Tiles>(rows, M, weight.data_ptr<float>(), N, y.get()); break;
+      case at::kBFloat16:
+        matmul<Avx2Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y.get());
+        break;
+      case at::kChar: {
+        std::vector<int16_t> q;
+        std::vector<float> q_scale;
+        const Int16Rows quantized = quantize_rows(xf.data(), M, K, q, q_scale);
+#ifdef JANUS_AVX512
+        if (avx512) {
+          std::vector<uint8_t> lo, hi;
+          matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y.get());
+          break;
+        }
+#endif
+        matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y.get());
+        break;
+      }
+      default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
+    }
+  }
+  const at::Tensor bias_f = bias.defined() && bias.numel() > 0 ? bias.to(at::kFloat).contiguous() : bias;
+  const float* scale_p = scale.defined() && scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
+  const float* bias_p = bias_f.defined() && bias_f.numel() > 0 ? bias_f.data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (x.scalar_type() == at::kFloat) {
+    store_rows(y.get(), scale_p, bias_p, M, N, out.data_ptr<float>());
+  } else {
+    store_rows(y.get(), scale_p, bias_p, M, N, out.data_ptr<at::BFloat16>());
+  }
+  return out;
+}
+
+}  // namespace janus_kernels
