@@ -1,19 +1,26 @@
-"""Shared fixtures: paths of the janus-tiny fixture, a fresh plugin host, the example plugin installed."""
+"""Shared fixtures: paths of the janus-tiny fixture, a fresh plugin host, the example plugin pip-installed
+into a folder of the session; `Pause` to hold a pipeline call at a chosen step."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import os
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from janus_sdk import tuning
 from janus_sdk.plugins import PluginHost
+
+if TYPE_CHECKING:
+    from janus_sdk.pipeline.decoding import Progress, ProgressCallback
+    from janus_sdk.pipeline.janus import JanusPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
@@ -60,27 +67,68 @@ def isolated_host() -> PluginHost:
 
 
 @pytest.fixture(scope="session")
-def example_plugin() -> Path:
-    """The example plugin distribution, pip-installed (editable) into the running environment.
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this session where pip installed the example plugin distribution (never into the running
+    environment, so `janus plugins` there is unchanged after the tests).
 
-    Installed once; a session that finds it installed from this checkout already reuses it. Code that must
-    see it through its entry point runs in a fresh interpreter (an install made by this process is not on
-    its sys.path).
+    On a fresh interpreter's PYTHONPATH (`example_plugin_env`) or on `sys.path`, the distribution is found
+    through its entry point like any installed one. pip builds from a copy of the source, so no build folder
+    is left in the checkout.
     """
-    if not _installed_from(EXAMPLE_PLUGIN):
-        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e"]
-        result = subprocess.run([*command, str(EXAMPLE_PLUGIN)], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, (
-            f"pip could not install {EXAMPLE_PLUGIN}:\n{result.stdout}{result.stderr}"
-        )
-    assert _installed_from(EXAMPLE_PLUGIN), f"{EXAMPLE_DISTRIBUTION} is not installed from {EXAMPLE_PLUGIN}"
-    return EXAMPLE_PLUGIN
+    root = tmp_path_factory.mktemp("example-plugin")
+    source, target = root / "source", root / "site-packages"
+    shutil.copytree(
+        EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
+    result = subprocess.run(
+        [*command, "--target", str(target), str(source)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"pip could not install {EXAMPLE_PLUGIN}:\n{result.stdout}{result.stderr}"
+    return target
 
 
-def _installed_from(source: Path) -> bool:
-    try:
-        dist = metadata.distribution(EXAMPLE_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return False
-    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
-    return bool(direct_url.get("url") == source.as_uri() and direct_url.get("dir_info", {}).get("editable"))
+@pytest.fixture
+def example_plugin_env(example_plugin: Path) -> dict[str, str]:
+    """The environment of a subprocess that sees the example plugin installed (its folder on PYTHONPATH)."""
+    paths = [str(example_plugin), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+class Pause:
+    """Inside the `with` block, the first call of `pipeline.<method>` that reaches progress step `at` waits
+    there (in its progress callback, on whichever thread runs it) until the block ends: what a server's client
+    sees mid-run, and what Stop or a disconnect does then, no longer depends on the machine's speed."""
+
+    def __init__(self, pipeline: JanusPipeline, method: str, at: int) -> None:
+        self.pipeline, self.method, self.at = pipeline, method, at
+        self._reached, self._go = threading.Event(), threading.Event()
+        self._ask: Callable[[], bool | None] = lambda: True
+
+    def wait_reached(self) -> None:
+        """Return once the held call waits at step `at`."""
+        assert self._reached.wait(60), f"the call never reached step {self.at} of {self.method}"
+
+    def cancelled_by_server(self) -> bool:
+        """Whether the held call's own progress callback now says stop (its job was cancelled)."""
+        return self._ask() is False
+
+    def __enter__(self) -> Pause:
+        original: Callable[..., Any] = getattr(self.pipeline, self.method)
+
+        def held(*args: Any, on_step: ProgressCallback, **kwargs: Any) -> Any:
+            def step(progress: Progress) -> bool | None:
+                if progress.step == self.at and not self._reached.is_set():
+                    self._ask = lambda: on_step(progress)
+                    self._reached.set()
+                    self._go.wait(60)
+                return on_step(progress)
+
+            return original(*args, on_step=step, **kwargs)
+
+        setattr(self.pipeline, self.method, held)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._go.set()
+        delattr(self.pipeline, self.method)

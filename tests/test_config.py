@@ -21,7 +21,7 @@ from janus_sdk.config.presets import OFFICIAL_CONFIGS, official_preset, preset_n
 from janus_sdk.config.schema import pipeline_json_schema
 from janus_sdk.errors import CheckpointError, ConfigError
 from janus_sdk.plugins import PluginHost, get_registry
-from test_registry import EncoderPlugin, plugged
+from toy_plugins import EncoderPlugin, plugged
 
 # -- every field is described, unknown keys are refused ------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from janus_sdk import JanusPipeline
-from test_hardening_inputs import INPUT_PNG, fast_pipeline
+from small_pipeline import INPUT_PNG, fast_pipeline
 
 QUESTION = "What is shown in this image?"
 
@@ -69,7 +69,7 @@ def test_same_seed_same_results_in_another_process(expected: dict[str, str], tmp
         "import json, sys\n"
         f"sys.path.insert(0, {str(tests)!r})\n"
         "from test_determinism import fingerprints\n"
-        "from test_hardening_inputs import fast_pipeline\n"
+        "from small_pipeline import fast_pipeline\n"
         "print(json.dumps(fingerprints(fast_pipeline())))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "4242"}

@@ -212,7 +212,7 @@ def _nonblank(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(REPO)) for p in RUNNABLE])
-def test_page_runs(page: Path, tmp_path: Path, example_plugin: Path) -> None:
+def test_page_runs(page: Path, tmp_path: Path, example_plugin_env: dict[str, str]) -> None:
     """Every runnable block of the page, in order, in a fresh interpreter (the example plugin installed)."""
     work = tmp_path / "work"
     work.mkdir()
@@ -220,7 +220,7 @@ def test_page_runs(page: Path, tmp_path: Path, example_plugin: Path) -> None:
         (work / name).symlink_to(REPO / name, target_is_directory=True)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan(page)), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JANUS_SDK_")}
+    env = {k: v for k, v in example_plugin_env.items() if not k.startswith("JANUS_SDK_")}
     # One thread: the tiny model's small matmuls get slower, not faster, with more threads on a busy machine.
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -1,6 +1,7 @@
-"""The example third-party plugin distribution (plugins/example-encoder): installed with pip, found through
-its entry point, listed by `janus plugins`, selectable in a PipelineConfig; its "patch-stats" encoder is
-parameter-free, deterministic and satisfies the VisualEncoder interface."""
+"""The example third-party plugin distribution (plugins/example-encoder): installed with pip (into a folder of
+the test session, not into the running environment), found through its entry point, listed by `janus plugins`,
+selectable in a PipelineConfig; its "patch-stats" encoder is parameter-free, deterministic and satisfies the
+VisualEncoder interface."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ TINY_ENCODER = {
 }  # the tiny checkpoint's aligner takes 32
 
 
-def python(code: str, *args: str) -> Any:
-    """Run `code` in a fresh interpreter (it sees what pip installed) and return the JSON it prints last."""
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+def python(code: str, *args: str, env: dict[str, str]) -> Any:
+    """Run `code` in a fresh interpreter with `env` and return the JSON it prints last."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -69,7 +72,8 @@ def loaded(variable, value):
 
 
 print(json.dumps({
-    "entry_points": [[ep.name, ep.value, ep.dist.name] for ep in metadata.entry_points(group="janus_sdk")
+    "entry_points": [[ep.name, ep.value, ep.dist.name, str(ep.dist.locate_file(""))]
+                     for ep in metadata.entry_points(group="janus_sdk")
                      if ep.dist.name == "janus-example-encoder"],
     "registration": [reg.name, reg.plugin, reg.distribution, list(reg.aliases)],
     "plugin": [info.distribution, info.version, info.module, info.components, info.errors],
@@ -81,9 +85,12 @@ print(json.dumps({
 """
 
 
-def test_installed_plugin_is_discovered_through_its_entry_point(example_plugin: Path) -> None:
-    found = python(DISCOVERY, str(CHECKPOINT), ENV_DISABLE_AUTOLOAD, ENV_ONLY)
-    assert found["entry_points"] == [[PLUGIN, "janus_example_encoder", EXAMPLE_DISTRIBUTION]]
+def test_installed_plugin_is_discovered_through_its_entry_point(
+    example_plugin: Path, example_plugin_env: dict[str, str]
+) -> None:
+    found = python(DISCOVERY, str(CHECKPOINT), ENV_DISABLE_AUTOLOAD, ENV_ONLY, env=example_plugin_env)
+    where = str(example_plugin)  # the copy pip installed, not the source tree
+    assert found["entry_points"] == [[PLUGIN, "janus_example_encoder", EXAMPLE_DISTRIBUTION, where]]
     assert found["registration"] == ["patch-stats", PLUGIN, EXAMPLE_DISTRIBUTION, ["PatchStatsEncoder"]]
     assert found["plugin"] == [
         EXAMPLE_DISTRIBUTION,
@@ -100,9 +107,11 @@ def test_installed_plugin_is_discovered_through_its_entry_point(example_plugin: 
     assert found["only"] == [[PLUGIN, EXAMPLE_DISTRIBUTION], ["siglip", BUILTIN_DISTRIBUTION]]
 
 
-def test_janus_plugins_json_lists_the_example_distribution(example_plugin: Path) -> None:
+def test_janus_plugins_json_lists_the_example_distribution(example_plugin_env: dict[str, str]) -> None:
     janus = Path(sys.executable).parent / "janus"
-    result = subprocess.run([str(janus), "plugins", "--json"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(janus), "plugins", "--json"], env=example_plugin_env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     listed = {p["name"]: p for p in json.loads(result.stdout)}
     entry = listed[PLUGIN]

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from janus_sdk import CheckpointError, JanusPipeline
 from janus_sdk.checkpoint import convert_to_safetensors
-from test_hardening_inputs import INPUT_PNG, fast_pipeline
+from small_pipeline import INPUT_PNG, fast_pipeline
 
 FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
 ST_DIR = FIXTURE / "checkpoint"

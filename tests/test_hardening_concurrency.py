@@ -14,7 +14,7 @@ import torch
 
 from janus_sdk import GenerationCancelled, JanusPipeline
 from janus_sdk.pipeline.decoding import Progress
-from test_hardening_inputs import INPUT_PNG, fast_pipeline
+from small_pipeline import INPUT_PNG, fast_pipeline
 
 T = TypeVar("T")
 QUESTION = "What is shown in this image?"

@@ -1,8 +1,9 @@
 """Hostile and unusual images through `load_image`, the `ImageProcessor` and `JanusPipeline.chat`.
 
 Every case either works like the official path (`Image.open(...).convert("RGB")`, then resize + pad) or raises
-InputError with a message naming the source and the problem; no PIL exception escapes, and nothing hangs
-(hypothesis deadlines, a bounded number of derandomised examples, no example database written).
+InputError with a message naming the source and the problem; no PIL exception escapes. A bounded number of
+derandomised examples, no example database written, and no time limit per example: what keeps a hostile image
+from running long is the pixel limit checked before decoding, which the tests assert as behaviour.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,11 @@ from PIL import Image, ImageFile, ImageOps
 from janus_sdk import InputError, JanusPipeline
 from janus_sdk.images import DEFAULT_MAX_PIXELS, IMAGE_FORMATS, load_image
 from janus_sdk.processing import ImageProcessor, ImageProcessorConfig
-from test_hardening_inputs import INPUT_PNG, fast_pipeline, model_must_not_run
+from small_pipeline import INPUT_PNG, fast_pipeline, model_must_not_run
 
 FUZZ = settings(
     max_examples=150,
-    deadline=timedelta(seconds=3),
+    deadline=None,
     database=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

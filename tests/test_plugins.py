@@ -4,13 +4,10 @@ distribution, the other plugins still load and the host keeps working."""
 
 from __future__ import annotations
 
-import textwrap
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,7 +26,15 @@ from janus_sdk.plugins import (
     get_component,
 )
 from janus_sdk.registry import BuildContext, Register
-from test_registry import EncoderPlugin, ToyConfig, build_toy, plugged
+from toy_plugins import (
+    EncoderPlugin,
+    FakeEntryPoint,
+    RaisingPlugin,
+    ToyConfig,
+    build_toy,
+    entry_point,
+    plugged,
+)
 
 # -- fake entry points ---------------------------------------------------------------------------------
 
@@ -53,19 +58,6 @@ def register_visual_encoders(register):
 """
 
 
-@dataclass
-class FakeEntryPoint:
-    """What the host reads from an entry point: its name, value, distribution and `load()`."""
-
-    name: str
-    value: str
-    dist: Any
-    group: str = ENTRY_POINT_GROUP
-
-    def load(self) -> Any:
-        return metadata.EntryPoint(self.name, self.value, self.group).load()
-
-
 @pytest.fixture
 def fake_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[FakeEntryPoint]]:
     """The `janus_sdk` entry points the host sees: fill the list with `entry_point(...)` before loading."""
@@ -75,13 +67,6 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     eps: list[FakeEntryPoint] = []
     monkeypatch.setattr(metadata, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
     yield eps
-
-
-def entry_point(tmp_path: Path, name: str, source: str, dist: str = "third-party") -> FakeEntryPoint:
-    """An entry point `name` of distribution `dist` whose module has `source` as its code."""
-    module = f"fake_plugin_{name}"
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-    return FakeEntryPoint(name, module, SimpleNamespace(name=dist, version="2.0"))
 
 
 def plugin_names(host: PluginHost) -> set[str]:
@@ -226,6 +211,7 @@ def test_disable_autoload_skips_the_installed_example_plugin(
     example_plugin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a real third-party distribution installed, only janus-sdk's own plugins load."""
+    monkeypatch.syspath_prepend(str(example_plugin))
     eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     assert any(ep.dist is not None and ep.dist.name == "janus-example-encoder" for ep in eps)
     monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, "1")
@@ -238,22 +224,6 @@ def test_disable_autoload_skips_the_installed_example_plugin(
 
 
 # -- broken hooks and invalid registrations ------------------------------------------------------------
-
-
-class RaisingPlugin:
-    """Raises in one hook, registers a sampler fine in another."""
-
-    @hookimpl
-    def register_visual_encoders(self, register: Register) -> None:
-        raise RuntimeError("encoder table is corrupt")
-
-    @hookimpl
-    def register_samplers(self, register: Register) -> None:
-        register(
-            "toy-sampler",
-            lambda config, context: lambda logits, generator: logits.argmax(-1),
-            config=ToyConfig,
-        )
 
 
 def test_hook_that_raises_is_reported_and_the_rest_still_works(isolated_host: PluginHost) -> None:

@@ -3,17 +3,12 @@ overrides (in both registration orders), unknown names, and the interface check 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
-from typing import Any
 
 import pytest
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from janus_sdk.errors import ConfigError, InputError, PluginError, UnknownComponentError
-from janus_sdk.hookspecs import hookimpl
 from janus_sdk.interfaces import VisualEncoder
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.plugins import (
@@ -23,65 +18,8 @@ from janus_sdk.plugins import (
     get_plugin_host,
     get_registry,
 )
-from janus_sdk.registry import BuildContext, Register
-
-# -- toy components and plugins ------------------------------------------------------------------------
-
-
-class ToyConfig(BaseModel):
-    """Options of the toy encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    width: int = Field(default=8, gt=0, description="Feature width.")
-
-
-class ToyEncoder:
-    """Satisfies VisualEncoder: 4 tokens of `width` features per image."""
-
-    image_size = 32
-    num_tokens = 4
-
-    def __init__(self, width: int) -> None:
-        self.feature_dim = width
-
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(pixel_values.shape[0], self.num_tokens, self.feature_dim)
-
-
-def build_toy(config: ToyConfig, context: BuildContext) -> ToyEncoder:
-    """A toy encoder."""
-    return ToyEncoder(config.width)
-
-
-class EncoderPlugin:
-    """Registers one visual encoder under `name` (with `aliases`), optionally as an override."""
-
-    def __init__(
-        self,
-        name: str = "toy",
-        aliases: tuple[str, ...] = (),
-        override: bool = False,
-        factory: Any = build_toy,
-    ) -> None:
-        self.name, self.aliases, self.override, self.factory = name, aliases, override, factory
-
-    @hookimpl
-    def register_visual_encoders(self, register: Register) -> None:
-        register(self.name, self.factory, config=ToyConfig, aliases=self.aliases, override=self.override)
-
-
-@contextmanager
-def plugged(host: PluginHost, *plugins: tuple[str, object]) -> Iterator[PluginHost]:
-    """Register (name, plugin) pairs in this order on `host`; always unregister them again."""
-    try:
-        for name, plugin in plugins:
-            host.register(plugin, name, distribution=f"{name}-dist", version="1.0")
-        yield host
-    finally:
-        for name, _ in plugins:
-            host.unregister(name)
-
+from janus_sdk.registry import BuildContext
+from toy_plugins import EncoderPlugin, ToyConfig, ToyEncoder, plugged
 
 # -- built-ins: aliases and entry points ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from janus_sdk.pipeline.decoding import Progress
 from janus_sdk.pipeline.janus import merge_settings
 from janus_sdk.plugins import PluginHost
 from janus_sdk.registry import BuildContext, Register
-from test_hardening_inputs import fast_pipeline
+from small_pipeline import fast_pipeline
 
 # -- the shorthand rule --------------------------------------------------------------------------------
 

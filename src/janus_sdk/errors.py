@@ -28,6 +28,18 @@ class InputError(JanusError, ValueError):
     """A prompt, image or generation parameter given to a pipeline is invalid."""
 
 
+class ImageTooLargeError(InputError):
+    """An image has more pixels than the caller's limit (checked from its header, before decoding): `name`,
+    its `width` x `height` and the `limit`, for callers that word the fix their own way (a server's flag)."""
+
+    def __init__(self, name: str, width: int, height: int, limit: int) -> None:
+        self.name, self.width, self.height, self.limit = name, width, height, limit
+        super().__init__(
+            f"{name} has {width}x{height} = {width * height:,} pixels, more than the limit of {limit:,} "
+            f"(pass a larger max_pixels if the image is trusted)"
+        )
+
+
 class BackendUnavailableError(JanusError):
     """An attention backend (or other accelerated path) cannot run on this device, dtype or install."""
 

@@ -29,7 +29,7 @@ from typing import IO, TypeAlias
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from janus_sdk.errors import InputError
+from janus_sdk.errors import ImageTooLargeError, InputError
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
 """What `load_image` accepts: a file path, the encoded file's bytes, or an already opened PIL image."""
@@ -149,7 +149,4 @@ def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise InputError(f"{name} has zero size ({width}x{height} pixels)")
     if width * height > max_pixels:
-        raise InputError(
-            f"{name} has {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,} "
-            f"(pass a larger max_pixels if the image is trusted)"
-        )
+        raise ImageTooLargeError(name, width, height, max_pixels)

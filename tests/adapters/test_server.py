@@ -13,12 +13,13 @@ import http.client
 import http.server
 import io
 import json
+import shutil
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from conftest import Pause
 from janus_adapters.server import ServerSettings, create_app, serve_in_thread
 from janus_sdk.pipeline.janus import JanusPipeline
 
@@ -112,14 +114,46 @@ def wait_for(predicate: Any, timeout: float = 60.0) -> None:
 
 
 # -- discovery ---------------------------------------------------------------------------------------------
-def test_models_health_and_openapi(client: openai.OpenAI, base_url: str) -> None:
+def test_models_health_and_openapi(client: openai.OpenAI, base_url: str, pipeline: JanusPipeline) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
     assert client.models.retrieve(MODEL).id == MODEL
     status = health(base_url)
     assert status["status"] == "ok" and status["model"] == MODEL and status["auth"] is False
+    assert status["parameters"] == sum(pipeline.model.parameter_counts().values())
+    assert status["test_model"] is True  # janus-tiny: 6 million random parameters
+    assert status["limits"] == {"max_n": 2, "max_tokens": 64, "default_max_tokens": 512, "max_chat_images": 2}
     with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as response:
         paths = json.loads(response.read())["paths"]
     assert {"/v1/chat/completions", "/v1/images/generations", "/v1/models", "/health"} <= set(paths)
+
+
+def test_the_model_is_named_after_its_checkpoint_unless_the_operator_names_it(
+    pipeline: JanusPipeline,
+) -> None:
+    """janus-tiny's folder gives no other name (no Hub id, model card or _name_or_path): its folder's name."""
+    with serve_in_thread(create_app(pipeline)) as url:
+        served = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in served.models.list()] == ["checkpoint"]
+        reply = served.chat.completions.create(
+            model="checkpoint", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert reply.model == "checkpoint"
+        with pytest.raises(openai.NotFoundError, match="this server serves 'checkpoint'"):
+            served.models.retrieve(MODEL)
+
+
+def test_a_model_loaded_by_hub_id_is_served_under_that_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the Hub's cache (offline): the pipeline's files sit in a snapshot folder named by commit."""
+    repo = tmp_path / "hub" / "models--janus-tests--janus-tiny"
+    shutil.copytree(CHECKPOINT, repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipeline = JanusPipeline.from_pretrained("janus-tests/janus-tiny", device="cpu")
+    assert create_app(pipeline).state.janus.model.name == "janus-tests/janus-tiny"
 
 
 # -- chat --------------------------------------------------------------------------------------------------
@@ -245,6 +279,58 @@ def test_multi_turn_conversation_with_system_prompt(client: openai.OpenAI, pipel
     assert reply.choices[0].message.content == pipeline.chat(messages=messages, max_new_tokens=6)
 
 
+def test_langchain_chat_openai_streamed_and_not_with_usage(
+    base_url: str, pipeline: JanusPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second real client: LangChain's ChatOpenAI, with an image, whole and streamed, usage included."""
+    from langchain_core.messages import AIMessageChunk, HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    for variable in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):  # no traces sent anywhere
+        monkeypatch.delenv(variable, raising=False)
+
+    llm = ChatOpenAI(
+        model=MODEL,
+        base_url=f"{base_url}/v1",
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_completion_tokens=6,
+        max_retries=0,
+        timeout=120,
+        stream_usage=True,
+    )
+    question = HumanMessage(
+        content=[
+            {"type": "image_url", "image_url": {"url": image_uri()}},
+            {"type": "text", "text": "What is this?"},
+        ]
+    )
+    stream = pipeline.stream_chat("What is this?", images=[INPUT_PNG], max_new_tokens=6)
+    expected = "".join(stream)
+    usage = {
+        "input_tokens": stream.usage.prompt_tokens,
+        "output_tokens": 6,
+        "total_tokens": stream.usage.prompt_tokens + 6,
+    }
+
+    reply = llm.invoke([question])
+    assert reply.content == expected and expected
+    assert reply.usage_metadata is not None and dict(reply.usage_metadata).items() >= usage.items()
+    assert reply.response_metadata["finish_reason"] == "length"
+    assert reply.response_metadata["model_name"] == MODEL
+
+    chunks = list(llm.stream([question]))
+    assert len(chunks) > 2  # streamed: the role, pieces of text, the finish and the usage
+    whole = AIMessageChunk(content="")
+    for chunk in chunks:
+        whole += chunk
+    assert whole.content == expected
+    assert whole.usage_metadata is not None and dict(whole.usage_metadata).items() >= usage.items()
+
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        llm.model_copy(update={"model_name": "gpt-4o"}).invoke("hi")
+
+
 # -- images ------------------------------------------------------------------------------------------------
 def test_image_generation_equals_the_library_images(client: openai.OpenAI, pipeline: JanusPipeline) -> None:
     result = client.images.generate(
@@ -323,7 +409,7 @@ def big_png_uri(side: int) -> str:
             chat_body(messages=with_image(big_png_uri(1001))),
             400,
             "messages[0].content[0].image_url",
-            "invalid_image",
+            "image_too_large",
         ),
         ("chat/completions", chat_body(max_tokens=65), 400, "max_tokens", "limit_exceeded"),
         ("chat/completions", chat_body(model="gpt-4o"), 404, "model", "model_not_found"),
@@ -468,10 +554,8 @@ def test_bounded_load_every_request_gets_exactly_one_answer(base_url: str) -> No
             assert error.body is not None and error.body["code"] == "queue_full"  # type: ignore[index]
             return "chat", 429
 
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=count) as pool:
-        answers = list(pool.map(one, range(count), timeout=120))
-    assert time.monotonic() - started < 120
+        answers = list(pool.map(one, range(count)))
     assert len(answers) == count
     statuses = [status for kind, status in answers if kind == "chat"]
     assert set(statuses) == {200, 429}, "expected both served and refused requests under this load"
@@ -482,59 +566,57 @@ def test_bounded_load_every_request_gets_exactly_one_answer(base_url: str) -> No
     assert (after["waiting"], after["running"]) == (0, False)
 
 
-def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str) -> None:
-    """A streamed 2-image generation is dropped after its first progress events: it stops at once, the request
-    queued behind it runs soon after, and a client that gives up while queued has its job skipped."""
+def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str, pipeline: JanusPipeline) -> None:
+    """A streamed 2-image generation, held at its 30th token, is dropped by its client: it stops there
+    (counted as cancelled; run to its end it would count as completed), the request queued behind it is
+    answered, and a client that gave up while queued has its job skipped."""
     before = health(base_url)["queue"]
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-    conn.request(
-        "POST",
-        "/v1/images/generations",
-        json.dumps({"model": MODEL, "prompt": "a lighthouse", "n": 2, "stream": True}),
-        {"Content-Type": "application/json"},
-    )
-    response = conn.getresponse()
-    assert response.status == 200
-    steps: list[tuple[float, dict[str, Any]]] = []
-    while len(steps) < 3:
-        line = response.readline().decode().strip()
-        if line.startswith("data: "):
-            event = json.loads(line[6:])
-            assert event["type"] == "janus.progress" and event["n"] == 2
-            steps.append((time.monotonic(), event))
-    (t0, first), (t1, last) = steps[0], steps[-1]
-    seconds_per_step = (t1 - t0) / max(1, last["step"] - first["step"])
-    remaining = seconds_per_step * (2 * last["total"] - last["step"])
-
-    # a client that gives up while queued behind the generation
-    quitter = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=0.5)
-    with pytest.raises(openai.APITimeoutError):
-        quitter.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "late"}], max_tokens=2
+    with Pause(pipeline, "generate_images", at=30) as held:
+        conn.request(
+            "POST",
+            "/v1/images/generations",
+            json.dumps({"model": MODEL, "prompt": "a lighthouse", "n": 2, "stream": True}),
+            {"Content-Type": "application/json"},
         )
-    # a patient one queued behind it
-    answer: dict[str, Any] = {}
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    waiter = threading.Thread(
-        target=lambda: answer.update(
-            reply=client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2
+        response = conn.getresponse()
+        assert response.status == 200
+        steps: list[dict[str, Any]] = []
+        while len(steps) < 3:
+            line = response.readline().decode().strip()
+            if line.startswith("data: "):
+                steps.append(json.loads(line[6:]))
+        assert all(e["type"] == "janus.progress" and (e["n"], e["finished"]) == (2, 0) for e in steps)
+        held.wait_reached()
+
+        # a client that gives up while queued behind the generation
+        quitter = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            quitter.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "late"}], max_tokens=2
+            )
+        # a patient one queued behind it
+        answer: dict[str, Any] = {}
+        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+        waiter = threading.Thread(
+            target=lambda: answer.update(
+                reply=client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "next"}], max_tokens=2
+                )
             )
         )
-    )
-    waiter.start()
-    wait_for(lambda: health(base_url)["queue"]["waiting"] >= 2, timeout=10)  # the quitter's and this one
+        waiter.start()
+        wait_for(lambda: health(base_url)["queue"]["waiting"] >= 2)  # the quitter's and this one
 
-    dropped = time.monotonic()
-    response.close()
-    conn.close()
+        response.close()
+        conn.close()
+        wait_for(held.cancelled_by_server)
     waiter.join(timeout=120)
-    waited = time.monotonic() - dropped
     assert "reply" in answer
-    assert waited < max(2.0, remaining / 2), f"the worker was busy {waited:.1f}s after the disconnect"
     after = health(base_url)["queue"]
     assert after["cancelled"] - before["cancelled"] == 2  # the generation and the quitter's queued chat
+    assert after["completed"] - before["completed"] == 1  # the patient chat only
     assert (after["waiting"], after["running"]) == (0, False)
 
 
@@ -551,8 +633,8 @@ def test_body_limit_counts_a_body_sent_without_a_declared_length() -> None:
     async def receive() -> dict[str, Any]:
         return chunks.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     asyncio.run(BodyLimit(app, max_bytes=1000)({"type": "http", "headers": []}, receive, send))
     assert sent[0]["status"] == 413

@@ -1,4 +1,5 @@
-"""The server's parts without a server: request mapping, image inputs, the bind rule and the job queue."""
+"""The server's parts without a server: the model's name, request mapping, image inputs, the bind rule and the
+job queue."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from pydantic import SecretStr
 
 from janus_adapters.server.chat import _Reply, generation_settings, to_janus_messages
 from janus_adapters.server.errors import APIError, field_path, from_exception
+from janus_adapters.server.identity import TEST_MODEL_PARAMETERS, ServedModel, checkpoint_name
 from janus_adapters.server.inputs import load_image_url
 from janus_adapters.server.schemas import ChatCompletionRequest
 from janus_adapters.server.security import check_bind, is_loopback
@@ -38,6 +41,74 @@ def request(**fields: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
     )
+
+
+# -- the model's name --------------------------------------------------------------------------------------
+def checkpoint(root: Path, name: str = "weights", readme: str | None = None, config: Any = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if readme is not None:
+        (folder / "README.md").write_text(readme, encoding="utf-8")
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def test_a_hub_id_names_the_model_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    assert checkpoint_name("deepseek-ai/Janus-Pro-1B") == "deepseek-ai/Janus-Pro-1B"
+
+
+def test_a_snapshot_of_the_hub_cache_is_named_by_its_repo(tmp_path: Path) -> None:
+    snapshot = checkpoint(tmp_path, "hub/models--deepseek-ai--Janus-Pro-1B/snapshots/0123abcd")
+    assert checkpoint_name(snapshot) == "deepseek-ai/Janus-Pro-1B"
+    assert checkpoint_name(checkpoint(tmp_path, "models--solo/snapshots/abc")) == "solo"
+
+
+@pytest.mark.parametrize(
+    ("readme", "expected"),
+    [
+        ("---\nlicense: mit\nmodel_name: my-janus\n---\n# Card\n", "my-janus"),
+        ("---\nmodel-index:\n- name: janus-ft\n  results: []\n---\n", "janus-ft"),
+        ("---\r\nmodel_name: crlf-card\r\n---\r\n", "crlf-card"),
+        ("---\nlicense: mit\n---\n", "weights"),  # metadata without a name
+        ("# A card without metadata\nmodel_name: not-metadata\n", "weights"),
+        ("---\nmodel_name: [unclosed\n---\n", "weights"),  # broken YAML is no name
+        ("---\nmodel_name: '  '\n---\n", "weights"),
+    ],
+)
+def test_a_model_card_names_the_model(tmp_path: Path, readme: str, expected: str) -> None:
+    assert checkpoint_name(checkpoint(tmp_path, readme=readme)) == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"_name_or_path": "deepseek-ai/Janus-Pro-7B"}, "deepseek-ai/Janus-Pro-7B"),
+        ({"_name_or_path": "/home/me/models/janus"}, "weights"),  # a local path says nothing
+        ({"_name_or_path": "./janus"}, "weights"),
+        ({"_name_or_path": "org--x/name"}, "weights"),  # not a repo id
+        ({"_name_or_path": ""}, "weights"),
+        ({"model_type": "multi_modality"}, "weights"),
+        (["not", "an", "object"], "weights"),
+    ],
+)
+def test_config_names_the_hub_repo_it_came_from(tmp_path: Path, config: Any, expected: str) -> None:
+    assert checkpoint_name(checkpoint(tmp_path, config=config)) == expected
+
+
+def test_the_card_comes_before_the_config_and_the_folder_name_is_last(tmp_path: Path) -> None:
+    both = checkpoint(
+        tmp_path, readme="---\nmodel_name: card-name\n---\n", config={"_name_or_path": "org/config-name"}
+    )
+    assert checkpoint_name(both) == "card-name"
+    assert checkpoint_name(f"{checkpoint(tmp_path, 'Janus-Pro-1B')}/") == "Janus-Pro-1B"
+
+
+def test_a_test_model_is_one_smaller_than_any_trained_janus() -> None:
+    assert ServedModel("tiny", 6_080_011).test_model
+    assert ServedModel("tiny", TEST_MODEL_PARAMETERS - 1).test_model
+    assert not ServedModel("pro-1b", 2_000_000_000).test_model
 
 
 # -- request mapping ---------------------------------------------------------------------------------------
@@ -174,9 +245,13 @@ def test_bad_image_urls_are_400_naming_the_part(url: str, code: str) -> None:
     )
 
 
-def test_pixel_limit_is_checked() -> None:
-    with pytest.raises(APIError, match="pixels"):
+def test_pixel_limit_is_checked_and_the_fix_is_worded_for_a_client() -> None:
+    """The library's advice (pass a larger max_pixels) means nothing to a client of the server."""
+    with pytest.raises(APIError) as refused:
         load_image_url(png_uri(100, 100), ServerSettings(max_image_pixels=5000), "p")
+    assert refused.value.code == "image_too_large"
+    assert "100x100 = 10,000 pixels, more than this server accepts (5,000)" in str(refused.value)
+    assert "--max-image-pixels" in str(refused.value) and "max_pixels" not in str(refused.value)
     assert load_image_url(png_uri(50, 100), ServerSettings(max_image_pixels=5000), "p").size == (50, 100)
 
 

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from janus_adapters.server.chat import chat_router
 from janus_adapters.server.errors import install_error_handlers
+from janus_adapters.server.identity import ServedModel, checkpoint_name
 from janus_adapters.server.images import images_router
 from janus_adapters.server.schemas import ModelCard, ModelList
 from janus_adapters.server.security import BodyLimit, api_key_dependency
@@ -21,11 +22,14 @@ from janus_adapters.server.worker import Worker
 from janus_adapters.web import STATIC_DIR
 from janus_sdk.pipeline.janus import JanusPipeline
 
+PAGE_LIMITS = {"max_n", "max_tokens", "default_max_tokens", "max_chat_images"}
+"""The limits /health reports, so that the web page's inputs stay within them."""
+
 
 def create_app(pipeline: JanusPipeline, settings: ServerSettings | None = None) -> FastAPI:
     """An app serving `pipeline`; its worker thread runs between the app's startup and shutdown."""
     settings = settings or ServerSettings()
-    state = ServerState(pipeline, settings, Worker(settings.max_queue))
+    state = ServerState(pipeline, served_model(pipeline, settings), settings, Worker(settings.max_queue))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -64,11 +68,15 @@ def create_app(pipeline: JanusPipeline, settings: ServerSettings | None = None) 
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, the queue and request counters; never needs the API key."""
+        """Liveness, the model (and whether it is a test model), the limits, the queue and request counters;
+        never needs the API key (the web page reads it before it has one)."""
         return {
             "status": "ok",
-            "model": settings.model_name,
+            "model": state.model.name,
+            "parameters": state.model.parameters,
+            "test_model": state.model.test_model,
             "auth": settings.api_key is not None,
+            "limits": settings.model_dump(include=PAGE_LIMITS),
             "queue": state.worker.status(),
         }
 
@@ -82,5 +90,11 @@ def create_app(pipeline: JanusPipeline, settings: ServerSettings | None = None) 
     return app
 
 
+def served_model(pipeline: JanusPipeline, settings: ServerSettings) -> ServedModel:
+    """The model as clients see it: named by the operator, else by the checkpoint (see `identity`)."""
+    name = settings.model_name or checkpoint_name(pipeline.config.checkpoint or "janus")
+    return ServedModel(name, sum(pipeline.model.parameter_counts().values()))
+
+
 def _card(state: ServerState) -> ModelCard:
-    return ModelCard(id=state.settings.model_name, created=state.created)
+    return ModelCard(id=state.model.name, created=state.created)

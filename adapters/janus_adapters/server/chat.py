@@ -72,7 +72,7 @@ def chat_router(state: ServerState) -> APIRouter:
         job = state.submit(work)
         first = await state.next_event(job, request)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        reply = _Reply(state.settings.model_name, include_usage=include_usage)
+        reply = _Reply(state.model.name, include_usage=include_usage)
         if body.stream:
             return state.stream(job, first, reply.chunks)
         return reply.completion(await state.collect(job, request, first))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from janus_adapters.server.errors import APIError
 from janus_adapters.server.settings import ServerSettings
-from janus_sdk.errors import InputError
+from janus_sdk.errors import ImageTooLargeError, InputError
 from janus_sdk.images import load_image
 
 
@@ -43,6 +43,15 @@ def load_image_url(url: str, settings: ServerSettings, param: str) -> Image.Imag
         )
     try:
         return load_image(data, max_pixels=settings.max_image_pixels)
+    except ImageTooLargeError as exc:
+        raise APIError(
+            400,
+            f"{param}: the image has {exc.width}x{exc.height} = {exc.width * exc.height:,} pixels, more "
+            f"than this server accepts ({exc.limit:,}); send a smaller image (the server's operator sets the "
+            "limit with `janus serve --max-image-pixels`)",
+            param=param,
+            code="image_too_large",
+        ) from None
     except InputError as exc:
         raise APIError(400, f"{param}: {exc}", param=param, code="invalid_image") from None
 

@@ -17,10 +17,11 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_name: str = Field(
-        default="janus",
+    model_name: str | None = Field(
+        default=None,
         min_length=1,
-        description="Model id that clients send as `model` and /v1/models lists.",
+        description="Model id that clients send as `model` and /v1/models lists (default: the checkpoint's "
+        "own name: its Hub id, the name its model card or config.json gives, else its folder's name).",
     )
     api_key: SecretStr | None = Field(
         default=None, description="If set, every /v1/* request must carry `Authorization: Bearer <key>`."

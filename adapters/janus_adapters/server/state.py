@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from janus_adapters.server.errors import CLIENT_CLOSED, APIError, from_exception
+from janus_adapters.server.identity import ServedModel
 from janus_adapters.server.settings import ServerSettings
 from janus_adapters.server.worker import ClientGone, Done, Event, Failed, Job, QueueFull, Worker
 from janus_sdk.pipeline.janus import JanusPipeline
@@ -23,17 +24,18 @@ class ServerState:
     """The served model and its queue."""
 
     pipeline: JanusPipeline
+    model: ServedModel
     settings: ServerSettings
     worker: Worker
     created: int = field(default_factory=lambda: int(time.time()))
 
     def check_model(self, model: str | None) -> None:
         """404 unless `model` is the served model's id (None means the served model)."""
-        if model is not None and model != self.settings.model_name:
+        if model is not None and model != self.model.name:
             raise APIError(
                 404,
                 f"the model {model!r} does not exist; this server serves "
-                f"{self.settings.model_name!r} (see GET /v1/models)",
+                f"{self.model.name!r} (see GET /v1/models)",
                 type="not_found_error",
                 param="model",
                 code="model_not_found",
