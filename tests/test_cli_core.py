@@ -20,8 +20,7 @@ from janus_sdk.cli.main import main
 from janus_sdk.config import PipelineConfig
 from janus_sdk.config.files import read_config_file
 from janus_sdk.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginHost, PluginWarning
-from test_plugins import FakeEntryPoint, RaisingPlugin, entry_point
-from test_registry import EncoderPlugin
+from toy_plugins import EncoderPlugin, FakeEntryPoint, RaisingPlugin, entry_point
 
 GOOD = {"device": "cpu", "visual_encoder": {"name": "CLIPVisionTower", "params": {"width": 32, "heads": 2}}}
 BAD = {

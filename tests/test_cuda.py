@@ -160,7 +160,7 @@ def test_compiled_layer_ops_match_torch_ops() -> None:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_captured_vq_decode_matches_eager_decode(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
     """A single image decodes through one captured graph (the default on CUDA), equal to the eager decode;
-    batches decode eagerly; a cast of the weights captures anew."""
+    a batch decodes image by image through the same graph; a cast of the weights captures anew."""
     captures: list[torch.Size] = []
 
     def counting(run: Callable[[], torch.Tensor], device: torch.device) -> object:

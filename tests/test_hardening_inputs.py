@@ -1,8 +1,6 @@
 """Hostile prompts, parameters and configs: a clear InputError / ConfigError before any model work starts
 (proved with forward pre-hooks on every module of the model, which fail the test if anything runs); and output
 files: never overwritten without --overwrite, written atomically (no half-written PNG, no temp file left).
-
-Also home of the helpers the other hardening tests share: `fast_pipeline` and `model_must_not_run`.
 """
 
 from __future__ import annotations
@@ -12,62 +10,18 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from janus_sdk import ConfigError, InputError, JanusPipeline, PipelineConfig
+from janus_sdk import ConfigError, InputError, JanusPipeline
 from janus_sdk.cli import output
 from janus_sdk.cli.main import main
-from janus_sdk.config.official import official_to_pipeline_dict
 from janus_sdk.pipeline.decoding import Progress
-from janus_sdk.plugins import PluginHost
-
-FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
-CHECKPOINT = FIXTURE / "checkpoint"
-INPUT_PNG = FIXTURE / "golden" / "input.png"
-SMALL_IMAGE_SIZE = 64
-"""VQ image side of `fast_pipeline`: a 4 x 4 grid of 16 codes instead of 24 x 24 = 576."""
-
-
-def fast_pipeline(
-    checkpoint: Path = CHECKPOINT, *, plugins: PluginHost | None = None, **overrides: Any
-) -> JanusPipeline:
-    """The tiny checkpoint with all its weights, generating 64 x 64 images (16 codes per image).
-
-    The VQ decoder's convolutions do not depend on the image size, so the same weights and code paths run as
-    for 384 x 384 images, 36 times faster: what tests of concurrency, determinism and safety need.
-    """
-    vq = official_to_pipeline_dict(checkpoint)["image_tokenizer"]
-    overrides.setdefault(
-        "image_tokenizer", {"name": vq["name"], "params": {**vq["params"], "image_size": SMALL_IMAGE_SIZE}}
-    )
-    registry = plugins.registry if plugins is not None else None
-    config = PipelineConfig.from_checkpoint(
-        checkpoint, registry=registry, device="cpu", dtype="float32", **overrides
-    )
-    return JanusPipeline.from_config(config, plugins=plugins)
-
-
-@contextmanager
-def model_must_not_run(pipe: JanusPipeline) -> Iterator[None]:
-    """Every module of the model fails the test if it is called inside the block."""
-
-    def fail(module: nn.Module, _: Any) -> None:
-        raise AssertionError(f"model work started: {type(module).__name__} was called")
-
-    handles = [module.register_forward_pre_hook(fail) for module in pipe.model.modules()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+from small_pipeline import CHECKPOINT, INPUT_PNG, SMALL_IMAGE_SIZE, fast_pipeline, model_must_not_run
 
 
 @pytest.fixture(scope="module")

@@ -114,8 +114,13 @@ class LLMBackbone(Protocol):
         """[B, T] int64 -> [B, T, hidden_size]."""
         ...
 
-    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
-        """A cache for `batch_size` rows and up to `max_length` positions, on the model's device and dtype."""
+    def new_cache(self, batch_size: int, max_length: int, padding: Tensor | None = None) -> KVCache:
+        """A cache for `batch_size` rows and up to `max_length` positions, on the model's device and dtype.
+
+        `padding` (int64 [batch_size]) batches prompts of different lengths, left-padded: the first
+        padding[b] positions of row b are blanks, which no other position of the row attends to, and the
+        row's positions count from its first real one, so that each row computes what it would alone. The
+        pipeline passes it only when some row is padded."""
         ...
 
     def hidden_states(self, inputs_embeds: Tensor, cache: KVCache, start: int) -> Tensor:

@@ -410,3 +410,28 @@ def guidance_rows(
             f"a generation prompt needs at least BOS and the image start token, got {ids.tolist()}"
         )
     return guidance.rows(ids, pad_id).repeat(num_samples, 1)
+
+
+def sample_rows(
+    prompts: Sequence[Sequence[int]], guidance: Guidance, pad_id: int
+) -> tuple[Tensor, Tensor | None]:
+    """The rows of one sample per prompt (ids as `build_generation_prompt_ids` gives them), in order, a
+    sample's rows adjacent, left-padded to the longest prompt: (rows [samples * branches, L], the padding of
+    each row or None when the prompts are of one length), as the image loop takes them."""
+    return left_pad([guidance_rows(ids, 1, guidance, pad_id) for ids in prompts], pad_id)
+
+
+def left_pad(blocks: Sequence[Tensor], fill: float) -> tuple[Tensor, Tensor | None]:
+    """Blocks [rows_i, L_i, ...] stacked into [sum rows_i, max L_i, ...], each row's values after `fill`
+    (left padding): (the batch, how many fill positions each row starts with, int64; None when none has)."""
+    longest = max(block.shape[1] for block in blocks)
+    if all(block.shape[1] == longest for block in blocks):
+        return torch.cat(list(blocks)), None
+    padded = [
+        torch.cat(
+            [block.new_full((block.shape[0], longest - block.shape[1], *block.shape[2:]), fill), block], 1
+        )
+        for block in blocks
+    ]
+    padding = [longest - block.shape[1] for block in blocks for _ in range(block.shape[0])]
+    return torch.cat(padded), torch.tensor(padding, dtype=torch.long)

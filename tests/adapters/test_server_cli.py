@@ -63,7 +63,7 @@ def test_flags_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(serve_cmd.API_KEY_ENV, raising=False)
     argv = ["--max-queue", "3", "--max-n", "2", "--max-tokens", "100", "--allow-remote-images", "--no-web"]
     settings = serve_cmd.settings_from_args(parse("--model", "models/Janus-Pro-1B/", *argv))
-    assert settings.model_name == "Janus-Pro-1B"
+    assert settings.model_name is None  # the server names the model after its checkpoint once loaded
     assert (settings.max_queue, settings.max_n, settings.max_tokens) == (3, 2, 100)
     assert settings.allow_remote_images and not settings.web_ui and settings.api_key is None
     assert serve_cmd.settings_from_args(parse("--model", "m", "--model-name", "pro")).model_name == "pro"
@@ -124,6 +124,7 @@ def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
         assert match, f"no address in {line!r} (exit code {process.poll()})"
         url = match.group(1)
+        assert process.stdout.readline().startswith("note: 'tiny' is a test model (6,080,011 parameters")
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -155,3 +156,20 @@ def test_a_busy_port_is_one_line_naming_the_port_and_the_fix(capsys: pytest.Capt
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in err and "--port 0" in err
+
+
+def test_model_options_and_config_are_checked_before_the_port(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A mistake in --config (or another model option) is reported first, even on a taken port: the port and
+    the model load come after every check that needs neither."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("dtype: float64\n", encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--config", str(config), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert str(config) in err and "dtype" in err and "port is in use" not in err

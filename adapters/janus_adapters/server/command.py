@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import PurePath
 from typing import Any
 
 from pydantic import ValidationError
 
+from janus_adapters.ray.command import add_serve_options, run_serve_on_ray
 from janus_adapters.server.settings import ServerSettings
-from janus_sdk.cli.model_cmds import add_model_options, load_pipeline
+from janus_sdk.cli.model_cmds import add_model_options, check_model_options, load_pipeline
 from janus_sdk.errors import ConfigError
 from janus_sdk.registry import describe_validation_error
 
@@ -53,7 +53,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--served-model-name",
         "--model-name",
         dest="model_name",
-        help="model id clients send and /v1/models lists (default: the checkpoint's folder or Hub name)",
+        help="model id clients send and /v1/models lists (default: the checkpoint's own name: its Hub id, "
+        "the name its model card or config.json gives, else its folder's name)",
     )
     serve.add_argument(
         "--api-key",
@@ -82,13 +83,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )
+    add_serve_options(serve)
     serve.set_defaults(handler=run_serve)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The ServerSettings the flags ask for (API key from the flag, else the environment)."""
     values: dict[str, Any] = {
-        "model_name": args.model_name or PurePath(str(args.model).rstrip("/\\")).name or str(args.model),
+        "model_name": args.model_name,
         "api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
         "allow_remote_images": args.allow_remote_images,
         "web_ui": not args.no_web,
@@ -108,16 +110,28 @@ def run_serve(args: argparse.Namespace) -> int:
             f"janus serve needs the server extra ({exc.name} is missing): pip install 'janus-sdk[server]'"
         ) from None
     settings = settings_from_args(args)
+    check_model_options(args)  # a bad option or --config before the port is taken and the model loads
     server.check_bind(args.host, settings.api_key, args.allow_unauthenticated)
+    if args.ray:
+        return run_serve_on_ray(args, settings)
+    if args.replicas is not None or args.ray_address is not None:
+        args.usage_error("--replicas and --ray-address go with --ray")
     sock = server.bind(args.host, args.port)  # fail on a taken port before the model loads
     try:
         pipeline = load_pipeline(args)
         app = server.create_app(pipeline, settings)
         url = server.url_of(sock)
+        model = app.state.janus.model
         print(
-            f"serving {settings.model_name!r} at {url}  (web page {url}/, API {url}/v1, docs {url}/docs)",
+            f"serving {model.name!r} at {url}  (web page {url}/, API {url}/v1, docs {url}/docs)",
             flush=True,
         )
+        if model.test_model:
+            print(
+                f"note: {model.name!r} is a test model ({model.parameters:,} parameters, random weights): "
+                "answers are gibberish and images noise",
+                flush=True,
+            )
         server.serve(app, sock, log_level=args.log_level)
     finally:
         sock.close()

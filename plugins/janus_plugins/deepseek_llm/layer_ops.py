@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, apply_rotary_pos_emb
 
-from janus_plugins.linear.kernels import avx2_kernels, kernels_usable
+from janus_plugins.cpu_kernels import kernels_usable, load_kernels
 from janus_sdk import tuning
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class AVX2LayerOps(TorchLayerOps):
         values: Tensor,
         start: Position,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        if isinstance(start, Tensor):
+        if isinstance(start, Tensor) or rope[0].shape[0] != 1:  # the kernel takes one table for all rows
             return super().rotary_into_cache(q, k, v, rope, keys, values, start)
         q = q.contiguous()
         cos, sin = rope
@@ -194,7 +194,7 @@ def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> To
 def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> TorchLayerOps:
     if not kernels_usable(device, dtype, "decoder layers use torch ops"):
         return TORCH_OPS
-    fused = AVX2LayerOps(avx2_kernels())
+    fused = AVX2LayerOps(load_kernels())
     norm = LlamaRMSNorm(PROBE_HIDDEN).to(dtype)
     generator = tuning.probe_generator()
     x, delta = (torch.randn(2, 1, PROBE_HIDDEN, dtype=dtype, generator=generator) for _ in range(2))

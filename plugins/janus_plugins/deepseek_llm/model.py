@@ -26,10 +26,12 @@ from janus_sdk.interfaces import AttentionBackend
 @dataclass
 class StaticKVCache:
     """Keys and values of every layer, [layers, B, kv_heads, max_length, head_dim], written by position;
-    on CUDA also the captured decode step that writes into them."""
+    the rows' left padding, if any (`DeepSeekLLM.new_cache`); on CUDA also the captured decode step that
+    writes into them."""
 
     keys: Tensor
     values: Tensor
+    padding: Tensor | None = None
     decode_graph: DecodeGraph | None = field(default=None, repr=False)
 
     @property
@@ -162,8 +164,10 @@ class DeepSeekLLM(nn.Module):
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)  # type: ignore[no-any-return]
 
-    def new_cache(self, batch_size: int, max_length: int) -> StaticKVCache:
+    def new_cache(self, batch_size: int, max_length: int, padding: Tensor | None = None) -> StaticKVCache:
         cfg = self.config
+        if padding is not None and (padding.shape != (batch_size,) or not int(padding.min()) >= 0):
+            raise InputError(f"padding must be [{batch_size}] counts >= 0, got {padding.tolist()}")
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         kv = cfg.num_key_value_heads or cfg.num_attention_heads
         # the embedding table sets dtype and device: linear layers may hold packed or quantized weights
@@ -172,6 +176,7 @@ class DeepSeekLLM(nn.Module):
         return StaticKVCache(
             torch.zeros(shape, dtype=table.dtype, device=table.device),
             torch.zeros(shape, dtype=table.dtype, device=table.device),
+            None if padding is None else padding.to(table.device, torch.long),
         )
 
     def hidden_states(self, inputs_embeds: Tensor, cache: StaticKVCache, start: int) -> Tensor:
@@ -196,6 +201,11 @@ class DeepSeekLLM(nn.Module):
             mask = visible_mask(start, cache.max_length, inputs_embeds.dtype)
         else:
             positions = torch.arange(start, start + t, device=inputs_embeds.device).unsqueeze(0)
+        if cache.padding is not None:  # each row's blanks hidden, its positions counted from its first token
+            length = cache.max_length if isinstance(start, Tensor) else start + t
+            blanks = blank_mask(cache.padding, positions, length, inputs_embeds.dtype)
+            mask = blanks if mask is None else mask + blanks
+            positions = positions - cache.padding.unsqueeze(1)
         rope = self.model.rotary_emb(inputs_embeds, positions)
         ops = self.layer_ops(inputs_embeds, captured=isinstance(start, Tensor))
         x = inputs_embeds
@@ -215,3 +225,13 @@ def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:
     visible = torch.arange(length, device=position.device) <= position
     mask = torch.zeros(length, dtype=dtype, device=position.device).masked_fill(~visible, float("-inf"))
     return mask.view(1, 1, 1, length)
+
+
+def blank_mask(padding: Tensor, positions: Tensor, length: int, dtype: torch.dtype) -> Tensor:
+    """Additive mask [B, 1, T, length] hiding row b's first padding[b] positions (left padding) from the
+    row's queries at `positions` [1, T]. A blank still sees itself, so that its softmax is finite (its
+    values are never read: nothing else attends to it)."""
+    keys = torch.arange(length, device=padding.device)
+    hidden = (keys < padding[:, None]).unsqueeze(1) & (keys != positions.view(-1, 1))
+    mask = torch.zeros(hidden.shape, dtype=dtype, device=padding.device).masked_fill(hidden, float("-inf"))
+    return mask.unsqueeze(1)

@@ -58,10 +58,10 @@ class VQ16Config(BaseModel):
     )
     cuda_graphs: bool = Field(
         default=True,
-        description="On CUDA, decode a single image through a CUDA graph captured on first use (per latent "
+        description="On CUDA, decode each image through a CUDA graph captured on first use (per latent "
         "shape and dtype): the decoder's few hundred kernel launches otherwise cost more host time than one "
-        "image's GPU work. The graph keeps one image's activations allocated for its replays; batches of "
-        "images decode eagerly.",
+        "image's GPU work. The graph keeps one image's activations allocated for its replays; a batch "
+        "replays it once per image (images decode one at a time: pixels never depend on the batch).",
     )
 
     @model_validator(mode="after")

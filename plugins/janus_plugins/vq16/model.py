@@ -6,9 +6,10 @@ asymmetric (0,1,0,1) zero pad + stride-2 conv to downsample, nearest x2 + conv t
 spatial attention at the lowest resolution, and a codebook compared and looked up on the unit sphere.
 Inference only: no losses, no dropout. The encoder and decoder run in `janus_sdk.compute`'s compute dtype
 (float32 for bfloat16 weights on CPUs that emulate bfloat16, where a bfloat16 decode would take over an hour),
-each layer casting its own weights to its input's dtype; 3x3 convolutions go through NNPACK on the CPU; on
-CUDA one image's GroupNorms split their statistics and its decode replays a captured graph (`convolution`,
-`normalization`, `captured`).
+each layer casting its own weights to its input's dtype; 3x3 convolutions go through NNPACK on the CPU.
+Images are decoded one at a time, so that their pixels do not depend on the batch; on CUDA an image's
+GroupNorms split their statistics and its decode replays a captured graph (`convolution`, `normalization`,
+`captured`).
 """
 
 from __future__ import annotations
@@ -336,9 +337,14 @@ class VQ16(nn.Module):
         return rows.view(rows.shape[0], g, g, self.code_dim).permute(0, 3, 1, 2).contiguous()
 
     def decode_latent(self, latent: Tensor) -> Tensor:
-        """Quantised latent [B, D, g, g] -> images [B, 3, S, S] (post_quant_conv + decoder)."""
+        """Quantised latent [B, D, g, g] -> images [B, 3, S, S] (post_quant_conv + decoder), one image at a
+        time: an image's pixels never depend on what it is decoded with (a batched convolution may sum in
+        another order), so a seed gives the same pixels however the images were grouped."""
+        return torch.cat([self._decode_one(latent[i : i + 1]) for i in range(len(latent))])
+
+    def _decode_one(self, latent: Tensor) -> Tensor:
         features = self.post_quant_conv(latent)
-        if features.is_cuda and self.config.cuda_graphs and features.shape[0] == 1:
+        if features.is_cuda and self.config.cuda_graphs:
             return self.captured_decoder(features)
         return _run_coder(self.decoder, features, self.config.winograd)
 

@@ -7,7 +7,12 @@ import os
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from janus_sdk.errors import CheckpointError
 
@@ -94,6 +99,9 @@ def _not_cached(repo_id: str, revision: str | None, cache_dir: str | None, reaso
     """What to do when a Hub model is neither downloadable now nor in the local cache."""
     rev = f" --revision {revision}" if revision else ""
     cache = cache_dir or constants.HF_HUB_CACHE
+    # huggingface_hub words a cache miss as advice for its own API ("pass 'local_files_only=False'"), which
+    # neither a caller of janus-sdk nor a CLI user can act on: the miss is said here, the fix below.
+    detail = "" if isinstance(exc, LocalEntryNotFoundError) else f" ({_first_line(exc)})"
     network = (
         "unset HF_HUB_OFFLINE where the network may be used"
         if _offline()
@@ -101,7 +109,7 @@ def _not_cached(repo_id: str, revision: str | None, cache_dir: str | None, reaso
     )
     return (
         f"model {repo_id!r}{f' (revision {revision})' if revision else ''} is not a local directory, is "
-        f"not in the Hugging Face cache {cache} ({_first_line(exc)}), and {reason}. To fix it, either "
+        f"not in the Hugging Face cache {cache}{detail}, and {reason}. To fix it, either "
         f"download it on a machine with network access, `hf download {repo_id}{rev}` (older huggingface_hub: "
         f"`huggingface-cli download {repo_id}{rev}`), and copy that cache here (point HF_HUB_CACHE at it), "
         f"or add `--local-dir DIR` to that command and pass DIR instead of the repo id; or {network}."

@@ -1,8 +1,8 @@
 """`janus`: entry point, global options and the error policy.
 
-Exit codes: 0 ok, 2 usage error (argparse), 1 runtime error printed as one line with its cause; `--debug`
-shows
-the traceback instead.
+Exit codes: 0 ok, 2 usage error (argparse), 1 runtime error printed as one line with its cause (`--debug`
+shows the traceback instead), 130 interrupted by Ctrl-C (which, in an interactive chat, first stops the
+answer being written: see cli/interactive.py).
 """
 
 from __future__ import annotations

@@ -1,21 +1,29 @@
-"""`janus info`, `janus chat` and `janus generate`: the commands that load a model."""
+"""`janus info`, `janus chat` and `janus generate`: the commands that load a model, and the model options they
+share with `janus serve`, all checked before anything slow starts."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from janus_sdk.config import GenerationConfig, ImageGenerationConfig
-from janus_sdk.errors import InputError
+from janus_sdk.cli.batch_cmd import add_prompts_option, run_batch, wants_batch
+from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
+from janus_sdk.devices import resolve_device, resolve_dtype
+from janus_sdk.errors import ConfigError, InputError
+from janus_sdk.tuning import get_tuner
 
 MODEL_HELP = (
     "checkpoint directory in the official layout, or a Hugging Face Hub id (e.g. deepseek-ai/Janus-Pro-1B)"
 )
+#: Options that replace the pipeline config's field of the same name (and --model its `checkpoint`).
+OVERRIDES = ("device", "dtype", "attention", "linear")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,15 +102,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     generate.add_argument("--json", action="store_true", help="print a machine-readable summary")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    generate.add_argument("prompt", help="what to draw")
+    add_prompts_option(generate)
+    generate.add_argument("prompt", nargs="?", help="what to draw (or --prompts FILE)")
     generate.set_defaults(handler=run_generate)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; may be left out when --config names the checkpoint")
     parser.add_argument(
-        "--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA) (default auto)"
+        "--config",
+        metavar="FILE",
+        help="a pipeline config file (JSON, YAML or TOML; `janus config show` writes one): the checkpoint, "
+        "components, device, dtype and default settings; the options given here override it",
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the config's, else auto)")
+    parser.add_argument(
+        "--dtype", help="auto, float32, bfloat16, float16 (CUDA) (default: the config's, else auto)"
     )
     parser.add_argument(
         "--attention", help="attention backend: auto (default), sdpa, eager, xformers, avx2 (CPU kernel)"
@@ -112,6 +127,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="linear backend of the per-token layers: auto (default), torch, avx2 / avx512 (CPU kernels), "
         "int8 / int4 (weight-only int8, group-wise int4)",
     )
+    # "neither --model nor --config" is a usage error (exit 2, this command's usage) found after parsing
+    parser.set_defaults(usage_error=parser.error)
 
 
 def add_strategy_options(parser: argparse.ArgumentParser, field: str, what: str) -> None:
@@ -146,25 +163,80 @@ def strategy_spec(args: argparse.Namespace, field: str) -> dict[str, Any] | None
     return {"name": name, "params": params}
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model options, checked: where the checkpoint is, and the --config file's config with the other
+    options applied (None without --config: the checkpoint's own files imply the config)."""
+
+    source: str
+    config: PipelineConfig | None
+
+
+def check_model_options(args: argparse.Namespace) -> ModelOptions:
+    """Read --config and check every model option against the installed plugins and this machine (device,
+    dtype, the JANUS_SDK_TUNE pins) without touching the checkpoint: a mistake is one line naming the option,
+    before any wait."""
+    given = {name: value for name in OVERRIDES if (value := getattr(args, name, None)) is not None}
+    fields = {name: _checked_field(name, value) for name, value in given.items()}
+    config_file = getattr(args, "config", None)
+    config = PipelineConfig.from_file(config_file).model_copy(update=fields) if config_file else None
+    source = args.model or (config.checkpoint if config is not None else None)
+    if source is None:
+        if config is not None:
+            raise ConfigError(f"{config_file} names no checkpoint: set `checkpoint` in it or pass --model")
+        usage_error: Callable[[str], NoReturn] = args.usage_error
+        usage_error("pass --model (a checkpoint directory or Hub id), or --config FILE naming one")
+    device = resolve_device(config.device if config else given.get("device", "auto"))
+    resolve_dtype(config.dtype if config else given.get("dtype", "auto"), device)
+    get_tuner()  # a bad JANUS_SDK_TUNE is reported now too
+    return ModelOptions(source, config)
+
+
+def _checked_field(name: str, value: str) -> Any:
+    """The config field option --`name` sets, validated alone so that an error names the option."""
+    try:
+        config = PipelineConfig.model_validate(
+            {name: value if name in ("device", "dtype") else {"name": value}}
+        )
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--{name} {value}: {reason}") from None
+    return getattr(config, name)
+
+
 def load_pipeline(args: argparse.Namespace) -> Any:
-    """The pipeline the model options (`add_model_options`) describe."""
+    """The pipeline the model options (`add_model_options`) describe, loaded under a status line (none with
+    --no-progress or --json)."""
+    from janus_sdk.checkpoint.sources import resolve_model_source
+    from janus_sdk.cli.progress import loading_status
     from janus_sdk.pipeline.janus import JanusPipeline
 
-    return JanusPipeline.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, attention=args.attention, linear=args.linear
-    )
+    options = check_model_options(args)
+    path = resolve_model_source(options.source)  # a Hub download shows its own progress bars
+    quiet = getattr(args, "no_progress", False) or getattr(args, "json", False)
+    with loading_status(f"loading {options.source}", enabled=not quiet):
+        if options.config is not None:
+            return JanusPipeline.from_config(options.config.model_copy(update={"checkpoint": str(path)}))
+        return JanusPipeline.from_pretrained(
+            path,
+            device=args.device or "auto",
+            dtype=args.dtype or "auto",
+            attention=args.attention,
+            linear=args.linear,
+        )
 
 
-def _check_settings(model: type[BaseModel], settings: dict[str, Any]) -> Any:
-    """Validate per-call settings against their defaults before any model is loaded."""
+def check_settings(model: type[BaseModel], settings: dict[str, Any], defaults: BaseModel | None) -> Any:
+    """Validate per-call settings on top of their defaults (the --config file's, else the built-in ones)
+    before any model is loaded."""
     from janus_sdk.pipeline.janus import merge_settings
 
-    return merge_settings(model(), settings, model)
+    return merge_settings(defaults or model(), settings, model)
 
 
 def run_info(args: argparse.Namespace) -> int:
     if args.preset:
-        from janus_sdk.pipeline.inspect import preset_info
+        from janus_sdk.pipeline.presets import preset_info
 
         info = preset_info(args.preset)
     else:
@@ -192,15 +264,20 @@ def run_chat(args: argparse.Namespace) -> int:
         settings.update(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     elif args.top_p is not None or args.top_k is not None:
         raise InputError("--top-p and --top-k apply to sampling: add --temperature T")
-    _check_settings(GenerationConfig, settings)
+    options = check_model_options(args)
+    defaults = options.config.generation if options.config else None
+    check_settings(GenerationConfig, {**settings, "seed": args.seed}, defaults)
     from janus_sdk.images import check_image_file
 
     for image in args.image:  # a typo is reported now, not after a long model load
         check_image_file(image)
     pipe = load_pipeline(args)
     if args.prompt is not None:
+        from janus_sdk.cli.terminal import TextOut
+
+        answer = TextOut(sys.stdout)
         for piece in pipe.stream_chat(args.prompt, images=args.image, seed=args.seed, **settings):
-            print(piece, end="", flush=True)
+            answer.write(piece)
         print()
         return 0
     from janus_sdk.cli.interactive import interactive_chat
@@ -209,6 +286,8 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if wants_batch(args):
+        return run_batch(args)
     from janus_sdk.cli.output import planned_paths, write_outputs
 
     settings = {
@@ -221,21 +300,23 @@ def run_generate(args: argparse.Namespace) -> int:
         "guidance": strategy_spec(args, "guidance"),
         "sampler": strategy_spec(args, "sampler"),
     }
-    n = _check_settings(ImageGenerationConfig, settings).n
-    out = Path(args.out)
-    paths = planned_paths(out, n, grid=args.grid, overwrite=args.overwrite)  # refuse before any model work
+    options = check_model_options(args)
+    defaults = options.config.image_generation if options.config else None
+    plan = check_settings(ImageGenerationConfig, {**settings, "seed": args.seed}, defaults)
+    # refused before any model work: files it would replace, an --out it could not write to
+    paths = planned_paths(Path(args.out), plan.n, grid=args.grid, overwrite=args.overwrite)
     pipe = load_pipeline(args)
-    from janus_sdk.cli.progress import progress_bar
+    from janus_sdk.cli.progress import image_progress
 
-    with progress_bar(enabled=not args.no_progress and not args.json) as on_step:
+    with image_progress(plan.n, plan.max_batch, enabled=not args.no_progress and not args.json) as on_step:
         images = pipe.generate_images(args.prompt, seed=args.seed, on_step=on_step, **settings)
     write_outputs(images, paths, grid=args.grid)
     if args.json:
         summary = {
             "prompt": args.prompt,
-            "n": n,
-            "seed": args.seed,
-            "model": args.model,
+            "n": plan.n,
+            "seed": plan.seed,
+            "model": options.source,
             "images": [str(p) for p in paths.images],
             "grid": str(paths.grid) if args.grid else None,
         }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from janus_sdk.atomic_write import write_atomic
 from janus_sdk.errors import InputError
 
 
@@ -33,47 +33,33 @@ def planned_paths(out: Path, n: int, *, grid: bool, overwrite: bool) -> OutputPa
             f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them or choose another "
             "--out"
         )
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
+    _check_writable(out)
     return paths
 
 
+def _check_writable(out: Path) -> None:
+    """InputError unless the images can be written under `out`: it is a directory (or can be made one) that
+    this user may write to, judged from `out` or its nearest existing parent (nothing is created here)."""
+    existing = next(p for p in (out, *out.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        where = "exists and is not a directory" if existing == out else f"is inside {existing}, a file"
+        raise InputError(f"--out {out} {where}; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            f"--out {out}: no permission to write in {existing}; choose another --out or fix its permissions"
+        )
+
+
 def save_png_atomic(image: Image.Image, path: Path, *, overwrite: bool) -> None:
-    """Write a complete PNG at `path` or nothing: the data goes to a temporary file in the same directory
-    (flushed to disk), which then takes the target's name in one step. Without `overwrite`, a file that
-    appeared at `path` meanwhile (e.g. during a long generation) is an InputError and stays untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open applies the umask to 0o666, so the PNG gets the usual permissions (mkstemp would give 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    """Write a complete PNG at `path` or nothing (`write_atomic`). Without `overwrite`, a file that appeared
+    at `path` meanwhile (e.g. during a long generation) is an InputError and stays untouched."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_without_replacing(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _move_without_replacing(tmp: Path, path: Path) -> None:
-    """A hard link fails atomically when `path` exists; where links are unsupported, check just before."""
-    try:
-        os.link(tmp, path)
-        return
+        write_atomic(path, lambda handle: image.save(handle, format="PNG"), overwrite=overwrite)
     except FileExistsError:
-        pass
-    except OSError:  # e.g. FAT or some network file systems
-        if not os.path.lexists(path):
-            os.replace(tmp, path)
-            return
-    raise InputError(
-        f"{path} already exists (it appeared while the images were generated); pass --overwrite "
-        "to replace it or choose another --out"
-    )
+        raise InputError(
+            f"{path} already exists (it appeared while the images were generated); pass --overwrite "
+            "to replace it or choose another --out"
+        ) from None
 
 
 def contact_sheet(images: list[Image.Image]) -> Image.Image:

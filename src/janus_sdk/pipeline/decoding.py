@@ -9,7 +9,7 @@ can cancel by returning False.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -17,7 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from janus_sdk.errors import GenerationCancelled
-from janus_sdk.interfaces import Aligner, GenerationHead, Guidance, HistorySampler, LLMBackbone, Sampler
+from janus_sdk.interfaces import (
+    Aligner,
+    GenerationHead,
+    Guidance,
+    HistorySampler,
+    KVCache,
+    LLMBackbone,
+    Sampler,
+)
 
 
 @dataclass(frozen=True)
@@ -59,31 +67,71 @@ def pick(sampler: Sampler, logits: Tensor, generator: torch.Generator | None, hi
     return sampler(logits, generator)
 
 
+class PerRowSampler:
+    """Each row picked by a sampler and a generator of its own, on that row's logits alone: a row draws what
+    a one-row run with its generator would, whatever else shares the batch (per-image seeds). The loops'
+    `generator` is not used (pass None)."""
+
+    uses_history = True
+
+    def __init__(self, samplers: Sequence[Sampler], generators: Sequence[torch.Generator]) -> None:
+        if len(samplers) != len(generators):
+            raise ValueError(f"{len(samplers)} samplers for {len(generators)} generators")
+        self.samplers, self.generators = list(samplers), list(generators)
+
+    def __call__(
+        self, logits: Tensor, generator: torch.Generator | None, *, history: Tensor | None = None
+    ) -> Tensor:
+        picked = []
+        for i, (sampler, own) in enumerate(zip(self.samplers, self.generators, strict=True)):
+            row = logits[i : i + 1]
+            picked.append(
+                sampler(row, own) if history is None else pick(sampler, row, own, history[i : i + 1])
+            )
+        return torch.cat(picked)
+
+
+def new_cache(llm: LLMBackbone, rows: int, length: int, padding: Tensor | None) -> KVCache:
+    """A cache for `rows` rows of `length` positions; `padding` (left padding per row) only where given, so a
+    backbone without it still runs prompts of one length."""
+    return llm.new_cache(rows, length) if padding is None else llm.new_cache(rows, length, padding)
+
+
 def generate_text_ids(
     llm: LLMBackbone,
     inputs_embeds: Tensor,
     sampler: Sampler,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     eos_id: int,
     generator: torch.Generator | None,
     on_step: ProgressCallback | None = None,
-) -> Iterator[int]:
-    """Yield new token ids for a one-row prompt [1, T, hidden] until EOS (not yielded) or max_new_tokens."""
-    prompt_len = inputs_embeds.shape[1]
-    cache = llm.new_cache(1, prompt_len + max_new_tokens)
-    tokens = torch.empty(1, max_new_tokens, dtype=torch.long, device=inputs_embeds.device)
-    report = _Reporter(on_step, max_new_tokens, 1)
+    padding: Tensor | None = None,
+) -> Iterator[Tensor]:
+    """Yield each step's new token ids [B] for prompts [B, T, hidden] (left-padded by `padding`, see
+    LLMBackbone.new_cache), -1 in the rows that have ended: at their EOS (not yielded) or after their
+    max_new_tokens (one count for every row, or one per row). Stops when every row has ended."""
+    rows, prompt_len = inputs_embeds.shape[:2]
+    device = inputs_embeds.device
+    limits = torch.as_tensor(max_new_tokens, device=device).expand(rows)
+    longest = int(limits.max())
+    cache = new_cache(llm, rows, prompt_len + longest, padding)
+    tokens = torch.empty(rows, longest, dtype=torch.long, device=device)
+    ended = torch.zeros(rows, dtype=torch.bool, device=device)
+    report = _Reporter(on_step, longest, rows)
     hidden = llm.hidden_states(inputs_embeds, cache, 0)[:, -1]
-    for step in range(max_new_tokens):
+    for step in range(longest):
         token = pick(sampler, llm.text_logits(hidden).float(), generator, tokens[:, :step])
-        if int(token) == eos_id:
-            return
         tokens[:, step] = token
-        yield int(token)
+        ended |= token == eos_id
+        if bool(ended.all()):
+            return
+        yield token.masked_fill(ended, -1)
         report(step + 1)
-        if step + 1 < max_new_tokens:
-            hidden = llm.hidden_states(llm.embed_tokens(token[:, None]), cache, prompt_len + step)[:, -1]
+        ended |= limits <= step + 1
+        if bool(ended.all()):
+            return
+        hidden = llm.hidden_states(llm.embed_tokens(token[:, None]), cache, prompt_len + step)[:, -1]
 
 
 def generate_image_codes(
@@ -98,8 +146,10 @@ def generate_image_codes(
     num_tokens: int,
     generator: torch.Generator | None,
     on_step: ProgressCallback | None = None,
+    padding: Tensor | None = None,
 ) -> Tensor:
-    """Sample `num_tokens` image codes for each sample of `prompt_embeds` [n * branches, L, hidden].
+    """Sample `num_tokens` image codes for each sample of `prompt_embeds` [n * branches, L, hidden]
+    (left-padded by `padding` where prompts differ in length, see LLMBackbone.new_cache).
 
     Rows of one sample are adjacent, as `guidance.rows` built them ([cond, uncond] under classifier-free
     guidance); every row of a sample is fed the sample's code, embedded with gen_embed + gen_aligner; the
@@ -108,7 +158,7 @@ def generate_image_codes(
     rows, prompt_len = prompt_embeds.shape[:2]
     branches = guidance.num_branches
     codes = torch.empty(rows // branches, num_tokens, dtype=torch.long, device=prompt_embeds.device)
-    cache = llm.new_cache(rows, prompt_len + num_tokens)
+    cache = new_cache(llm, rows, prompt_len + num_tokens, padding)
     report = _Reporter(on_step, num_tokens, rows)
     hidden = llm.hidden_states(prompt_embeds, cache, 0)[:, -1]
     for step in range(num_tokens):

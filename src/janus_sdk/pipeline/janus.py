@@ -10,9 +10,9 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -29,26 +29,38 @@ from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
 from janus_sdk.imageio import to_pil, to_uint8
 from janus_sdk.images import ImageSource
-from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, TextTokenizer
+from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, Sampler, TextTokenizer
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.pipeline.decoding import ProgressCallback, generate_image_codes, generate_text_ids
+from janus_sdk.pipeline.decoding import (
+    PerRowSampler,
+    ProgressCallback,
+    generate_image_codes,
+    generate_text_ids,
+)
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
 from janus_sdk.pipeline.strategies import CheckedGuidance, CheckedSampler
 from janus_sdk.plugins import PluginHost, get_plugin_host
 from janus_sdk.processing import (
     ImageProcessor,
     Message,
+    UnderstandingInputs,
     build_generation_prompt_ids,
     build_understanding_inputs,
-    guidance_rows,
+    left_pad,
+    sample_rows,
 )
 from janus_sdk.registry import BuildContext, Registry, describe_validation_error
 from janus_sdk.text_stream import ChatStream, StreamDecoder, TokenUsage
 from janus_sdk.tuning import Decision, get_tuner, probe_generator
 
 log = logging.getLogger(__name__)
+_Prompt = TypeVar("_Prompt")
+_Built = TypeVar("_Built")
 
 Seed = int | torch.Generator | None
+Seeds = Seed | Sequence[int]
+"""One seed (or generator) drawn from by a whole call, as the reference script draws; or a list of ints,
+one per image (or answer), each drawn from by its image alone."""
 TUNED_BATCHES = (1, 2, 8)
 """Rows of a chat, of one image with guidance and of four: the decode steps `tune` measures."""
 
@@ -275,6 +287,77 @@ class JanusPipeline:
         """
         gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
         _check_callback(on_step)
+        inputs, max_new_tokens = self._chat_inputs(prompt, images, messages, system_prompt, gen)
+        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
+        generator = _generator(seed if seed is not None else gen.seed, self.device)
+        usage = TokenUsage(prompt_tokens=inputs.input_ids.shape[1])
+        pieces = self._stream(inputs, sampler, generator, max_new_tokens, on_step, usage)
+        return ChatStream(pieces, usage)
+
+    def chat_batch(
+        self,
+        prompts: Sequence[str | Sequence[Message | dict[str, Any]]],
+        *,
+        images: Sequence[ImageSource] = (),
+        system_prompt: str | None = None,
+        seed: Seeds = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
+    ) -> list[str]:
+        """Answer several prompts together, each step one forward pass over all of them (prompts of
+        different lengths left-padded); returns the answers in order. Each prompt is a string, asked about
+        `images` (the same for every string), or a conversation: a list of messages, as `chat`'s messages=.
+
+        seed: an int or a torch.Generator draws every answer from one generator; a list of ints, one per
+        prompt, gives answer i `chat(prompt_i, seed=seed[i])`'s draws. settings: as for `stream_chat`."""
+        gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
+        _check_callback(on_step)
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
+            raise InputError(
+                "chat_batch takes a non-empty list of prompts (strings or conversations), got "
+                f"{prompts!r:.40}; for one prompt use chat"
+            )
+
+        def inputs_of(prompt: str | Sequence[Message | dict[str, Any]]) -> tuple[UnderstandingInputs, int]:
+            if isinstance(prompt, str):
+                return self._chat_inputs(prompt, images, None, system_prompt, gen)
+            if not isinstance(prompt, (list, tuple)):
+                kind = type(prompt).__name__
+                raise InputError(
+                    f"a prompt must be a string or a conversation (a list of messages), got {kind}"
+                )
+            return self._chat_inputs(None, (), prompt, system_prompt, gen)
+
+        prepared = _per_prompt(list(prompts), inputs_of)
+        seeds = _generators(seed if seed is not None else gen.seed, len(prepared), "answers", self.device)
+        sampler, generator = self._sampling(gen.sampler_spec, seeds)
+        answers: list[list[int]] = [[] for _ in prepared]
+        with self._lock, torch.inference_mode():
+            embeds, padding = left_pad([self._understanding_embeds(inputs) for inputs, _ in prepared], 0.0)
+            for tokens in generate_text_ids(
+                self.model.language_model,
+                embeds,
+                sampler,
+                max_new_tokens=[limit for _, limit in prepared],
+                eos_id=self.tokenizer.eos_id,
+                generator=generator,
+                on_step=on_step,
+                padding=padding,
+            ):
+                for answer, token in zip(answers, tokens.tolist(), strict=True):
+                    if token >= 0:
+                        answer.append(token)
+        return [self._text(ids) for ids in answers]
+
+    def _chat_inputs(
+        self,
+        prompt: str | None,
+        images: Sequence[ImageSource],
+        messages: Sequence[Message | dict[str, Any]] | None,
+        system_prompt: str | None,
+        gen: GenerationConfig,
+    ) -> tuple[UnderstandingInputs, int]:
+        """One conversation's model inputs and the most tokens its answer may have (the context's room)."""
         conversation = _conversation(prompt, images, messages)
         inputs = build_understanding_inputs(
             conversation,
@@ -291,16 +374,17 @@ class JanusPipeline:
                 f"the prompt is {prompt_len} tokens long but the model's context is "
                 f"{self.model.language_model.max_context}; shorten the text or send fewer images"
             )
-        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
-        generator = _generator(seed if seed is not None else gen.seed, self.device)
-        usage = TokenUsage(prompt_tokens=prompt_len)
-        pieces = self._stream(inputs, sampler, generator, min(gen.max_new_tokens, room), on_step, usage)
-        return ChatStream(pieces, usage)
+        return inputs, min(gen.max_new_tokens, room)
+
+    def _text(self, ids: Sequence[int]) -> str:
+        """An answer's ids as text, decoded as `stream_chat` streams it."""
+        decoder = StreamDecoder(self.tokenizer)
+        return "".join(decoder.push(token) for token in ids) + decoder.flush()
 
     def _stream(
         self,
-        inputs: Any,
-        sampler: Any,
+        inputs: UnderstandingInputs,
+        sampler: Sampler,
         generator: torch.Generator,
         max_new_tokens: int,
         on_step: ProgressCallback | None,
@@ -327,14 +411,14 @@ class JanusPipeline:
             if token is None:
                 break
             usage.completion_tokens += 1
-            piece = decoder.push(token)
+            piece = decoder.push(int(token))
             if piece:
                 yield piece
         tail = decoder.flush()
         if tail:
             yield tail
 
-    def _understanding_embeds(self, inputs: Any) -> Tensor:
+    def _understanding_embeds(self, inputs: UnderstandingInputs) -> Tensor:
         """Token embeddings with each image's aligned SigLIP features in place of its placeholder tokens."""
         input_ids = inputs.input_ids.to(self.device)
         embeds = self.model.language_model.embed_tokens(input_ids)
@@ -349,43 +433,57 @@ class JanusPipeline:
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate_images(
-        self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
+        self,
+        prompt: str | Sequence[str],
+        *,
+        seed: Seeds = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
     ) -> list[Image.Image]:
-        """Generate images for a prompt. settings: any ImageGenerationConfig field (n, guidance, cfg_weight,
+        """Generate n images for a prompt, or for each prompt of a list, all in one batch: prompt-major, the
+        first prompt's n images first. settings: any ImageGenerationConfig field (n, guidance, cfg_weight,
         sampler, temperature, top_k, top_p, max_batch), e.g.
-        ``guidance={"name": "cfg", "params": {"cfg_weight": 5, "schedule": "cosine"}}``."""
+        ``guidance={"name": "cfg", "params": {"cfg_weight": 5, "schedule": "cosine"}}``.
+
+        seed: an int or a torch.Generator: every image is drawn from one generator, as the reference script
+        draws (an image then depends on n, max_batch and the other prompts); a list of ints, one per image:
+        image i is `generate_images(prompt_i, n=1, seed=seed[i])`'s, whatever shares its batch."""
         codes = self.generate_image_codes(prompt, seed=seed, on_step=on_step, **settings)
         return to_pil(self.decode_images(codes))
 
     def generate_image_codes(
-        self, prompt: str, *, seed: Seed = None, on_step: ProgressCallback | None = None, **settings: Any
+        self,
+        prompt: str | Sequence[str],
+        *,
+        seed: Seeds = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
     ) -> Tensor:
-        """The image-token half of `generate_images`: codes [n, grid**2] (int64), for `decode_images`."""
+        """The image-token half of `generate_images`: codes [images, grid**2] (int64), for `decode_images`.
+
+        Each batch of at most max_batch images is one forward pass per token; prompts of different lengths
+        are left-padded, their blanks masked (LLMBackbone.new_cache)."""
         gen = merge_settings(self.config.image_generation, settings, ImageGenerationConfig, self.registry)
         _check_callback(on_step)
-        tokenizer_component = self.model.gen_vision_model
-        num_tokens = tokenizer_component.grid_size**2
-        prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
-        total = len(prompt_ids) + num_tokens
-        if total > self.model.language_model.max_context:
-            raise InputError(
-                f"the prompt is {len(prompt_ids)} tokens; with the {num_tokens} image tokens that is "
-                f"{total}, "
-                f"beyond the model's context of {self.model.language_model.max_context}; shorten the prompt"
-            )
+        num_tokens = self.model.gen_vision_model.grid_size**2
+        prompt_ids = _per_prompt(_prompt_list(prompt), self.image_prompt_ids)
+        samples = [ids for ids in prompt_ids for _ in range(gen.n)]
+        what = f"images ({len(prompt_ids)} prompt(s) x n={gen.n})"
+        seeds = _generators(seed if seed is not None else gen.seed, len(samples), what, self.device)
         guidance = self._strategy(ComponentKind.GUIDANCE, gen.guidance_spec)
-        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
-        generator = _generator(seed if seed is not None else gen.seed, self.device)
-        chunk = gen.max_batch or gen.n
+        chunk = gen.max_batch or len(samples)
         results = []
         with self._lock, torch.inference_mode():
-            for first in range(0, gen.n, chunk):
-                count = min(chunk, gen.n - first)
-                rows = guidance_rows(prompt_ids, count, guidance, self.tokenizer.pad_id).to(self.device)
+            for first in range(0, len(samples), chunk):
+                part = slice(first, first + chunk)
+                rows, padding = sample_rows(samples[part], guidance, self.tokenizer.pad_id)
+                sampler, generator = self._sampling(
+                    gen.sampler_spec, seeds if isinstance(seeds, torch.Generator) else seeds[part]
+                )
                 results.append(
                     generate_image_codes(
                         self.model.language_model,
-                        self.model.language_model.embed_tokens(rows),
+                        self.model.language_model.embed_tokens(rows.to(self.device)),
                         gen_head=self.model.gen_head,
                         gen_embed=self.model.gen_embed,
                         gen_aligner=self.model.gen_aligner,
@@ -394,9 +492,34 @@ class JanusPipeline:
                         num_tokens=num_tokens,
                         generator=generator,
                         on_step=on_step,
+                        padding=padding,
                     )
                 )
         return torch.cat(results)
+
+    def image_prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids of a text-to-image prompt (the official layout), checked to fit the model's context
+        with the image's tokens: an InputError saying what is wrong otherwise (e.g. to check a file of
+        prompts before a long job)."""
+        num_tokens = self.model.gen_vision_model.grid_size**2
+        prompt_ids = build_generation_prompt_ids(prompt, self.tokenizer, self.chat_template)
+        total = len(prompt_ids) + num_tokens
+        if total > self.model.language_model.max_context:
+            raise InputError(
+                f"the prompt is {len(prompt_ids)} tokens; with the {num_tokens} image tokens that is "
+                f"{total}, "
+                f"beyond the model's context of {self.model.language_model.max_context}; shorten the prompt"
+            )
+        return prompt_ids
+
+    def _sampling(
+        self, spec: ComponentSpec, seeds: torch.Generator | list[torch.Generator]
+    ) -> tuple[Sampler, torch.Generator | None]:
+        """The sampler of one batch and the generator to hand it: one sampler over every row drawing from
+        the shared generator, or one sampler per row drawing from the row's own (`PerRowSampler`)."""
+        if isinstance(seeds, torch.Generator):
+            return self._strategy(ComponentKind.SAMPLER, spec), seeds
+        return PerRowSampler([self._strategy(ComponentKind.SAMPLER, spec) for _ in seeds], seeds), None
 
     def decode_images(self, codes: Tensor) -> Tensor:
         """Image codes [n, grid**2] -> uint8 images [n, H, W, 3], converted as the reference script does."""
@@ -536,7 +659,8 @@ def _conversation(
     if prompt is None:
         raise InputError("nothing to answer: pass a prompt or messages")
     if not isinstance(prompt, str):
-        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+        several = "; to answer several prompts at once use chat_batch" if isinstance(prompt, list) else ""
+        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}{several}")
     if images is None:
         images = ()
     elif isinstance(images, (str, bytes, os.PathLike, Image.Image)):
@@ -556,12 +680,53 @@ def _check_callback(on_step: ProgressCallback | None) -> None:
         raise InputError(f"on_step must be a callable taking a Progress, got {type(on_step).__name__}")
 
 
-def _generator(seed: Seed, device: torch.device) -> torch.Generator:
+def _prompt_list(prompt: str | Sequence[str]) -> list[str]:
+    """A text-to-image call's prompts: one string, or a non-empty list of them."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, (list, tuple)):
+        raise InputError(
+            f"the text-to-image prompt must be a string or a list of strings, got {type(prompt).__name__}"
+        )
+    if not prompt:
+        raise InputError("the list of text-to-image prompts is empty: give at least one")
+    return list(prompt)
+
+
+def _per_prompt(prompts: list[_Prompt], build: Callable[[_Prompt], _Built]) -> list[_Built]:
+    """`build` of each prompt; of several, a bad one's InputError names it (0-based)."""
+    if len(prompts) == 1:
+        return [build(prompts[0])]
+    built = []
+    for index, prompt in enumerate(prompts):
+        try:
+            built.append(build(prompt))
+        except InputError as exc:
+            raise InputError(f"prompt {index}: {exc}") from None
+    return built
+
+
+def _generators(
+    seed: Seeds, count: int, what: str, device: torch.device
+) -> torch.Generator | list[torch.Generator]:
+    """One generator for the whole call, or for a list of seeds one per item, checked to be `count` (the
+    call's `what`) before any model work."""
+    if not isinstance(seed, Sequence):
+        return _generator(seed, device)
+    if len(seed) != count:
+        raise InputError(
+            f"seed is a list of {len(seed)} but the call makes {count} {what}; give one seed per item, or "
+            "one int for all"
+        )
+    return [_generator(s, device, f"seed[{i}]") for i, s in enumerate(seed)]
+
+
+def _generator(seed: Seed, device: torch.device, name: str = "seed") -> torch.Generator:
     """A generator on the pipeline's device: seeded when asked, else from fresh entropy."""
     if isinstance(seed, torch.Generator):
         return seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
-        raise InputError(f"seed must be an integer in [0, 2**64) or a torch.Generator, got {seed!r}")
+        raise InputError(f"{name} must be an integer in [0, 2**64) or a torch.Generator, got {seed!r}")
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
