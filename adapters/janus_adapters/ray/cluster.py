@@ -86,7 +86,7 @@ def host_port(address: str) -> tuple[str, int]:
 
 def gpus_in_cluster() -> float:
     """How many GPUs the joined cluster has (0 on a CPU-only one)."""
-    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]  # Ray's own
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call, unused-ignore]  # Ray's own (untyped; Any without ray)
     return float(resources.get("GPU", 0))
 
 
