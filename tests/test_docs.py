@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from janus_sdk import tuning
 from janus_sdk.cli.main import build_parser
 from janus_sdk.config import PipelineConfig
 from janus_sdk.config.files import read_config_file
@@ -220,7 +221,11 @@ def test_page_runs(page: Path, tmp_path: Path, example_plugin_env: dict[str, str
         (work / name).symlink_to(REPO / name, target_is_directory=True)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan(page)), encoding="utf-8")
-    env = {k: v for k, v in example_plugin_env.items() if not k.startswith("JANUS_SDK_")}
+    # As a user runs the page (no pins, no plugin filters), but with the session's cache folder: measured
+    # choices must not land in the user's own cache.
+    env = {
+        k: v for k, v in example_plugin_env.items() if not k.startswith("JANUS_SDK_") or k == tuning.CACHE_ENV
+    }
     # One thread: the tiny model's small matmuls get slower, not faster, with more threads on a busy machine.
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
