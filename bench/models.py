@@ -26,7 +26,13 @@ from typing import Any, cast
 import torch
 from filelock import FileLock
 from torch import Tensor, nn
-from transformers import GenerationConfig, JanusConfig, JanusForConditionalGeneration, LlamaForCausalLM
+from transformers import (
+    GenerationConfig,
+    JanusConfig,
+    JanusForConditionalGeneration,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from janus_adapters.transformers_interop import config as hf_meta
 from janus_adapters.transformers_interop import keymap
@@ -276,8 +282,10 @@ def build_reference_peer(pipe: JanusPipeline) -> ReferenceJanus:
     codebook, head_embed = state["gen_head.vision_head.weight"].shape
     code_dim = state["gen_embed.weight"].shape[1]
     hidden = pipe.model.language_model.hidden_size
-    llama_config = DeepSeekLLMConfig.model_validate(pipe.config.llm_backbone.params).to_llama_config()
-    llama_config.tie_word_embeddings = False
+    llm = DeepSeekLLMConfig.model_validate(pipe.config.llm_backbone.params)
+    sizes = llm.model_dump(exclude={"rope_theta", "max_context", "cuda_graphs", "fused_layer_ops"})
+    rope = {"rope_type": "default", "rope_theta": llm.rope_theta}
+    llama_config = LlamaConfig(**sizes, rope_parameters=rope, tie_word_embeddings=False)
     llama_config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = ReferenceJanus(

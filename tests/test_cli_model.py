@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -218,7 +219,7 @@ def test_every_documented_command_is_wired() -> None:
     from janus_sdk.cli.main import build_parser
 
     parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert {"chat", "generate", "info", "serve", "plugins", "config", "convert"} <= set(commands)
 
 

@@ -123,3 +123,9 @@ def test_config_defaults_are_llama_defaults_for_the_7b_file() -> None:
 def test_config_rejects_heads_that_do_not_divide_the_width() -> None:
     with pytest.raises(ValueError, match="not divisible"):
         DeepSeekLLMConfig(hidden_size=100, num_attention_heads=3)
+
+
+def test_config_takes_only_the_silu_activation() -> None:
+    """The MLP is LLaMA's SwiGLU; a config asking for another activation is refused, not run as silu."""
+    with pytest.raises(ValueError, match=r"hidden_act\s+Input should be 'silu'"):
+        DeepSeekLLMConfig(hidden_act="gelu")

@@ -10,6 +10,7 @@ over more, masked, positions), so hidden states differ by ~1e-6 (bounded by
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -120,10 +121,18 @@ def test_chat_with_a_list_points_at_chat_batch(pipe: JanusPipeline) -> None:
         pipe.chat_batch([SHORT, 5])  # type: ignore[list-item]
 
 
+class Sampling(TypedDict):
+    """Settings passed alike to a batch and to its single chats."""
+
+    do_sample: bool
+    temperature: float
+    max_new_tokens: int
+
+
 def test_chat_batch_answers_are_the_single_chats(pipe: JanusPipeline) -> None:
     """Strings (of different lengths) and a conversation with an image, sampled with per-answer seeds."""
     conversation = [{"role": "user", "content": "What is in this picture?", "images": [IMAGE]}]
-    settings = {"do_sample": True, "temperature": 1.0, "max_new_tokens": 12}
+    settings = Sampling(do_sample=True, temperature=1.0, max_new_tokens=12)
     answers = pipe.chat_batch([SHORT, conversation, LONG], seed=[1, 2, 3], **settings)
     alone = [
         pipe.chat(SHORT, seed=1, **settings),

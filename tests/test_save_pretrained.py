@@ -19,7 +19,7 @@ CHECKPOINT = FIXTURE / "checkpoint"
 ARGUMENTS = "invalid arguments of JanusPipeline.from_pretrained"
 
 
-def load(source: Path = CHECKPOINT, **options: object) -> JanusPipeline:
+def load(source: Path = CHECKPOINT, /, **options: object) -> JanusPipeline:
     settings: dict[str, object] = {"device": "cpu", "linear": "torch", "attention": "sdpa", **options}
     return JanusPipeline.from_pretrained(source, **settings)  # type: ignore[arg-type]
 
@@ -90,9 +90,9 @@ def test_a_saved_pipeline_loads_back_to_the_same_outputs(pipe: JanusPipeline, tm
     assert again.dtype == torch.float32
     for name, tensor in pipe.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[name], tensor), name
-    question = {"images": [FIXTURE / "golden" / "input.png"], "max_new_tokens": 12}
-    assert again.chat("What is shown in this image?", **question) == pipe.chat(
-        "What is shown in this image?", **question
+    images = [FIXTURE / "golden" / "input.png"]
+    assert again.chat("What is shown in this image?", images=images, max_new_tokens=12) == pipe.chat(
+        "What is shown in this image?", images=images, max_new_tokens=12
     )
     assert torch.equal(
         again.generate_image_codes("A red cube", n=1, seed=3),

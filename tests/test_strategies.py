@@ -207,4 +207,4 @@ def test_built_in_strategies_are_registered_with_described_params() -> None:
         assert reg.plugin in ("samplers", "guidance") and reg.config.model_config.get("extra") == "forbid"
         assert all((field.description or "").strip() for field in reg.config.model_fields.values())
     with pytest.raises(ValidationError):
-        CFGConfig(schedule="exponential")  # type: ignore[arg-type]
+        CFGConfig(schedule="exponential")

@@ -3,6 +3,7 @@ checkpoint, what a strategy sees (history, step, total), and what a broken plugi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,16 +189,16 @@ class Broken:
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    def __call__(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    def __call__(self, logits: Tensor, generator: torch.Generator | None) -> object:
         ids = logits.argmax(dim=-1)
-        outputs = {
+        outputs: dict[str, Callable[[], object]] = {
             "float": lambda: ids.float(),
             "shape": lambda: ids[:, None],
             "range": lambda: ids + logits.shape[-1],
             "list": lambda: ids.tolist(),
             "raise": lambda: torch.cat([ids, ids[None]]),  # a torch error inside the plugin
         }
-        return outputs.get(self.mode, lambda: ids)()  # type: ignore[no-any-return]
+        return outputs.get(self.mode, lambda: ids)()
 
     def rows(self, prompt_ids: Tensor, pad_id: int) -> Tensor:
         rows = prompt_ids.repeat(2, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from janus_sdk.interfaces import TextTokenizer
 
@@ -61,18 +62,51 @@ class TokenUsage:
         return self.prompt_tokens + self.completion_tokens
 
 
+FinishReason = Literal["stop", "length"]
+"""Why an answer ended, as OpenAI-style APIs say it: its end-of-sequence token, or its token limit."""
+
+
+class ChatBatchStream(Iterator[tuple[int, str]]):
+    """Several answers decoded together: iterate `(index, piece)` pairs as the pieces become final, the
+    answers' pieces interleaved step by step. `usage[i]` and `finish_reason(i)` describe answer i (final once
+    the stream is exhausted). `close()` abandons every answer, as a generator's does (so does dropping it)."""
+
+    def __init__(
+        self, pieces: Generator[tuple[int, str], None, None], usage: list[TokenUsage], limits: list[int]
+    ) -> None:
+        self._pieces = pieces
+        self.usage = usage
+        self.limits = limits
+
+    def __next__(self) -> tuple[int, str]:
+        return next(self._pieces)
+
+    def finish_reason(self, index: int) -> FinishReason:
+        """ "length" when answer `index` used all the tokens it was allowed, else "stop"."""
+        return "length" if self.usage[index].completion_tokens >= self.limits[index] else "stop"
+
+    def close(self) -> None:
+        """Stop decoding and let the pipeline go (the rest of the answers is not computed)."""
+        self._pieces.close()
+
+
 class ChatStream(Iterator[str]):
     """The answer's text as it is decoded (iterate it), with its `usage`: the prompt's tokens from the start,
     the answer's tokens so far (final once the stream is exhausted). `close()` abandons it, as a generator's
     does (so does dropping it)."""
 
-    def __init__(self, pieces: Generator[str, None, None], usage: TokenUsage) -> None:
-        self._pieces = pieces
-        self.usage = usage
+    def __init__(self, answers: ChatBatchStream) -> None:
+        self._answers = answers
+        self.usage = answers.usage[0]
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        return next(self._answers)[1]
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """ "length" when the answer used all the tokens it was allowed, else "stop" (its end-of-sequence)."""
+        return self._answers.finish_reason(0)
 
     def close(self) -> None:
         """Stop decoding and let the pipeline go (the rest of the answer is not computed)."""
-        self._pieces.close()
+        self._answers.close()

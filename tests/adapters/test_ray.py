@@ -9,6 +9,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -181,7 +182,9 @@ def test_serve_on_two_replicas_answers_the_openai_client(local_ray: None) -> Non
     )
     try:
         deployment = serve.status().applications["janus"].deployments["janus"]
-        assert deployment.replica_states.get("RUNNING") == 2
+        # Ray types the keys as its ReplicaState enum; serve.status() hands back their str values
+        replica_states = cast("dict[str, int]", deployment.replica_states)
+        assert replica_states.get("RUNNING") == 2
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(
             model="janus-tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4, seed=0

@@ -24,7 +24,7 @@ from janus_adapters.server.inputs import load_image_url
 from janus_adapters.server.schemas import ChatCompletionRequest
 from janus_adapters.server.security import check_bind, is_loopback
 from janus_adapters.server.settings import ServerSettings
-from janus_adapters.server.worker import Done, Failed, Job, QueueFull, Text, Worker
+from janus_adapters.server.worker import Batch, Done, Failed, Job, Outcome, QueueFull, Text, Worker
 from janus_sdk.errors import ConfigError, GenerationCancelled, InputError
 from janus_sdk.pipeline.decoding import Progress
 
@@ -401,5 +401,111 @@ def test_close_answers_every_queued_job() -> None:
             assert isinstance(event, Failed) and isinstance(event.error, GenerationCancelled)
         with pytest.raises(QueueFull):
             worker.submit(Job(lambda job: None, loop))
+
+    asyncio.run(scenario())
+
+
+class Grouped:
+    """A Batch's run that records each group it is given and answers each job with its item (or raises
+    InputError for a group holding the item "bad")."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+
+    def __call__(self, jobs: list[Job]) -> list[Outcome]:
+        items = [job.work.item for job in jobs if isinstance(job.work, Batch)]
+        self.groups.append(items)
+        if "bad" in items:
+            raise InputError("bad input")
+        return [Done(item) for item in items]
+
+    def job(self, loop: asyncio.AbstractEventLoop, item: str, key: str = "k", rows: int = 1) -> Job:
+        return Job(Batch(key=key, rows=rows, budget=4, item=item, run=self), loop)
+
+
+def test_queued_jobs_of_one_key_run_as_one_group_within_the_row_budget() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=8)
+        worker.start()
+        gate, run = Gate(), Grouped()
+        worker.submit(Job(gate, loop))
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        jobs = [
+            run.job(loop, "a", rows=2),
+            run.job(loop, "b"),
+            run.job(loop, "other", key="other"),
+            run.job(loop, "d", rows=2),  # would make 5 rows with a, b: waits for the next group
+            run.job(loop, "e"),
+        ]
+        for job in jobs:
+            worker.submit(job)
+        gate.release.set()
+        results = [(await drain(job))[-1] for job in jobs]
+        assert [r.result for r in results] == ["a", "b", "other", "d", "e"]
+        assert run.groups == [["a", "b", "e"], ["other"], ["d"]]
+        assert worker.status()["completed"] == 6
+        worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_input_fails_only_its_own_job_of_a_group() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=8)
+        worker.start()
+        gate, run = Gate(), Grouped()
+        worker.submit(Job(gate, loop))
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        jobs = [run.job(loop, item) for item in ("a", "bad", "c")]
+        for job in jobs:
+            worker.submit(job)
+        gate.release.set()
+        good, bad, other = [(await drain(job))[-1] for job in jobs]
+        assert (good.result, other.result) == ("a", "c")
+        assert isinstance(bad, Failed) and isinstance(bad.error, InputError)
+        assert run.groups == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]  # together, then each alone
+        worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_cancelled_while_queued_is_left_out_of_its_group() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=8)
+        worker.start()
+        gate, run = Gate(), Grouped()
+        worker.submit(Job(gate, loop))
+        await loop.run_in_executor(None, gate.started.wait, 5)
+        kept, dropped = run.job(loop, "kept"), run.job(loop, "dropped")
+        worker.submit(kept)
+        worker.submit(dropped)
+        dropped.cancel()
+        gate.release.set()
+        assert (await drain(kept))[-1].result == "kept"
+        [event] = await drain(dropped)
+        assert isinstance(event, Failed) and isinstance(event.error, GenerationCancelled)
+        assert run.groups == [["kept"]]
+        worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_arriving_within_the_window_joins_the_waiting_one() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = Worker(max_queue=8, window_s=30)  # the budget filling up ends the wait, not the window
+        worker.start()
+        run = Grouped()
+        first = Job(Batch(key="k", rows=1, budget=2, item="first", run=run), loop)
+        worker.submit(first)
+        await asyncio.sleep(0.2)
+        assert worker.status()["running"] == 1 and run.groups == []  # taken, waiting for company
+        worker.submit(Job(Batch(key="k", rows=1, budget=2, item="second", run=run), loop))
+        assert (await drain(first))[-1].result == "first"
+        assert run.groups == [["first", "second"]]
+        worker.close()
 
     asyncio.run(scenario())

@@ -6,6 +6,7 @@ port."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from jinja2.exceptions import TemplateError
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration, JanusProcessor
+from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaModel
 
 from janus_adapters.transformers_interop import (
     EXTRAS_FILE,
@@ -31,6 +32,10 @@ from janus_adapters.transformers_interop import (
 from janus_adapters.transformers_interop.config import END_OF_SENTENCE, TokenIds, official_to_transformers
 from janus_sdk.checkpoint import open_checkpoint
 from janus_sdk.errors import CheckpointError, ConfigError
+
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+"""This transformers' name of the KV cache argument (5.24 renamed `past_key_values` to `cache`; older releases
+ignore an unknown `cache` and run without one)."""
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "janus-tiny"
 CHECKPOINT = FIXTURE / "checkpoint"
@@ -244,7 +249,7 @@ def test_teacher_forced_image_steps_match_golden(model: Model, golden: dict[str,
             if step:
                 pair_tokens = forced[:, step - 1].repeat_interleave(2)[:, None]
                 embeds = model.prepare_embeddings_for_image_generation(pair_tokens)
-            hidden = model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True)
+            hidden = model.model.language_model(inputs_embeds=embeds, use_cache=True, **{CACHE_ARG: cache})
             logits = model.model.generation_head(hidden.last_hidden_state[:, -1])
             if step == 0:
                 torch.testing.assert_close(logits, golden["gen_step0_raw_logits"], atol=2e-4, rtol=0)

@@ -186,7 +186,7 @@ def test_chat_upload_ask_and_read_the_streamed_answer_then_stop_one(
     prompt = "Tell me a story"
     partial = "".join(first_tokens(pipeline, prompt, 5))
     cancelled = counters(base_url)["cancelled"]
-    with Pause(pipeline, "stream_chat", at=5) as held:
+    with Pause(pipeline, "stream_chat_batch", at=5) as held:
         element(driver, "#chat-input").send_keys(prompt)
         element(driver, "#chat-send").click()
         held.wait_reached()

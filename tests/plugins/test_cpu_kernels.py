@@ -51,7 +51,12 @@ def test_a_process_waits_for_anothers_build_and_says_so(
     monkeypatch.setattr(kernel_module, "_module", None)  # restored after: build() sets it
     monkeypatch.setattr(kernel_module, "_failure", None)
     events: list[str] = []
-    monkeypatch.setattr(kernel_module, "_compile", lambda name, folder: events.append("compiled") or object())
+
+    def compiling(name: str, folder: Path) -> object:
+        events.append("compiled")
+        return object()
+
+    monkeypatch.setattr(kernel_module, "_compile", compiling)
     folder = kernel_module.build_dir()
     folder.mkdir(parents=True)
     other = FileLock(str(folder / "janus.lock"))

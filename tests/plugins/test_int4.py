@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from janus_plugins.linear.int4 import Int4Backend, Int4Linear, Int4Options, quantize_groups
+from janus_plugins.mlp import VisionHead
 from janus_sdk import JanusPipeline
 from janus_sdk.errors import BackendUnavailableError
 
@@ -54,8 +55,8 @@ def test_torchs_kernel_computes_the_dequantized_layer(rows: int, dtype: torch.dt
         out = quantized(x)
     expected = nn.functional.linear(x.double(), weight, layer.bias.double())
     assert out.shape == (3, rows, 48) and out.dtype == dtype
-    tolerance = {"atol": 2e-2, "rtol": 2**-7} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
-    torch.testing.assert_close(out.double(), expected, **tolerance)
+    atol, rtol = (2e-2, 2**-7) if dtype == torch.bfloat16 else (1e-4, 1e-4)
+    torch.testing.assert_close(out.double(), expected, atol=atol, rtol=rtol)
 
 
 def test_layers_the_kernel_cannot_take_are_kept_and_other_devices_refused() -> None:
@@ -76,7 +77,8 @@ def test_int4_pipeline_stays_near_the_reference() -> None:
     pipe = JanusPipeline.from_pretrained(
         FIXTURE / "checkpoint", device="cpu", dtype="bfloat16", linear="int4"
     )
-    assert isinstance(pipe.model.gen_head.vision_head, Int4Linear)
+    head = pipe.model.gen_head
+    assert isinstance(head, VisionHead) and isinstance(head.vision_head, Int4Linear)
     llm = pipe.model.language_model
     embeds = golden["und_inputs_embeds"].to(torch.bfloat16)
     with torch.inference_mode():

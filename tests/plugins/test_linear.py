@@ -22,6 +22,7 @@ from janus_plugins.linear.packed import (
     pack_int8,
     unpack_int8,
 )
+from janus_plugins.mlp import VisionHead
 from janus_sdk import tuning
 from janus_sdk.errors import BackendUnavailableError
 
@@ -302,13 +303,13 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
         dequantized.weight.copy_(packed.plain_weight().double() * packed.scale.double()[:, None])
         dequantized.bias.copy_(packed.bias.double())
         expected = dequantized(x.double())
-        tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-3, "rtol": 2**-7}
-        torch.testing.assert_close(plain(x).double(), expected, **tolerance)
+        atol, rtol = (1e-5, 1e-5) if dtype == torch.float32 else (1e-3, 2**-7)
+        torch.testing.assert_close(plain(x).double(), expected, atol=atol, rtol=rtol)
         if rows > KERNEL_MAX_ROWS or dtype == torch.bfloat16:
-            torch.testing.assert_close(packed(x).double(), expected, **tolerance)
+            torch.testing.assert_close(packed(x).double(), expected, atol=atol, rtol=rtol)
         else:  # the kernel rounds x to int16 steps of max |x[block]| / 32767: at most half a step per feature
             bound = torch.full_like(expected, 1e-6)
-            for block in torch.arange(in_features).split(INT16_SCALE_BLOCK):
+            for block in torch.split(torch.arange(in_features), INT16_SCALE_BLOCK):
                 half_step = x[:, block].double().abs().amax(dim=1, keepdim=True) / 32767 / 2
                 bound += half_step * dequantized.weight[:, block].abs().sum(dim=1)
             assert bool(((packed(x).double() - expected).abs() <= bound).all())
@@ -349,7 +350,12 @@ def test_bfloat16_gemm_runs_in_the_compute_dtype(
     pinned(f"matmul-dtype={pin}")
     seen: list[torch.dtype] = []
     linear = nn.functional.linear
-    monkeypatch.setattr(nn.functional, "linear", lambda x, w: seen.append(w.dtype) or linear(x, w))
+
+    def recording(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        seen.append(w.dtype)
+        return linear(x, w)
+
+    monkeypatch.setattr(nn.functional, "linear", recording)
     packed = PackedLinear(torch.randn(8, 16).to(torch.bfloat16), None, None, isas=())
     with torch.inference_mode():
         out = packed(torch.randn(KERNEL_MAX_ROWS + 1, 16).to(torch.bfloat16))
@@ -370,8 +376,9 @@ def test_int8_pipeline_stays_close_to_the_reference() -> None:
     golden = load_file(fixture / "golden" / "golden.safetensors")
     pipe = JanusPipeline.from_pretrained(fixture / "checkpoint", device="cpu", dtype="float32", linear="int8")
     llm = pipe.model.language_model
-    assert isinstance(pipe.model.gen_head.vision_head, PackedLinear)
-    assert pipe.model.gen_head.vision_head.weight.dtype == torch.int8
+    head = pipe.model.gen_head
+    assert isinstance(head, VisionHead) and isinstance(head.vision_head, PackedLinear)
+    assert head.vision_head.weight.dtype == torch.int8
     embeds = golden["und_inputs_embeds"]
     with torch.inference_mode():
         logits = llm.text_logits(llm.hidden_states(embeds, llm.new_cache(1, embeds.shape[1]), 0))
@@ -388,9 +395,12 @@ def test_torch_path_computes_on_contiguous_rows(monkeypatch: pytest.MonkeyPatch,
     pinned("matmul-dtype=bfloat16")
     seen: list[tuple[tuple[int, ...], bool]] = []
     linear = nn.functional.linear
-    monkeypatch.setattr(
-        nn.functional, "linear", lambda x, w: seen.append((tuple(x.shape), x.is_contiguous())) or linear(x, w)
-    )
+
+    def recording(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        seen.append((tuple(x.shape), x.is_contiguous()))
+        return linear(x, w)
+
+    monkeypatch.setattr(nn.functional, "linear", recording)
     layer = _linear(32, 24, torch.bfloat16, bias=False)
     packed = PackedLinear(layer.weight.detach(), None, None, isas=())
     hidden = torch.randn(3, 5, 32).to(torch.bfloat16)

@@ -16,6 +16,7 @@ from torch import Tensor
 import janus_plugins.siglip as siglip_plugin
 from conftest import Pin
 from janus_plugins.siglip import SigLIPConfig, SigLIPVisionEncoder
+from janus_plugins.siglip.model import Block
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.interfaces import VisualEncoder
 from janus_sdk.plugins import PluginHost
@@ -135,6 +136,7 @@ def test_bfloat16_weights_run_block_by_block_in_float32_where_the_cpu_emulates_b
     encoder = loaded(build(registration, params), weights).to(torch.bfloat16)
     seen: list[tuple[torch.dtype, torch.dtype]] = []
     for block in encoder.vision_tower.blocks:
+        assert isinstance(block, Block)
         block.mlp.fc1.register_forward_pre_hook(lambda m, args: seen.append((args[0].dtype, m.weight.dtype)))
     with torch.no_grad():
         out = encoder(pixels.to(torch.bfloat16))

@@ -29,7 +29,12 @@ PAGE_LIMITS = {"max_n", "max_tokens", "default_max_tokens", "max_chat_images"}
 def create_app(pipeline: JanusPipeline, settings: ServerSettings | None = None) -> FastAPI:
     """An app serving `pipeline`; its worker thread runs between the app's startup and shutdown."""
     settings = settings or ServerSettings()
-    state = ServerState(pipeline, served_model(pipeline, settings), settings, Worker(settings.max_queue))
+    state = ServerState(
+        pipeline,
+        served_model(pipeline, settings),
+        settings,
+        Worker(settings.max_queue, settings.batch_window_ms / 1000),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

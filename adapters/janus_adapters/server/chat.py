@@ -1,7 +1,13 @@
-"""POST /v1/chat/completions: OpenAI chat messages in, a Janus answer out (whole, or streamed as chunks)."""
+"""POST /v1/chat/completions: OpenAI chat messages in, a Janus answer out (whole, or streamed as chunks).
+
+Concurrent chats with the same sampling settings are decoded together (up to the server's `chat_batch`),
+each with a seed of its own: a request with seed s gets `pipeline.chat(messages=..., seed=s)`'s answer
+whatever else shares its batch (one without a seed gets a random one).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,8 +30,12 @@ from janus_adapters.server.schemas import (
     Usage,
 )
 from janus_adapters.server.settings import ServerSettings
-from janus_adapters.server.state import ServerState, sse, sse_error
-from janus_adapters.server.worker import Done, Event, Failed, Job, Text
+from janus_adapters.server.state import ServerState, request_seed, sse, sse_error
+from janus_adapters.server.worker import Batch, Done, Event, Failed, Job, Outcome, Text
+from janus_sdk.errors import GenerationCancelled
+from janus_sdk.pipeline.decoding import Progress
+from janus_sdk.pipeline.janus import JanusPipeline
+from janus_sdk.text_stream import ChatBatchStream
 
 PENALTIES = {"presence_penalty", "frequency_penalty", "repetition_penalty"}
 """The request's penalties, settings of whichever sampler runs."""
@@ -54,21 +64,14 @@ def chat_router(state: ServerState) -> APIRouter:
             to_janus_messages, body.messages, state.settings, pipeline.config.processor.image_tag
         )
 
-        def work(job: Job) -> _Finished:
-            stream = pipeline.stream_chat(messages=messages, seed=body.seed, on_step=job.on_step, **settings)
-            for piece in stream:
-                job.emit(Text(piece))
-            progress = job.last_progress
-            ended = progress is not None and progress.step == progress.total
-            reason: Literal["stop", "length"] = "length" if ended else "stop"
-            tokens = stream.usage
-            usage = Usage(
-                prompt_tokens=tokens.prompt_tokens,
-                completion_tokens=tokens.completion_tokens,
-                total_tokens=tokens.total_tokens,
-            )
-            return _Finished(reason, usage)
-
+        limit = settings.pop("max_new_tokens")
+        work = Batch(
+            key=("chat", json.dumps(settings, sort_keys=True)),
+            rows=1,
+            budget=state.settings.chat_batch,
+            item=_Request(messages, request_seed(body.seed, pipeline.config.generation.seed), limit),
+            run=_ChatRun(pipeline, settings),
+        )
         job = state.submit(work)
         first = await state.next_event(job, request)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -164,6 +167,62 @@ def _message(message: ChatMessage, index: int, limits: ServerSettings, tag: str)
     else:  # images first (or none): the pipeline puts their tags in front, as the official code does
         content = "\n".join(t for t in texts if t is not None)
     return {"role": role, "content": content, "images": images}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One chat's part of a batch: its conversation, its seed, its token limit."""
+
+    messages: list[dict[str, Any]]
+    seed: int
+    max_new_tokens: int
+
+
+class _ChatRun:
+    """Decodes a group of chats of one settings together, each request sent its own answer's pieces."""
+
+    def __init__(self, pipeline: JanusPipeline, settings: dict[str, Any]) -> None:
+        self.pipeline, self.settings = pipeline, settings
+
+    def __call__(self, jobs: list[Job]) -> list[Outcome]:
+        requests = [_request(job) for job in jobs]
+
+        def on_step(progress: Progress) -> bool:
+            going = False
+            for job in jobs:
+                going |= job.on_step(progress)
+            return going
+
+        stream = self.pipeline.stream_chat_batch(
+            [request.messages for request in requests],
+            seed=[request.seed for request in requests],
+            max_new_tokens=[request.max_new_tokens for request in requests],
+            on_step=on_step,
+            **self.settings,
+        )
+        for index, piece in stream:
+            jobs[index].emit(Text(piece))
+        cancelled = Failed(GenerationCancelled("cancelled while it ran"))
+        return [
+            cancelled if job.cancelled.is_set() else Done(_finished(stream, index))
+            for index, job in enumerate(jobs)
+        ]
+
+
+def _request(job: Job) -> _Request:
+    assert isinstance(job.work, Batch)
+    request: _Request = job.work.item
+    return request
+
+
+def _finished(stream: ChatBatchStream, index: int) -> _Finished:
+    tokens = stream.usage[index]
+    usage = Usage(
+        prompt_tokens=tokens.prompt_tokens,
+        completion_tokens=tokens.completion_tokens,
+        total_tokens=tokens.total_tokens,
+    )
+    return _Finished(stream.finish_reason(index), usage)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ LIMITS = (
     "max_tokens",
     "default_max_tokens",
     "image_batch",
+    "chat_batch",
+    "batch_window_ms",
 )
 """ServerSettings fields with a flag of their own (--max-queue, ...); unset flags keep the defaults."""
 
@@ -40,8 +42,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load one model and serve POST /v1/chat/completions (text + data-URI images, streaming), "
         "POST /v1/images/generations, GET /v1/models, GET /health, the OpenAPI docs at /docs and a chat / "
-        "image-generation page at /. Requests are queued and run one at a time. Needs: pip install "
-        "'janus-sdk[server]'.",
+        "image-generation page at /. Requests are queued; concurrent ones with the same settings run as one "
+        "batch. Needs: pip install 'janus-sdk[server]'.",
         epilog="examples:\n  janus serve --model tests/fixtures/janus-tiny/checkpoint --port 8000\n"
         f"  {API_KEY_ENV}=secret janus serve --model deepseek-ai/Janus-Pro-1B --host 0.0.0.0\n\n"
         "then e.g.: openai.OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='secret')",

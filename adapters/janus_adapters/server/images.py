@@ -1,25 +1,31 @@
 """POST /v1/images/generations: images as base64 PNG, or (Janus extra) streamed with progress as they finish.
 
-Images are sampled in groups of the server's `image_batch` from one generator, so a seed gives the same images
-as `pipeline.generate_images(prompt, n=n, max_batch=image_batch, seed=seed)`, streamed or not.
+Concurrent requests with the same settings are sampled together, up to the server's `image_batch` images per
+forward pass. Every image has a seed of its own, so what shares its batch does not change it: image i of a
+request with seed s is `pipeline.generate_images(prompt, n=1, seed=s + i)`'s, streamed or not, alone or
+batched (a request without a seed gets a random one).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-import torch
 from fastapi import APIRouter, Request, Response
 from PIL import Image
 
 from janus_adapters.server.errors import APIError
 from janus_adapters.server.schemas import ImageData, ImageGenerationRequest, ImagesResponse
-from janus_adapters.server.state import ServerState, sse, sse_error
-from janus_adapters.server.worker import Done, Event, Failed, Job, Picture, Step
+from janus_adapters.server.state import ServerState, request_seed, sse, sse_error
+from janus_adapters.server.worker import Batch, Done, Event, Failed, Job, Outcome, Picture, Step
+from janus_sdk.errors import GenerationCancelled
 from janus_sdk.pipeline.decoding import Progress, ProgressCallback
+from janus_sdk.pipeline.janus import JanusPipeline
 
 SETTINGS = {"guidance", "cfg_weight", "sampler", "temperature", "top_k", "top_p"}
 """The request fields that are ImageGenerationConfig settings."""
@@ -49,26 +55,15 @@ def images_router(state: ServerState) -> APIRouter:
         state.check_model(body.model)
         _check(body, state.settings.max_n, native_size)
         settings = body.model_dump(include=SETTINGS, exclude_none=True)
-        pipeline, batch = state.pipeline, state.settings.image_batch
-
-        def work(job: Job) -> None:
-            generator = torch.Generator(device=pipeline.device)
-            if body.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(body.seed)
-            for first in range(0, body.n, batch):
-                count = min(batch, body.n - first)
-                images = pipeline.generate_images(
-                    body.prompt,
-                    n=count,
-                    seed=generator,
-                    on_step=_reporter(job, first, count, body.n, body.stream),
-                    **settings,
-                )
-                for index, image in enumerate(images, start=first):
-                    job.emit(Picture(index, _png(image), image.size))
-
+        first_seed = request_seed(body.seed, state.pipeline.config.image_generation.seed)
+        seeds = [(first_seed + i) % 2**64 for i in range(body.n)]
+        work = Batch(
+            key=("images", json.dumps(settings, sort_keys=True)),
+            rows=body.n,
+            budget=state.settings.image_batch,
+            item=_Request(body.prompt, seeds, body.stream),
+            run=_ImageRun(state.pipeline, settings, state.settings.image_batch),
+        )
         job = state.submit(work)
         first = await state.next_event(job, request)
         if body.stream:
@@ -84,6 +79,47 @@ def images_router(state: ServerState) -> APIRouter:
         )
 
     return router
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request's part of a batch: its prompt, a seed per image, whether it streams progress."""
+
+    prompt: str
+    seeds: list[int]
+    stream: bool
+
+
+class _ImageRun:
+    """Runs a group of image requests of one settings: their images in chunks of at most `budget`, each
+    request told of its own images' progress and sent each image as it is decoded."""
+
+    def __init__(self, pipeline: JanusPipeline, settings: dict[str, Any], budget: int) -> None:
+        self.pipeline, self.settings, self.budget = pipeline, settings, budget
+
+    def __call__(self, jobs: list[Job]) -> list[Outcome]:
+        images = [(job, index) for job in jobs for index in range(len(_request(job).seeds))]
+        for first in range(0, len(images), self.budget):
+            chunk = images[first : first + self.budget]
+            try:
+                pictures = self.pipeline.generate_images(
+                    [_request(job).prompt for job, _ in chunk],
+                    seed=[_request(job).seeds[index] for job, index in chunk],
+                    on_step=_reporter(chunk),
+                    **self.settings,
+                )
+            except GenerationCancelled:  # every request of the chunk was cancelled; go on with the rest
+                continue
+            for (job, index), picture in zip(chunk, pictures, strict=True):
+                job.emit(Picture(index, _png(picture), picture.size))
+        cancelled = Failed(GenerationCancelled("cancelled while it ran"))
+        return [cancelled if job.cancelled.is_set() else Done(None) for job in jobs]
+
+
+def _request(job: Job) -> _Request:
+    assert isinstance(job.work, Batch)
+    request: _Request = job.work.item
+    return request
 
 
 def _check(body: ImageGenerationRequest, max_n: int, native_size: str) -> None:
@@ -112,14 +148,22 @@ def _check(body: ImageGenerationRequest, max_n: int, native_size: str) -> None:
         )
 
 
-def _reporter(job: Job, first: int, count: int, n: int, stream: bool) -> ProgressCallback:
-    """on_step for one group of images: cancellation always, progress events (throttled) when streaming."""
+def _reporter(chunk: list[tuple[Job, int]]) -> ProgressCallback:
+    """on_step for a chunk of images: each request streaming progress hears of its own images in the chunk
+    (throttled); says stop once every request of the chunk was cancelled."""
+    jobs = list(dict.fromkeys(job for job, _ in chunk))
+    spans = {job: [index for owner, index in chunk if owner is job] for job in jobs}
 
     def on_step(progress: Progress) -> bool:
         every = max(1, progress.total // PROGRESS_EVENTS)
-        if stream and (progress.step % every == 0 or progress.step in (1, progress.total)):
-            job.emit(Step(first, count, n, progress.step, progress.total))
-        return job.on_step(progress)
+        due = progress.step % every == 0 or progress.step in (1, progress.total)
+        going = False
+        for job in jobs:
+            going |= job.on_step(progress)
+            span = spans[job]
+            if due and _request(job).stream:
+                job.emit(Step(span[0], len(span), len(_request(job).seeds), progress.step, progress.total))
+        return going
 
     return on_step
 

@@ -163,7 +163,9 @@ class ImageGenerationRequest(_Request):
     top_k: int | None = Field(default=None, ge=0, description="Sample among the k likeliest codes; 0 = all.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus mass of the code sampler.")
     seed: int | None = Field(
-        default=None, ge=0, description="Same seed, n and server image_batch: same images."
+        default=None,
+        ge=0,
+        description="Image i gets seed + i: the same seed, the same images, whatever else runs.",
     )
     guidance: Strategy = Field(
         default=None,

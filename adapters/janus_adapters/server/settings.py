@@ -58,10 +58,19 @@ class ServerSettings(BaseModel):
         description="Answer length when a chat request gives no max_tokens (capped by max_tokens).",
     )
     image_batch: int = Field(
-        default=1,
+        default=4,
         ge=1,
-        description="Images sampled together; larger is faster on a GPU, but images then finish in groups. "
-        "A seed reproduces the images for the same n and image_batch.",
+        description="Most images sampled together in one forward pass, from one request or from concurrent "
+        "ones with the same settings: more images per minute, each finishing later. Images do not depend on "
+        "it (every image has a seed of its own).",
+    )
+    chat_batch: int = Field(
+        default=8, ge=1, description="Most concurrent chat answers (with the same settings) decoded together."
+    )
+    batch_window_ms: int = Field(
+        default=50,
+        ge=0,
+        description="How long a request that could share a batch waits for concurrent ones to join it.",
     )
     allow_remote_images: bool = Field(
         default=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from janus_adapters.server.errors import CLIENT_CLOSED, APIError, from_exception
 from janus_adapters.server.identity import ServedModel
 from janus_adapters.server.settings import ServerSettings
-from janus_adapters.server.worker import ClientGone, Done, Event, Failed, Job, QueueFull, Worker
+from janus_adapters.server.worker import Batch, ClientGone, Done, Event, Failed, Job, QueueFull, Worker
 from janus_sdk.pipeline.janus import JanusPipeline
 
 
@@ -41,8 +42,9 @@ class ServerState:
                 code="model_not_found",
             )
 
-    def submit(self, work: Callable[[Job], Any]) -> Job:
-        """Queue `work` for the worker; 429 with Retry-After when the queue is full."""
+    def submit(self, work: Callable[[Job], Any] | Batch) -> Job:
+        """Queue `work` (alone, or a Batch to share with others) for the worker; 429 with Retry-After when
+        the queue is full."""
         job = Job(work, asyncio.get_running_loop())
         try:
             self.worker.submit(job)
@@ -99,6 +101,13 @@ class ServerState:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def request_seed(given: int | None, configured: int | None) -> int:
+    """A request's seed (an image request's first): its own, else the pipeline config's, else a random one."""
+    if given is not None:
+        return given
+    return configured if configured is not None else secrets.randbits(63)
 
 
 def sse(payload: dict[str, Any] | str) -> str:

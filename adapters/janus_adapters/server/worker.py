@@ -1,10 +1,16 @@
-"""One model, many clients: a bounded queue of jobs run in arrival order by a single worker thread.
+"""One model, many clients: a bounded queue of jobs run in arrival order by a single worker thread, jobs that
+can share a batch run together.
 
-A job is a function run on the worker; it reports what it produces (text pieces, progress, images) as events
-that the request handler reads on the event loop. Every job ends with exactly one terminal event (`Done` or
+A job is work run on the worker; it reports what it produces (text pieces, progress, images) as events that
+the request handler reads on the event loop. Every job ends with exactly one terminal event (`Done` or
 `Failed`), also when it was cancelled or the server shuts down, so every accepted request gets exactly one
 answer. Cancelling a job (its client went away) skips it if it is still queued, or makes its next `on_step`
 return False, which stops the pipeline with GenerationCancelled.
+
+A job with a `Batch` runs together with the jobs of the same key queued with it (those waiting when it
+starts, and those arriving within `window_s`), up to its row budget: one forward pass per step for all of
+them, which on every device costs far less than one pass each. Should the group fail on one job's input
+(InputError, raised before any model work), each job is run alone, so that only the bad one fails.
 """
 
 from __future__ import annotations
@@ -13,16 +19,16 @@ import asyncio
 import contextlib
 import logging
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
-from janus_sdk.errors import GenerationCancelled
+from janus_sdk.errors import GenerationCancelled, InputError
 from janus_sdk.pipeline.decoding import Progress
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,20 @@ class Failed:
 
 
 Event = Text | Step | Picture | Done | Failed
+Outcome = Done | Failed
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How a job shares a run: jobs of one `key` (the same kind of work with the same settings) run together
+    by `run`, at most `budget` rows in all, this job bringing `rows` (its images, or one answer) and `item`
+    (its own inputs, for `run`). `run` gets the group in order and returns each job's outcome."""
+
+    key: Hashable
+    rows: int
+    budget: int
+    item: Any
+    run: Callable[[list[Job]], list[Outcome]]
 
 
 class QueueFull(Exception):
@@ -87,7 +107,7 @@ class ClientGone(Exception):
 class Job:
     """One request's work and the channel its events come back through."""
 
-    def __init__(self, work: Callable[[Job], Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, work: Callable[[Job], Any] | Batch, loop: asyncio.AbstractEventLoop) -> None:
         self.work = work
         self.cancelled = threading.Event()
         self.last_progress: Progress | None = None
@@ -143,15 +163,16 @@ class Stats:
 
 
 class Worker:
-    """A single thread running queued jobs in order; `submit` refuses when `max_queue` jobs wait already."""
+    """A single thread running queued jobs in order (a job with a Batch together with its compatible
+    followers); `submit` refuses when `max_queue` jobs wait already."""
 
-    def __init__(self, max_queue: int) -> None:
+    def __init__(self, max_queue: int, window_s: float = 0.0) -> None:
         self.max_queue = max_queue
+        self.window_s = window_s
         self.stats = Stats()
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._running: Job | None = None
+        self._pending: deque[Job] = deque()
+        self._changed = threading.Condition()
+        self._running: list[Job] = []
         self._mean_seconds = 1.0
         self._thread = threading.Thread(target=self._loop, name="janus-worker", daemon=True)
         self._closed = False
@@ -162,83 +183,115 @@ class Worker:
 
     def submit(self, job: Job) -> None:
         """Queue a job, or raise QueueFull with a Retry-After estimate."""
-        with self._lock:
+        with self._changed:
             if self._closed:
                 raise QueueFull(retry_after=5)
-            if self._waiting >= self.max_queue:
+            if len(self._pending) >= self.max_queue:
                 self.stats.rejected += 1
                 raise QueueFull(retry_after=self._retry_after())
-            self._waiting += 1
             self.stats.accepted += 1
-        self._queue.put(job)
+            self._pending.append(job)
+            self._changed.notify_all()
 
     def status(self) -> dict[str, Any]:
         """Queue depth and counters."""
-        with self._lock:
+        with self._changed:
             return {
-                "waiting": self._waiting,
-                "running": self._running is not None,
+                "waiting": len(self._pending),
+                "running": len(self._running),
                 "max_queue": self.max_queue,
                 **vars(self.stats),
             }
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel every queued and running job, let the thread finish them off, and stop it."""
-        with self._lock:
+        with self._changed:
             self._closed = True
-            running = self._running
-        if running is not None:
-            running.cancel()
-        self._queue.put(None)
+            for job in self._running:
+                job.cancel()
+            self._changed.notify_all()
         self._thread.join(timeout)
 
     def _retry_after(self) -> int:
-        """Seconds until a queue slot is likely free: one average job (at least 1 s, at most a minute)."""
+        """Seconds until a queue slot is likely free: one average run (at least 1 s, at most a minute)."""
         return max(1, min(60, math.ceil(self._mean_seconds)))
 
     def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                self._drain()
-                return
-            with self._lock:
-                self._waiting -= 1
-                self._running = job
-                if self._closed:
-                    job.cancel()
+        while (group := self._take()) is not None:
             started = time.perf_counter()
-            event = self._run(job)
-            with self._lock:
-                self._running = None
+            outcomes = self._run(group)
+            with self._changed:
+                self._running = []
                 self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - started)
-                counter = _outcome(event)
-                setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-            job.emit(event)
+                for outcome in outcomes:
+                    counter = _outcome(outcome)
+                    setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+            for job, outcome in zip(group, outcomes, strict=True):
+                job.emit(outcome)
+        self._drain()
 
-    @staticmethod
-    def _run(job: Job) -> Done | Failed:
-        if job.cancelled.is_set():
-            return Failed(GenerationCancelled("cancelled before it started"))
-        try:
-            return Done(job.work(job))
-        except Exception as exc:  # every failure becomes the job's answer; the worker never dies
-            if not isinstance(exc, GenerationCancelled):
-                log.debug("job failed", exc_info=exc)
-            return Failed(exc)
+    def _take(self) -> list[Job] | None:
+        """The next job and, for a batched one, the jobs that join it (waiting up to window_s for more while
+        its budget has room); None once the worker is closed."""
+        with self._changed:
+            while not self._pending and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return None
+            group = self._running = [self._pending.popleft()]
+            first = group[0].work
+            if isinstance(first, Batch):
+                deadline = time.monotonic() + self.window_s
+                while self._join(group, first) < first.budget and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+            return group
+
+    def _join(self, group: list[Job], first: Batch) -> int:
+        """Move the queued jobs that fit `first`'s batch into `group`; the rows it holds now."""
+        rows = sum(job.work.rows for job in group if isinstance(job.work, Batch))
+        for job in list(self._pending):
+            work = job.work
+            if isinstance(work, Batch) and work.key == first.key and rows + work.rows <= first.budget:
+                self._pending.remove(job)
+                group.append(job)
+                rows += work.rows
+        return rows
+
+    @classmethod
+    def _run(cls, group: list[Job]) -> list[Outcome]:
+        """Each job's outcome: a group through its batch's run (alone, each, if one job's input is bad)."""
+        live = [job for job in group if not job.cancelled.is_set()]
+        outcomes: dict[Job, Outcome] = {
+            job: Failed(GenerationCancelled("cancelled before it started"))
+            for job in group
+            if job not in live
+        }
+        if live:
+            try:
+                work = live[0].work
+                ran = work.run(live) if isinstance(work, Batch) else [Done(work(live[0]))]
+                outcomes.update(zip(live, ran, strict=True))
+            except InputError as exc:
+                if len(live) == 1:
+                    outcomes[live[0]] = Failed(exc)
+                else:
+                    outcomes.update((job, cls._run([job])[0]) for job in live)
+            except Exception as exc:  # every failure becomes the jobs' answer; the worker never dies
+                if not isinstance(exc, GenerationCancelled):
+                    log.debug("job failed", exc_info=exc)
+                outcomes.update((job, Failed(exc)) for job in live)
+        return [outcomes[job] for job in group]
 
     def _drain(self) -> None:
         """After close: answer jobs still queued (they were submitted before the close) as cancelled."""
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                with self._lock:
-                    self._waiting -= 1
-                    self.stats.cancelled += 1
-                job.emit(Failed(GenerationCancelled("the server is shutting down")))
+        with self._changed:
+            left, self._pending = list(self._pending), deque()
+            self.stats.cancelled += len(left)
+        for job in left:
+            job.emit(Failed(GenerationCancelled("the server is shutting down")))
 
 
 def _outcome(event: Done | Failed) -> str:

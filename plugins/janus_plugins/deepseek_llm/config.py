@@ -1,9 +1,11 @@
-"""Typed config of the DeepSeek-LLM backbone: the official `language_config` keys, LlamaConfig's defaults."""
+"""Typed config of the DeepSeek-LLM backbone: the official `language_config` keys, transformers' LlamaConfig
+defaults."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import LlamaConfig
 
 
 class DeepSeekLLMConfig(BaseModel):
@@ -24,7 +26,10 @@ class DeepSeekLLMConfig(BaseModel):
     )
     vocab_size: int = Field(32000, gt=0, description="Rows of the token embedding and the LM head.")
     max_position_embeddings: int = Field(
-        2048, gt=0, description="Longest sequence the rotary embedding is set up for (Janus-Pro: 16384)."
+        2048,
+        gt=0,
+        description="The rotary length the official config states (Janus-Pro: 16384); default RoPE computes "
+        "every position, so the SDK's limit is max_context.",
     )
     max_context: int = Field(
         4096,
@@ -33,7 +38,9 @@ class DeepSeekLLMConfig(BaseModel):
     )
     rms_norm_eps: float = Field(1e-6, gt=0, description="Epsilon of the RMSNorm layers.")
     rope_theta: float = Field(10000.0, gt=0, description="Base of the rotary position embedding.")
-    hidden_act: str = Field("silu", description="MLP activation (LLaMA: silu).")
+    hidden_act: Literal["silu"] = Field(
+        "silu", description="MLP activation: silu, the SwiGLU of LLaMA (stated in official configs)."
+    )
     attention_bias: bool = Field(False, description="Whether q/k/v/o projections have a bias.")
     mlp_bias: bool = Field(False, description="Whether the MLP projections have a bias.")
     cuda_graphs: bool = Field(
@@ -46,7 +53,7 @@ class DeepSeekLLMConfig(BaseModel):
         description="Run each decoder layer's RMSNorms, rotary embedding and SwiGLU product fused: as AVX2 "
         "kernels on the CPU (one call each where torch takes 5 to 15 ops; bfloat16 results bit-equal), "
         "compiled by torch.compile on CUDA (fewer kernels per step; compiled on first use in a process). "
-        "False keeps transformers' modules everywhere.",
+        "False keeps torch's ops everywhere.",
     )
 
     @model_validator(mode="after")
@@ -63,8 +70,3 @@ class DeepSeekLLMConfig(BaseModel):
                 f"num_key_value_heads {kv}"
             )
         return self
-
-    def to_llama_config(self) -> LlamaConfig:
-        """The equivalent transformers LlamaConfig (for its building blocks: RMSNorm, MLP, rotary tables)."""
-        fields = self.model_dump(exclude={"rope_theta", "max_context", "cuda_graphs", "fused_layer_ops"})
-        return LlamaConfig(**fields, rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta})

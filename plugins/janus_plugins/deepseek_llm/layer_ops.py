@@ -6,8 +6,8 @@ Around the ~170 weight-streaming matmuls of a 1B decode step sit ~1,300 small to
 8 of them, the rotary embedding 14). On a CPU they cost tens of microseconds each: about 30 ms of a bfloat16
 step of 190 ms (measured on a 2-core EPYC). On a GPU each is a kernel of its own, most of a captured step's
 kernels; compiled, an H200 step went from 3.2 to 2.0 ms (bench/RESULTS.md). The AVX2
-kernels round where transformers' modules round, so bfloat16 results equal torch's bit for bit (float32
-within the order of a sum).
+kernels round where the modules of `blocks` round, so bfloat16 results equal torch's bit for bit (float32
+within the order of a sum); the compiled ops compile the very functions those modules run.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from types import ModuleType
 
 import torch
 from torch import Tensor
-from torch.nn import functional
-from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, apply_rotary_pos_emb
 
 from janus_plugins.cpu_kernels import kernels_usable, load_kernels
+from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, rms_norm, rotate, silu_mul
 from janus_sdk import tuning
 
 log = logging.getLogger(__name__)
@@ -36,34 +35,18 @@ Position = int | Tensor
 captured decode step (the cache is then written with index_copy_ and read whole, masked beyond it)."""
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """LlamaRMSNorm as a function of tensors: normalized in float32, rounded to x's dtype, scaled."""
-    wide = x.float()
-    return weight * (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
 def add_rms_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     total = x + delta
     return total, rms_norm(total, weight, eps)
 
 
-def rotate(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    """q, k [B, T, heads, D] rotated (transformers' apply_rotary_pos_emb), as [B, heads, T, D]."""
-    rotated: tuple[Tensor, Tensor] = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
-    return rotated
-
-
-def silu_mul(gate: Tensor, up: Tensor) -> Tensor:
-    return functional.silu(gate) * up
-
-
 class TorchLayerOps:
-    """transformers' LLaMA modules and torch ops: every device, every dtype."""
+    """The LLaMA modules of `blocks`, run as they are: every device, every dtype."""
 
-    def rms_norm(self, x: Tensor, norm: LlamaRMSNorm) -> Tensor:
+    def rms_norm(self, x: Tensor, norm: RMSNorm) -> Tensor:
         return norm(x)  # type: ignore[no-any-return]
 
-    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: LlamaRMSNorm) -> tuple[Tensor, Tensor]:
+    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: RMSNorm) -> tuple[Tensor, Tensor]:
         """The residual add and the next norm: (x + delta, norm(x + delta))."""
         total = x + delta
         return total, self.rms_norm(total, norm)
@@ -94,7 +77,7 @@ class TorchLayerOps:
     def rotate(self, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         return rotate(q, k, cos, sin)
 
-    def swiglu(self, mlp: LlamaMLP, x: Tensor) -> Tensor:
+    def swiglu(self, mlp: MLP, x: Tensor) -> Tensor:
         return mlp(x)  # type: ignore[no-any-return]
 
 
@@ -104,18 +87,16 @@ class AVX2LayerOps(TorchLayerOps):
     def __init__(self, kernels: ModuleType) -> None:
         self.kernels = kernels
 
-    def rms_norm(self, x: Tensor, norm: LlamaRMSNorm) -> Tensor:
+    def rms_norm(self, x: Tensor, norm: RMSNorm) -> Tensor:
         if norm.weight.dtype != x.dtype:  # the kernel takes one dtype
             return super().rms_norm(x, norm)
-        out: Tensor = self.kernels.rms_norm(x.contiguous(), norm.weight, norm.variance_epsilon)
+        out: Tensor = self.kernels.rms_norm(x.contiguous(), norm.weight, norm.eps)
         return out
 
-    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: LlamaRMSNorm) -> tuple[Tensor, Tensor]:
+    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: RMSNorm) -> tuple[Tensor, Tensor]:
         if not x.dtype == delta.dtype == norm.weight.dtype:
             return super().add_rms_norm(x, delta, norm)
-        total, normed = self.kernels.add_rms_norm(
-            x.contiguous(), delta.contiguous(), norm.weight, norm.variance_epsilon
-        )
+        total, normed = self.kernels.add_rms_norm(x.contiguous(), delta.contiguous(), norm.weight, norm.eps)
         return total, normed
 
     def rotary_into_cache(
@@ -138,7 +119,7 @@ class AVX2LayerOps(TorchLayerOps):
         end = start + q.shape[1]
         return q.transpose(1, 2), keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
-    def swiglu(self, mlp: LlamaMLP, x: Tensor) -> Tensor:
+    def swiglu(self, mlp: MLP, x: Tensor) -> Tensor:
         product = self.kernels.silu_mul(mlp.gate_proj(x), mlp.up_proj(x))
         return mlp.down_proj(product)  # type: ignore[no-any-return]
 
@@ -160,19 +141,19 @@ class CompiledLayerOps(TorchLayerOps):
         self._rotate = compile_(rotate)
         self._silu_mul = compile_(silu_mul)
 
-    def rms_norm(self, x: Tensor, norm: LlamaRMSNorm) -> Tensor:
-        out: Tensor = self._rms_norm(x, norm.weight, norm.variance_epsilon)
+    def rms_norm(self, x: Tensor, norm: RMSNorm) -> Tensor:
+        out: Tensor = self._rms_norm(x, norm.weight, norm.eps)
         return out
 
-    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: LlamaRMSNorm) -> tuple[Tensor, Tensor]:
-        total, normed = self._add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
+    def add_rms_norm(self, x: Tensor, delta: Tensor, norm: RMSNorm) -> tuple[Tensor, Tensor]:
+        total, normed = self._add_rms_norm(x, delta, norm.weight, norm.eps)
         return total, normed
 
     def rotate(self, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         rotated_q, rotated_k = self._rotate(q, k, cos, sin)
         return rotated_q, rotated_k
 
-    def swiglu(self, mlp: LlamaMLP, x: Tensor) -> Tensor:
+    def swiglu(self, mlp: MLP, x: Tensor) -> Tensor:
         return mlp.down_proj(self._silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))  # type: ignore[no-any-return]
 
 
@@ -195,7 +176,7 @@ def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> To
     if not kernels_usable(device, dtype, "decoder layers use torch ops"):
         return TORCH_OPS
     fused = AVX2LayerOps(load_kernels())
-    norm = LlamaRMSNorm(PROBE_HIDDEN).to(dtype)
+    norm = RMSNorm(PROBE_HIDDEN, eps=1e-6).to(dtype)
     generator = tuning.probe_generator()
     x, delta = (torch.randn(2, 1, PROBE_HIDDEN, dtype=dtype, generator=generator) for _ in range(2))
 

@@ -1,10 +1,10 @@
 """DeepSeek-LLM (LLaMA architecture) driven by input embeddings, with a preallocated (static) KV cache.
 
-Norms, MLP and rotary tables are transformers' own LLaMA modules; the attention block and the cache are
-written here so that every step writes keys/values in place (no concatenation, no per-step allocation) and
-attention goes through the pipeline's AttentionBackend. The elementwise parts of a layer go through
-`layer_ops` (torch's ops, the AVX2 kernels on the CPU, compiled ones in a captured CUDA step). Parameter
-names equal the official `language_model.*` checkpoint keys.
+Norms, MLP and rotary tables are the modules of `blocks` (transformers' LLaMA arithmetic, our code); the
+attention block and the cache are written so that every step writes keys/values in place (no concatenation,
+no per-step allocation) and attention goes through the pipeline's AttentionBackend. The elementwise parts of
+a layer go through `layer_ops` (torch's ops, the AVX2 kernels on the CPU, compiled ones in a captured CUDA
+step). Parameter names equal the official `language_model.*` checkpoint keys.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, RotaryEmbedding
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayerOps, layer_ops
 from janus_sdk.cuda_graphs import capture
@@ -108,11 +108,10 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg: DeepSeekLLMConfig, layer_idx: int) -> None:
         super().__init__()
-        llama = cfg.to_llama_config()
-        self.input_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.self_attn = Attention(cfg, layer_idx)
-        self.post_attention_layernorm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(llama)  # type: ignore[no-untyped-call]
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
 
     def forward(
         self,
@@ -137,9 +136,9 @@ class LlamaStack(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
-        self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         with torch.device("cpu"):  # computed, not loaded: must exist even when the weights are built on meta
-            self.rotary_emb = LlamaRotaryEmbedding(cfg.to_llama_config())
+            self.rotary_emb = RotaryEmbedding(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
 
 
 class DeepSeekLLM(nn.Module):
@@ -155,7 +154,7 @@ class DeepSeekLLM(nn.Module):
         self.model = LlamaStack(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         head_dim = cfg.hidden_size // cfg.num_attention_heads
-        fits = cfg.hidden_act == "silu" and cfg.intermediate_size % 8 == 0 and head_dim % 16 == 0
+        fits = cfg.intermediate_size % 8 == 0 and head_dim % 16 == 0
         self.fuse_layer_ops = cfg.fused_layer_ops and fits  # what the kernels are written for
 
     def text_logits(self, hidden: Tensor) -> Tensor:

@@ -12,11 +12,11 @@ import os
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from torch import Tensor
 
 from janus_sdk.checkpoint import load_state_into, resolve_model_source
@@ -24,6 +24,7 @@ from janus_sdk.checkpoint.layouts import WeightSource
 from janus_sdk.checkpoint.saving import save_checkpoint
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
 from janus_sdk.config.components import ComponentSpec
+from janus_sdk.config.generation import MAX_NEW_TOKENS
 from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
@@ -50,7 +51,7 @@ from janus_sdk.processing import (
     sample_rows,
 )
 from janus_sdk.registry import BuildContext, Registry, describe_validation_error
-from janus_sdk.text_stream import ChatStream, StreamDecoder, TokenUsage
+from janus_sdk.text_stream import ChatBatchStream, ChatStream, StreamDecoder, TokenUsage
 from janus_sdk.tuning import Decision, get_tuner, probe_generator
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ Seed = int | torch.Generator | None
 Seeds = Seed | Sequence[int]
 """One seed (or generator) drawn from by a whole call, as the reference script draws; or a list of ints,
 one per image (or answer), each drawn from by its image alone."""
+Images = Sequence[ImageSource] | ImageSource | None
+"""A chat's images: a list of them, one given bare, or none."""
+ChatPrompt = str | Sequence[Message | dict[str, Any]]
+"""A prompt of a batch of chats: a question (asked about the batch's images) or a whole conversation."""
 TUNED_BATCHES = (1, 2, 8)
 """Rows of a chat, of one image with guidance and of four: the decode steps `tune` measures."""
 
@@ -247,7 +252,7 @@ class JanusPipeline:
         self,
         prompt: str | None = None,
         *,
-        images: Sequence[ImageSource] = (),
+        images: Images = (),
         messages: Sequence[Message | dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         seed: Seed = None,
@@ -271,7 +276,7 @@ class JanusPipeline:
         self,
         prompt: str | None = None,
         *,
-        images: Sequence[ImageSource] = (),
+        images: Images = (),
         messages: Sequence[Message | dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         seed: Seed = None,
@@ -287,20 +292,18 @@ class JanusPipeline:
         """
         gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
         _check_callback(on_step)
-        inputs, max_new_tokens = self._chat_inputs(prompt, images, messages, system_prompt, gen)
-        sampler = self._strategy(ComponentKind.SAMPLER, gen.sampler_spec)
-        generator = _generator(seed if seed is not None else gen.seed, self.device)
-        usage = TokenUsage(prompt_tokens=inputs.input_ids.shape[1])
-        pieces = self._stream(inputs, sampler, generator, max_new_tokens, on_step, usage)
-        return ChatStream(pieces, usage)
+        prepared = [self._chat_inputs(prompt, images, messages, system_prompt, gen.max_new_tokens)]
+        seeds = _generators(seed if seed is not None else gen.seed, 1, "answers", self.device)
+        return ChatStream(self._answers(prepared, gen, seeds, on_step))
 
     def chat_batch(
         self,
-        prompts: Sequence[str | Sequence[Message | dict[str, Any]]],
+        prompts: Sequence[ChatPrompt],
         *,
-        images: Sequence[ImageSource] = (),
+        images: Images = (),
         system_prompt: str | None = None,
         seed: Seeds = None,
+        max_new_tokens: int | Sequence[int] | None = None,
         on_step: ProgressCallback | None = None,
         **settings: Any,
     ) -> list[str]:
@@ -309,53 +312,69 @@ class JanusPipeline:
         `images` (the same for every string), or a conversation: a list of messages, as `chat`'s messages=.
 
         seed: an int or a torch.Generator draws every answer from one generator; a list of ints, one per
-        prompt, gives answer i `chat(prompt_i, seed=seed[i])`'s draws. settings: as for `stream_chat`."""
-        gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
-        _check_callback(on_step)
+        prompt, gives answer i `chat(prompt_i, seed=seed[i])`'s draws. max_new_tokens: one limit for all, or
+        one per prompt. settings: as for `stream_chat`."""
+        stream = self.stream_chat_batch(
+            prompts,
+            images=images,
+            system_prompt=system_prompt,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            on_step=on_step,
+            **settings,
+        )
+        answers = [""] * len(stream.limits)
+        for index, piece in stream:
+            answers[index] += piece
+        return answers
+
+    def stream_chat_batch(
+        self,
+        prompts: Sequence[ChatPrompt],
+        *,
+        images: Images = (),
+        system_prompt: str | None = None,
+        seed: Seeds = None,
+        max_new_tokens: int | Sequence[int] | None = None,
+        on_step: ProgressCallback | None = None,
+        **settings: Any,
+    ) -> ChatBatchStream:
+        """`chat_batch` as it is decoded: yields `(index, piece)` pairs, the answers interleaved step by step
+        (a server answering concurrent clients streams each its own); `usage[i]` and `finish_reason(i)` once
+        it is exhausted. Arguments as for `chat_batch`."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
             raise InputError(
                 "chat_batch takes a non-empty list of prompts (strings or conversations), got "
                 f"{prompts!r:.40}; for one prompt use chat"
             )
+        if isinstance(max_new_tokens, int):
+            settings["max_new_tokens"] = max_new_tokens
+        gen = merge_settings(self.config.generation, settings, GenerationConfig, self.registry)
+        _check_callback(on_step)
+        limits = _answer_limits(max_new_tokens, len(prompts), gen)
 
-        def inputs_of(prompt: str | Sequence[Message | dict[str, Any]]) -> tuple[UnderstandingInputs, int]:
+        def inputs_of(item: tuple[ChatPrompt, int]) -> tuple[UnderstandingInputs, int]:
+            prompt, limit = item
             if isinstance(prompt, str):
-                return self._chat_inputs(prompt, images, None, system_prompt, gen)
+                return self._chat_inputs(prompt, images, None, system_prompt, limit)
             if not isinstance(prompt, (list, tuple)):
                 kind = type(prompt).__name__
                 raise InputError(
                     f"a prompt must be a string or a conversation (a list of messages), got {kind}"
                 )
-            return self._chat_inputs(None, (), prompt, system_prompt, gen)
+            return self._chat_inputs(None, (), prompt, system_prompt, limit)
 
-        prepared = _per_prompt(list(prompts), inputs_of)
+        prepared = _per_prompt(list(zip(prompts, limits, strict=True)), inputs_of)
         seeds = _generators(seed if seed is not None else gen.seed, len(prepared), "answers", self.device)
-        sampler, generator = self._sampling(gen.sampler_spec, seeds)
-        answers: list[list[int]] = [[] for _ in prepared]
-        with self._lock, torch.inference_mode():
-            embeds, padding = left_pad([self._understanding_embeds(inputs) for inputs, _ in prepared], 0.0)
-            for tokens in generate_text_ids(
-                self.model.language_model,
-                embeds,
-                sampler,
-                max_new_tokens=[limit for _, limit in prepared],
-                eos_id=self.tokenizer.eos_id,
-                generator=generator,
-                on_step=on_step,
-                padding=padding,
-            ):
-                for answer, token in zip(answers, tokens.tolist(), strict=True):
-                    if token >= 0:
-                        answer.append(token)
-        return [self._text(ids) for ids in answers]
+        return self._answers(prepared, gen, seeds, on_step)
 
     def _chat_inputs(
         self,
         prompt: str | None,
-        images: Sequence[ImageSource],
+        images: Images,
         messages: Sequence[Message | dict[str, Any]] | None,
         system_prompt: str | None,
-        gen: GenerationConfig,
+        max_new_tokens: int,
     ) -> tuple[UnderstandingInputs, int]:
         """One conversation's model inputs and the most tokens its answer may have (the context's room)."""
         conversation = _conversation(prompt, images, messages)
@@ -374,49 +393,63 @@ class JanusPipeline:
                 f"the prompt is {prompt_len} tokens long but the model's context is "
                 f"{self.model.language_model.max_context}; shorten the text or send fewer images"
             )
-        return inputs, min(gen.max_new_tokens, room)
+        return inputs, min(max_new_tokens, room)
 
-    def _text(self, ids: Sequence[int]) -> str:
-        """An answer's ids as text, decoded as `stream_chat` streams it."""
-        decoder = StreamDecoder(self.tokenizer)
-        return "".join(decoder.push(token) for token in ids) + decoder.flush()
-
-    def _stream(
+    def _answers(
         self,
-        inputs: UnderstandingInputs,
-        sampler: Sampler,
-        generator: torch.Generator,
-        max_new_tokens: int,
+        prepared: list[tuple[UnderstandingInputs, int]],
+        gen: GenerationConfig,
+        seeds: torch.Generator | list[torch.Generator],
         on_step: ProgressCallback | None,
-        usage: TokenUsage,
-    ) -> Generator[str, None, None]:
+    ) -> ChatBatchStream:
+        """The answers to prepared conversations (inputs, token limit), decoded together."""
+        usage = [TokenUsage(prompt_tokens=inputs.input_ids.shape[1]) for inputs, _ in prepared]
+        limits = [limit for _, limit in prepared]
+        sampler, generator = self._sampling(gen.sampler_spec, seeds)
+        pieces = self._decode(prepared, sampler, generator, on_step, usage)
+        return ChatBatchStream(pieces, usage, limits)
+
+    def _decode(
+        self,
+        prepared: list[tuple[UnderstandingInputs, int]],
+        sampler: Sampler,
+        generator: torch.Generator | None,
+        on_step: ProgressCallback | None,
+        usage: list[TokenUsage],
+    ) -> Generator[tuple[int, str], None, None]:
         """Decode under the lock one step at a time and yield outside it: a stream may be consumed from any
         thread (web servers move a sync iterator between workers), and concurrent streams interleave safely,
-        each with its own cache and generator."""
+        each with its own cache and generator. An answer's held-back text is released when it ends."""
         with self._lock, torch.inference_mode():
-            embeds = self._understanding_embeds(inputs)
-            ids = generate_text_ids(
+            embeds, padding = left_pad([self._understanding_embeds(inputs) for inputs, _ in prepared], 0.0)
+            steps = generate_text_ids(
                 self.model.language_model,
                 embeds,
                 sampler,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=[limit for _, limit in prepared],
                 eos_id=self.tokenizer.eos_id,
                 generator=generator,
                 on_step=on_step,
+                padding=padding,
             )
-        decoder = StreamDecoder(self.tokenizer)
+        decoders: list[StreamDecoder | None] = [StreamDecoder(self.tokenizer) for _ in prepared]
         while True:
             with self._lock, torch.inference_mode():
-                token = next(ids, None)
-            if token is None:
-                break
-            usage.completion_tokens += 1
-            piece = decoder.push(int(token))
-            if piece:
-                yield piece
-        tail = decoder.flush()
-        if tail:
-            yield tail
+                tokens = next(steps, None)
+            rows = [-1] * len(prepared) if tokens is None else tokens.tolist()
+            for index, token in enumerate(rows):
+                decoder = decoders[index]
+                if decoder is None:
+                    continue
+                if token >= 0:
+                    usage[index].completion_tokens += 1
+                    piece = decoder.push(token)
+                else:  # the answer has ended: what the decoder held back is final now
+                    piece, decoders[index] = decoder.flush(), None
+                if piece:
+                    yield index, piece
+            if tokens is None:
+                return
 
     def _understanding_embeds(self, inputs: UnderstandingInputs) -> Tensor:
         """Token embeddings with each image's aligned SigLIP features in place of its placeholder tokens."""
@@ -647,7 +680,7 @@ def merge_settings(
 
 
 def _conversation(
-    prompt: str | None, images: Sequence[ImageSource], messages: Sequence[Message | dict[str, Any]] | None
+    prompt: str | None, images: Images, messages: Sequence[Message | dict[str, Any]] | None
 ) -> list[Message]:
     if messages is not None:
         if prompt is not None or images:
@@ -704,6 +737,29 @@ def _per_prompt(prompts: list[_Prompt], build: Callable[[_Prompt], _Built]) -> l
         except InputError as exc:
             raise InputError(f"prompt {index}: {exc}") from None
     return built
+
+
+def _answer_limits(
+    max_new_tokens: int | Sequence[int] | None, count: int, gen: GenerationConfig
+) -> list[int]:
+    """Each answer's token limit: the settings' one for all, or a list of one per prompt, each checked as the
+    setting is."""
+    if not isinstance(max_new_tokens, Sequence):
+        return [gen.max_new_tokens] * count
+    if len(max_new_tokens) != count:
+        raise InputError(
+            f"max_new_tokens is a list of {len(max_new_tokens)} but there are {count} prompts; give one "
+            "limit per prompt, or one int for all"
+        )
+    checked = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS)])  # GenerationConfig's bounds
+    limits = []
+    for index, limit in enumerate(max_new_tokens):
+        try:
+            limits.append(checked.validate_python(limit, strict=True))
+        except ValidationError as exc:
+            why = exc.errors()[0]["msg"].lower()
+            raise InputError(f"max_new_tokens[{index}] is {limit!r}: {why}") from None
+    return limits
 
 
 def _generators(
