@@ -26,7 +26,7 @@ from janus_plugins.cpu_kernels import AVX512, kernel_isas
 from janus_sdk import JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
-from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
+from janus_sdk.prompts import build_generation_prompt_ids, guidance_rows
 from models import checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "janus-tiny"

@@ -24,7 +24,7 @@ import workloads
 from floor import StepBytes
 from janus_sdk.devices import resolve_dtype
 from janus_sdk.pipeline.janus import JanusPipeline
-from janus_sdk.processing import Message, build_generation_prompt_ids, build_understanding_inputs
+from janus_sdk.prompts import Message, build_generation_prompt_ids, build_understanding_inputs
 from measure import cuda_peak_bytes, peak_rss_bytes
 from models import build_reference_peer, build_transformers_peer, load_ours, unique_bytes
 from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersPeer

@@ -22,8 +22,13 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
 from janus_sdk import InputError, JanusPipeline
-from janus_sdk.images import DEFAULT_MAX_PIXELS, IMAGE_FORMATS, load_image
-from janus_sdk.processing import ImageProcessor, ImageProcessorConfig
+from janus_sdk.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_FORMATS,
+    ImageProcessor,
+    ImageProcessorConfig,
+    load_image,
+)
 from small_pipeline import INPUT_PNG, fast_pipeline, model_must_not_run
 
 FUZZ = settings(

@@ -15,7 +15,7 @@ from torch import Tensor
 from janus_sdk import BackendUnavailableError, JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
-from janus_sdk.processing import build_generation_prompt_ids, guidance_rows
+from janus_sdk.prompts import build_generation_prompt_ids, guidance_rows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
 MANIFEST = json.loads((FIXTURE / "golden" / "manifest.json").read_text())["info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,8 @@ from janus_plugins.deepseek_chat.template import JANUS_PRO_SYSTEM_PROMPT, DeepSe
 from janus_plugins.deepseek_chat.tokenizer import HFTextTokenizer
 from janus_plugins.guidance import ClassifierFreeGuidance, NoGuidance
 from janus_sdk.errors import ConfigError, InputError
-from janus_sdk.processing import (
-    ImageProcessor,
-    ImageProcessorConfig,
+from janus_sdk.images import ImageProcessor, ImageProcessorConfig
+from janus_sdk.prompts import (
     Message,
     ProcessorConfig,
     UnderstandingInputs,
@@ -110,7 +110,7 @@ def test_pad_colour_is_derived_from_the_mean_like_the_official_processor() -> No
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"config file not found: .*missing\.json"):
         ImageProcessorConfig.from_file(tmp_path / "missing.json")
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{", encoding="utf-8")
@@ -356,3 +356,20 @@ def test_guidance_rows_match_golden(tokenizer: HFTextTokenizer, golden: dict[str
 def test_guidance_rows_rejects_bad_arguments(ids: list[int], samples: int) -> None:
     with pytest.raises(InputError):
         guidance_rows(ids, samples, ClassifierFreeGuidance(5.0), pad_id=0)
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("processing", "left_pad", "prompts"),
+        ("processing", "ImageProcessor", "images"),
+        ("imageio", "to_pil", "images"),
+    ],
+)
+def test_moved_names_still_import_from_their_old_module_with_a_warning(old: str, name: str, new: str) -> None:
+    before, after = (importlib.import_module(f"janus_sdk.{module}") for module in (old, new))
+    moved = rf"janus_sdk\.{old}\.{name} moved to janus_sdk\.{new}\.{name}"
+    with pytest.warns(DeprecationWarning, match=moved):
+        assert getattr(before, name) is getattr(after, name)
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        before.missing  # noqa: B018

@@ -22,7 +22,7 @@ from janus_plugins.samplers import SampleConfig, Sampler
 from janus_sdk import BackendUnavailableError, InputError, JanusPipeline
 from janus_sdk.interfaces import LLMBackbone
 from janus_sdk.pipeline.decoding import PerRowSampler, generate_text_ids, new_cache
-from janus_sdk.processing import left_pad
+from janus_sdk.prompts import left_pad
 
 CHECKPOINT = Path(__file__).parent / "fixtures" / "janus-tiny" / "checkpoint"
 SHORT = "a cat"

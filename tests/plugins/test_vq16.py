@@ -21,7 +21,7 @@ from conftest import Pin
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.vq16 import VQ16, VQ16Config, build_vq16
 from janus_sdk.errors import InputError
-from janus_sdk.imageio import to_pil, to_uint8
+from janus_sdk.images import to_pil, to_uint8
 from janus_sdk.interfaces import ImageTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.plugins import PluginHost

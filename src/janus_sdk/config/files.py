@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from janus_sdk.errors import ConfigError
+from janus_sdk.registry import describe_validation_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,6 +21,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SUFFIXES = (".json", ".yaml", ".yml", ".toml")
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -45,6 +49,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def read_model_file(cls: type[_Model], path: str | Path, *, drop: Iterable[str] = ()) -> _Model:
+    """A config file validated against `cls`, without the keys in `drop` (the bookkeeping that official
+    files carry, e.g. `processor_class`); a ConfigError naming the file otherwise."""
+    data = read_config_file(path)
+    for key in drop:
+        data.pop(key, None)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, subject=str(path))) from None
 
 
 def dump_config(data: dict[str, Any], fmt: str) -> str:

@@ -28,8 +28,9 @@ from janus_sdk.config.files import read_config_file
 from janus_sdk.config.generation import GenerationConfig, ImageGenerationConfig
 from janus_sdk.devices import dtype_name
 from janus_sdk.errors import ConfigError, UnknownComponentError
+from janus_sdk.images import ImageProcessorConfig
 from janus_sdk.kinds import ComponentKind
-from janus_sdk.processing import ImageProcessorConfig, ProcessorConfig
+from janus_sdk.prompts import ProcessorConfig
 from janus_sdk.registry import (
     COMPONENT_PARAMS_ERROR,
     UNKNOWN_COMPONENT_ERROR,

@@ -28,8 +28,7 @@ from janus_sdk.config.generation import MAX_NEW_TOKENS
 from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
-from janus_sdk.imageio import to_pil, to_uint8
-from janus_sdk.images import ImageSource
+from janus_sdk.images import ImageProcessor, ImageSource, to_pil, to_uint8
 from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, Sampler, TextTokenizer
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import (
@@ -41,8 +40,7 @@ from janus_sdk.pipeline.decoding import (
 from janus_sdk.pipeline.model import MODULE_SLOTS, JanusModel
 from janus_sdk.pipeline.strategies import CheckedGuidance, CheckedSampler
 from janus_sdk.plugins import PluginHost, get_plugin_host
-from janus_sdk.processing import (
-    ImageProcessor,
+from janus_sdk.prompts import (
     Message,
     UnderstandingInputs,
     build_generation_prompt_ids,
