@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import torch
 
 from janus_sdk import tuning
 from janus_sdk.plugins import PluginHost
@@ -30,6 +31,16 @@ EXAMPLE_DISTRIBUTION = "janus-example-encoder"
 
 
 USER_CACHE = tuning.cache_dir()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadfile`) each worker runs torch on one thread, and so do the
+    processes its tests start (tests compare their results with this process's bit for bit, and the CPU's
+    results depend on the thread count): two workers on two cores, each spreading over both, slow each other
+    down."""
+    if hasattr(config, "workerinput"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,11 +99,16 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+def env_seeing(site: Path) -> dict[str, str]:
+    """The environment of a subprocess that sees what pip installed into the folder `site` (on PYTHONPATH)."""
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 @pytest.fixture
 def example_plugin_env(example_plugin: Path) -> dict[str, str]:
     """The environment of a subprocess that sees the example plugin installed (its folder on PYTHONPATH)."""
-    paths = [str(example_plugin), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return env_seeing(example_plugin)
 
 
 class Pause:

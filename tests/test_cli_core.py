@@ -210,6 +210,7 @@ def test_config_show_prints_the_checkpoint_config(
     assert shown.llm_backbone.params["hidden_size"] == 64
 
 
+@pytest.mark.slow
 def test_console_script_exit_codes(tmp_path: Path) -> None:
     """The installed `janus` command: an invalid file exits 1 with the field paths on stderr, no traceback."""
     janus = Path(sys.executable).parent / "janus"

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -120,29 +119,16 @@ def test_linear_option_picks_the_backend(linear: str, capsys: pytest.CaptureFixt
     assert "no linear_backend called 'no-such-kernel'" in error and "int8" in error
 
 
-def test_runtime_errors_are_one_line_with_exit_1(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "janus_sdk.cli.main", "chat", "--model", str(tmp_path / "nope"), "hello"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
-    debug = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "janus_sdk.cli.main",
-            "--debug",
-            "chat",
-            "--model",
-            str(tmp_path / "nope"),
-            "hello",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert "Traceback" in debug.stderr
+def test_runtime_errors_are_one_line_with_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process: `python -m janus_sdk.cli.main` passing main's code to the shell is checked by test_tuning's
+    bad-pin test, and the installed `janus` by test_cli_core's console-script test."""
+    missing = str(tmp_path / "nope")
+    assert main(["chat", "--model", missing, "hello"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert missing in err
+    assert main(["--debug", "chat", "--model", missing, "hello"]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

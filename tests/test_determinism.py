@@ -63,6 +63,7 @@ def test_same_seed_same_results_across_calls_and_instances(
     assert fingerprints(pipe, seed=1235) != expected
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_in_another_process(expected: dict[str, str], tmp_path: Path) -> None:
     tests = Path(__file__).parent
     script = (

@@ -19,6 +19,7 @@ and a block that quotes a file is marked with that file, and must appear in it v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import linecache
@@ -212,6 +213,7 @@ def _nonblank(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(REPO)) for p in RUNNABLE])
 def test_page_runs(page: Path, tmp_path: Path, example_plugin_env: dict[str, str]) -> None:
     """Every runnable block of the page, in order, in a fresh interpreter (the example plugin installed)."""
@@ -319,6 +321,7 @@ def test_plugins_page_lists_every_hook() -> None:
         assert variable in text
 
 
+@pytest.mark.slow
 def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     """`mkdocs build --strict` (what `nox -s docs` runs): broken links, bad references or warnings fail."""
     pytest.importorskip("mkdocs")
@@ -353,15 +356,22 @@ def _run_plan(plan_file: str) -> None:
 
 
 def _run_command(command: str, where: str) -> None:
-    """A janus command, run in this interpreter; through bash when it sets variables or redirects."""
+    """A janus command, run in this interpreter (its output sent to a file where it ends in `> FILE`); through
+    bash when it sets variables (read once per process) or uses other shell syntax."""
     lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = "#"
     words = list(lexer)
-    if words[0] == "janus" and not SHELL_OPERATORS & set(words):
+    target = words[-1] if len(words) > 2 and words[-2] in (">", ">>") else None
+    argv = words[:-2] if target else words
+    if argv[0] == "janus" and not SHELL_OPERATORS & set(argv):
         from janus_sdk.cli.main import main
 
-        code = main(words[1:])
+        with contextlib.ExitStack() as stack:
+            if target:
+                output = stack.enter_context(open(target, "w" if words[-2] == ">" else "a", encoding="utf-8"))
+                stack.enter_context(contextlib.redirect_stdout(output))
+            code = main(argv[1:])
     else:
         code = subprocess.run(["bash", "-c", command]).returncode
     if code != 0:

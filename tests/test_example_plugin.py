@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CHECKPOINT, EXAMPLE_DISTRIBUTION, EXAMPLE_PLUGIN, FIXTURE
+from conftest import CHECKPOINT, EXAMPLE_DISTRIBUTION, EXAMPLE_PLUGIN, FIXTURE, env_seeing
 from janus_sdk.config import PipelineConfig
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.interfaces import VisualEncoder
@@ -42,12 +42,13 @@ def python(code: str, *args: str, env: dict[str, str]) -> Any:
 
 
 DISCOVERY = """
-import json, os, sys, warnings
+import contextlib, io, json, os, sys, warnings
 from importlib import metadata
 
 import torch
 
 from janus_sdk import PipelineConfig, get_plugin_host, get_registry
+from janus_sdk.cli.main import main
 from janus_sdk.plugins import PluginHost, PluginWarning
 from janus_sdk.registry import BuildContext
 
@@ -71,6 +72,15 @@ def loaded(variable, value):
         del os.environ[variable]
 
 
+# `janus plugins --json` through the CLI's entry point, in this interpreter (a second one would double this
+# file's cost; the console script around `main` is tested in test_cli_core).
+def janus_plugins_json():
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["plugins", "--json"])
+    return [code, stdout.getvalue()]
+
+
 print(json.dumps({
     "entry_points": [[ep.name, ep.value, ep.dist.name, str(ep.dist.locate_file(""))]
                      for ep in metadata.entry_points(group="janus_sdk")
@@ -81,14 +91,24 @@ print(json.dumps({
     "output": list(encoder(torch.zeros(1, 3, 384, 384)).shape),
     "disabled": loaded(env_disable, "1"),
     "only": loaded(env_only, "example_encoder,siglip"),
+    "janus_plugins": janus_plugins_json(),
 }))
 """
 
 
+@pytest.fixture(scope="module")
+def discovered(example_plugin: Path) -> dict[str, Any]:
+    """What a fresh interpreter with the example distribution installed finds and prints (DISCOVERY)."""
+    env = env_seeing(example_plugin)
+    found: dict[str, Any] = python(DISCOVERY, str(CHECKPOINT), ENV_DISABLE_AUTOLOAD, ENV_ONLY, env=env)
+    return found
+
+
+@pytest.mark.slow
 def test_installed_plugin_is_discovered_through_its_entry_point(
-    example_plugin: Path, example_plugin_env: dict[str, str]
+    example_plugin: Path, discovered: dict[str, Any]
 ) -> None:
-    found = python(DISCOVERY, str(CHECKPOINT), ENV_DISABLE_AUTOLOAD, ENV_ONLY, env=example_plugin_env)
+    found = discovered
     where = str(example_plugin)  # the copy pip installed, not the source tree
     assert found["entry_points"] == [[PLUGIN, "janus_example_encoder", EXAMPLE_DISTRIBUTION, where]]
     assert found["registration"] == ["patch-stats", PLUGIN, EXAMPLE_DISTRIBUTION, ["PatchStatsEncoder"]]
@@ -107,13 +127,11 @@ def test_installed_plugin_is_discovered_through_its_entry_point(
     assert found["only"] == [[PLUGIN, EXAMPLE_DISTRIBUTION], ["siglip", BUILTIN_DISTRIBUTION]]
 
 
-def test_janus_plugins_json_lists_the_example_distribution(example_plugin_env: dict[str, str]) -> None:
-    janus = Path(sys.executable).parent / "janus"
-    result = subprocess.run(
-        [str(janus), "plugins", "--json"], env=example_plugin_env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    listed = {p["name"]: p for p in json.loads(result.stdout)}
+@pytest.mark.slow
+def test_janus_plugins_json_lists_the_example_distribution(discovered: dict[str, Any]) -> None:
+    code, out = discovered["janus_plugins"]
+    assert code == 0
+    listed = {p["name"]: p for p in json.loads(out)}
     entry = listed[PLUGIN]
     assert (entry["distribution"], entry["version"], entry["module"], entry["errors"]) == (
         EXAMPLE_DISTRIBUTION,

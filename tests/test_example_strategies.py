@@ -52,27 +52,29 @@ def site() -> Iterator[Path]:
         metadata.distribution(DISTRIBUTION)  # never installed where the tests run
 
 
-def run(site: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    """A command in a fresh process that sees the installed distribution."""
+def python(site: Path, code: str, *args: str) -> Any:
+    """What `code` prints last, as JSON, run in a fresh interpreter that sees the installed distribution."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JANUS_SDK_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-
-
-def python(site: Path, code: str, *args: str) -> Any:
-    result = run(site, sys.executable, "-c", code, *args)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# One fresh interpreter (its start-up, torch and the plugins, is most of the cost) for both tests below: the
+# Python API, then `janus` commands, each through the CLI's own entry point (the console script around it is
+# tested in test_cli_core).
 USE = """
-import json, sys
+import contextlib, io, json, logging, sys
 
 import torch
 
 from janus_sdk import JanusPipeline, PipelineConfig, get_plugin_host, get_registry
+from janus_sdk.cli.main import main
 
-checkpoint, config_file = sys.argv[1:]
+checkpoint, config_file, out = sys.argv[1:]
 info = {i.name: i for i in get_plugin_host().plugins()}["example_strategies"]
 pipe = JanusPipeline.from_pretrained(checkpoint, device="cpu", dtype="float32")
 sampler = {"name": "no-repeat-ngram", "params": {"ngram_size": 1}}
@@ -80,7 +82,7 @@ answer = pipe.chat("hi", max_new_tokens=10, sampler=sampler)
 interval = {"name": "cfg-interval", "params": {"end": 1.0}}
 guided = pipe.generate_image_codes("a cube", seed=0, guidance=interval)
 config = PipelineConfig.from_file(config_file)
-print(json.dumps({
+api = {
     "plugin": [info.distribution, info.version, info.module, sorted(map(list, info.components)), info.errors],
     "answer": answer,
     "greedy": pipe.chat("hi", max_new_tokens=10),
@@ -88,18 +90,51 @@ print(json.dumps({
     "config": [config.generation.sampler_spec.model_dump(),
                config.image_generation.guidance_spec.model_dump()],
     "registered_by": get_registry().get("sampler", "no-repeat-ngram").plugin,
-}))
+}
+
+logging.basicConfig()  # log records keep going to the real stderr, not to one command's captured one
+
+
+def janus(*argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(list(argv))
+    return {"code": code, "out": stdout.getvalue(), "err": stderr.getvalue()}
+
+
+model = ["--model", checkpoint, "--device", "cpu"]
+cli = {
+    "plugins": janus("plugins", "--json"),
+    "chat": janus("chat", *model, "--max-new-tokens", "8", "--sampler", "no-repeat-ngram",
+                  "--sampler-param", "ngram_size=1", "hi"),
+    "generate": janus("generate", *model, "--seed", "0", "--no-progress", "--out", out, "--guidance",
+                      "cfg-interval", "--guidance-param", "start=0.25", "a cube"),
+    "bad": janus("generate", *model, "--out", out, "--guidance", "cfg-interval", "--guidance-param",
+                 "start=0.9", "--guidance-param", "end=0.1", "x"),
+}
+print(json.dumps({"api": api, "cli": cli}))
 """
 
 
-def test_found_through_its_entry_point_and_used_by_name(site: Path, tmp_path: Path) -> None:
-    config_file = tmp_path / "pipeline.yaml"
+@pytest.fixture(scope="module")
+def fresh_process(site: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What the distribution does in a fresh interpreter: through the Python API ("api") and the CLI ("cli",
+    each command's exit code and output; "out" the folder `generate` wrote to)."""
+    folder = tmp_path_factory.mktemp("example-strategies")
+    config_file = folder / "pipeline.yaml"
     config_file.write_text(
         "generation:\n  sampler: {name: no-repeat-ngram, params: {ngram_size: 2}}\n"
         "image_generation:\n  guidance: cfg-interval\n  cfg_weight: 3\n",
         encoding="utf-8",
     )
-    found = python(site, USE, str(CHECKPOINT), str(config_file))
+    found: dict[str, Any] = python(site, USE, str(CHECKPOINT), str(config_file), str(folder / "images"))
+    found["out"] = folder / "images"
+    return found
+
+
+@pytest.mark.slow
+def test_found_through_its_entry_point_and_used_by_name(fresh_process: dict[str, Any]) -> None:
+    found = fresh_process["api"]
     assert found["plugin"] == [
         DISTRIBUTION,
         "0.1.0",
@@ -118,27 +153,21 @@ def test_found_through_its_entry_point_and_used_by_name(site: Path, tmp_path: Pa
     assert found["registered_by"] == PLUGIN
 
 
-def test_the_cli_takes_them_by_name(site: Path, tmp_path: Path) -> None:
-    janus = str(Path(sys.executable).parent / "janus")
-    listed = run(site, janus, "plugins", "--json")
-    assert listed.returncode == 0, listed.stderr
-    entry = {p["name"]: p for p in json.loads(listed.stdout)}[PLUGIN]
+@pytest.mark.slow
+def test_the_cli_takes_them_by_name(fresh_process: dict[str, Any]) -> None:
+    cli = fresh_process["cli"]
+    listed = cli["plugins"]
+    assert listed["code"] == 0, listed["err"]
+    entry = {p["name"]: p for p in json.loads(listed["out"])}[PLUGIN]
     assert sorted((c["kind"], c["name"]) for c in entry["components"]) == [
         ("guidance", "cfg-interval"),
         ("sampler", "no-repeat-ngram"),
     ]
-    model = ["--model", str(CHECKPOINT), "--device", "cpu"]
-    chat = run(site, janus, "chat", *model, "--max-new-tokens", "8", "--sampler", "no-repeat-ngram",
-               "--sampler-param", "ngram_size=1", "hi")  # fmt: skip
-    assert chat.returncode == 0, chat.stderr
-    out = tmp_path / "images"
-    generate = run(site, janus, "generate", *model, "--seed", "0", "--no-progress", "--out", str(out),
-                   "--guidance", "cfg-interval", "--guidance-param", "start=0.25", "a cube")  # fmt: skip
-    assert generate.returncode == 0, generate.stderr
-    assert (out / "000.png").is_file()
-    bad = run(site, janus, "generate", *model, "--out", str(out), "--guidance", "cfg-interval",
-              "--guidance-param", "start=0.9", "--guidance-param", "end=0.1", "x")  # fmt: skip
-    assert bad.returncode == 1 and "guidance.params: start 0.9 is after end 0.1" in bad.stderr
+    assert cli["chat"]["code"] == 0, cli["chat"]["err"]
+    assert cli["generate"]["code"] == 0, cli["generate"]["err"]
+    assert (fresh_process["out"] / "000.png").is_file()
+    bad = cli["bad"]
+    assert bad["code"] == 1 and "guidance.params: start 0.9 is after end 0.1" in bad["err"]
 
 
 # -- the module itself, imported from its source tree ------------------------------------------------------

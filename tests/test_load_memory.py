@@ -23,6 +23,7 @@ tokenizer objects of a second pipeline, the state-dict dictionaries, allocator r
 far below the 0.36 GB a second copy of these weights would add."""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures through Linux's /proc")
 def test_sharded_checkpoints_load_as_one_copy(tmp_path: Path) -> None:
     command = [

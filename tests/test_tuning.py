@@ -299,6 +299,7 @@ def test_janus_tune_measures_for_a_model_and_prints_the_cache(
         assert json.loads(capsys.readouterr().out)["decisions"] == {}
 
 
+@pytest.mark.slow
 def test_a_bad_pin_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     env = {**os.environ, tuning.PIN_ENV: "linear", tuning.CACHE_ENV: str(tmp_path)}
     command = [sys.executable, "-m", "janus_sdk.cli.main", "info", "--model", str(CHECKPOINT)]

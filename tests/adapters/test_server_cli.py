@@ -92,6 +92,7 @@ def test_public_host_without_key_is_refused_before_loading(monkeypatch: pytest.M
         serve_cmd.run_serve(parse("--model", "/nonexistent/model", "--host", "0.0.0.0", "--port", "0"))
 
 
+@pytest.mark.slow
 def test_janus_serve_process_serves_and_stops_on_ctrl_c() -> None:
     env = {**os.environ, serve_cmd.API_KEY_ENV: "cli-key"}
     process = subprocess.Popen(

@@ -4,6 +4,7 @@ for concurrent processes, robust to a build killed midway (janus_plugins.cpu_ker
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -39,6 +40,24 @@ def test_the_build_folder_is_keyed_by_what_the_binary_depends_on(
     monkeypatch.undo()
     monkeypatch.setattr(kernel_module, "CFLAGS", (*kernel_module.CFLAGS, "-DOTHER"))
     assert kernel_module.build_key() != key
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "another-venv"))
+    assert kernel_module.build_key() != key, "another environment's include paths are another build"
+
+
+def test_the_build_folder_is_the_same_through_any_path_to_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ninja records the paths it compiled through: a cache folder reached through a link (as each test
+    session's is) must give the real folder's path, or every new path rebuilds (a minute on 2 cores)."""
+    real = tmp_path / "cache"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv(tuning.CACHE_ENV, str(real))
+    direct = kernel_module.build_dir()
+    monkeypatch.setenv(tuning.CACHE_ENV, str(link))
+    assert kernel_module.build_dir() == direct == real.resolve() / "kernels" / direct.name
 
 
 def test_a_process_waits_for_anothers_build_and_says_so(

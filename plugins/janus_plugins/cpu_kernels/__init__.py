@@ -6,11 +6,13 @@ BF16/VNNI tiles), `attention.cpp` (one query position over a KV cache), `layer_o
 gate), `bindings.cpp` (the Python module), `common.h`. torch compiles them with the machine's C++ compiler
 through ninja (about a minute) into one module. The build lives in the janus-sdk cache folder
 (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the key a hash of everything the
-binary depends on: the sources, the compiler flags, torch's and Python's versions, the architecture. Two
-clones, venvs or CI runs of the same code share one build and never rebuild each other's; a changed source
-builds beside the old one. A file lock makes concurrent processes wait for one build (saying so). A failed
-build is remembered (a `FAILED` file with the reason, in the same folder): one warning, then torch's path, in
-this process and later ones, until `janus kernels build` tries again.
+binary depends on: the sources, the compiler flags, torch's and Python's versions and installs (the include
+paths ninja records), the architecture. Clones and processes of one environment share one build and never
+rebuild each other's, whatever path reaches the cache folder (it is resolved first: ninja rebuilds when the
+recorded paths change); another virtual environment, or a changed source, builds once beside it. A file
+lock makes concurrent processes wait for one build (saying so). A failed build is remembered (a `FAILED` file
+with the reason, in the same folder): one warning, then torch's path, in this process and later ones, until
+`janus kernels build` tries again.
 """
 
 from __future__ import annotations
@@ -72,12 +74,15 @@ def kernel_isas() -> tuple[str, ...]:
 
 
 def build_key() -> str:
-    """A hash of what the compiled module depends on: sources, flags, torch, Python, architecture."""
+    """A hash of what the compiled module depends on: sources, flags, torch and Python (versions and where
+    they are installed: the build records their include paths), architecture."""
     facts = [
         *(name.encode() + (HERE / name).read_bytes() for name in SOURCES),
         repr((CFLAGS, LDFLAGS)).encode(),
         torch.__version__.encode(),
+        str(Path(torch.__file__).resolve().parent).encode(),
         sys.version.encode(),
+        sys.prefix.encode(),
         platform.machine().encode(),
     ]
     digest = hashlib.sha256()
@@ -88,7 +93,7 @@ def build_key() -> str:
 
 def build_dir() -> Path:
     """Where this build of the kernels lives (see the module docstring)."""
-    return cache_dir() / "kernels" / f"{EXTENSION}-{build_key()}"
+    return (cache_dir() / "kernels").resolve() / f"{EXTENSION}-{build_key()}"
 
 
 def load_kernels() -> ModuleType:
