@@ -423,14 +423,21 @@ class Grouped:
         return Job(Batch(key=key, rows=rows, budget=4, item=item, run=self), loop)
 
 
+async def busy_worker(loop: asyncio.AbstractEventLoop) -> tuple[Worker, Gate, Grouped]:
+    """A started worker held by a running job (until the gate is released), so that the jobs submitted next
+    wait in its queue together; and a Grouped run for them."""
+    worker = Worker(max_queue=8)
+    worker.start()
+    gate = Gate()
+    worker.submit(Job(gate, loop))
+    await loop.run_in_executor(None, gate.started.wait, 5)
+    return worker, gate, Grouped()
+
+
 def test_queued_jobs_of_one_key_run_as_one_group_within_the_row_budget() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        worker = Worker(max_queue=8)
-        worker.start()
-        gate, run = Gate(), Grouped()
-        worker.submit(Job(gate, loop))
-        await loop.run_in_executor(None, gate.started.wait, 5)
+        worker, gate, run = await busy_worker(loop)
         jobs = [
             run.job(loop, "a", rows=2),
             run.job(loop, "b"),
@@ -453,11 +460,7 @@ def test_queued_jobs_of_one_key_run_as_one_group_within_the_row_budget() -> None
 def test_a_bad_input_fails_only_its_own_job_of_a_group() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        worker = Worker(max_queue=8)
-        worker.start()
-        gate, run = Gate(), Grouped()
-        worker.submit(Job(gate, loop))
-        await loop.run_in_executor(None, gate.started.wait, 5)
+        worker, gate, run = await busy_worker(loop)
         jobs = [run.job(loop, item) for item in ("a", "bad", "c")]
         for job in jobs:
             worker.submit(job)
@@ -474,11 +477,7 @@ def test_a_bad_input_fails_only_its_own_job_of_a_group() -> None:
 def test_a_job_cancelled_while_queued_is_left_out_of_its_group() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        worker = Worker(max_queue=8)
-        worker.start()
-        gate, run = Gate(), Grouped()
-        worker.submit(Job(gate, loop))
-        await loop.run_in_executor(None, gate.started.wait, 5)
+        worker, gate, run = await busy_worker(loop)
         kept, dropped = run.job(loop, "kept"), run.job(loop, "dropped")
         worker.submit(kept)
         worker.submit(dropped)
