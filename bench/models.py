@@ -283,7 +283,9 @@ def build_reference_peer(pipe: JanusPipeline) -> ReferenceJanus:
     code_dim = state["gen_embed.weight"].shape[1]
     hidden = pipe.model.language_model.hidden_size
     llm = DeepSeekLLMConfig.model_validate(pipe.config.llm_backbone.params)
-    sizes = llm.model_dump(exclude={"rope_theta", "max_context", "cuda_graphs", "fused_layer_ops"})
+    sizes = llm.model_dump(
+        exclude={"rope_theta", "max_context", "cuda_graphs", "kept_decode_graphs", "fused_layer_ops"}
+    )
     rope = {"rope_type": "default", "rope_theta": llm.rope_theta}
     llama_config = LlamaConfig(**sizes, rope_parameters=rope, tie_word_embeddings=False)
     llama_config._attn_implementation = "sdpa"

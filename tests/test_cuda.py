@@ -139,8 +139,29 @@ def test_cuda_graph_decode_steps_match_eager_steps() -> None:
     graphs, eager = default_and_without("cuda_graphs")
     steps = torch.randn(6, 1, 1, backbone(graphs).hidden_size, device="cuda")
     (captured, cache), (launched, eager_cache) = (prefill_then_steps(p, steps) for p in (graphs, eager))
-    assert cache.decode_graph is not None and eager_cache.decode_graph is None
+    assert cache.captured is not None and eager_cache.captured is None
     torch.testing.assert_close(captured, launched, atol=1e-4, rtol=1e-4)
+
+
+def test_captured_decode_steps_are_kept_with_the_model_and_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One capture per batch bucket and process: a second generation of the same size replays the graph the
+    first captured, with the same codes; another size captures its own."""
+    captures: list[torch.Size] = []
+
+    def counting(run: Callable[[], torch.Tensor], device: torch.device) -> object:
+        graph, output = cuda_graphs.capture(run, device)
+        captures.append(output.shape)
+        return graph, output
+
+    monkeypatch.setattr(cuda_graphs, "capture", counting)  # the backbone's; the VQ decoder imports its own
+    pipe = JanusPipeline.from_pretrained(FIXTURE / "checkpoint", device="cuda", dtype="float32")
+    hidden = backbone(pipe).hidden_size
+    first = pipe.generate_image_codes("a red cube", seed=0)
+    assert captures == [torch.Size([2, 1, hidden])]
+    assert torch.equal(pipe.generate_image_codes("a red cube", seed=0), first)
+    assert len(captures) == 1
+    pipe.generate_image_codes("a red cube", n=2, seed=0)
+    assert captures == [torch.Size([2, 1, hidden]), torch.Size([4, 1, hidden])]
 
 
 def test_compiled_layer_ops_match_torch_ops() -> None:
@@ -149,9 +170,9 @@ def test_compiled_layer_ops_match_torch_ops() -> None:
     fused, plain = default_and_without("fused_layer_ops")
     llm = backbone(fused)
     x = torch.zeros(1, 1, llm.hidden_size, device="cuda")
-    assert type(llm.layer_ops(x, captured=True)) is CompiledLayerOps
-    assert type(llm.layer_ops(x)) is TorchLayerOps  # a prefill
-    assert type(backbone(plain).layer_ops(x, captured=True)) is TorchLayerOps
+    assert type(llm.plan_for(x).step_ops) is CompiledLayerOps
+    assert type(llm.plan_for(x).ops) is TorchLayerOps  # a prefill
+    assert type(backbone(plain).plan_for(x).step_ops) is TorchLayerOps
     steps = torch.randn(4, 2, 1, llm.hidden_size, device="cuda")
     (compiled, _), (torch_ops, _) = (prefill_then_steps(p, steps) for p in (fused, plain))
     torch.testing.assert_close(compiled, torch_ops, atol=1e-4, rtol=1e-4)

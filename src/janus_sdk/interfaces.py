@@ -135,6 +135,17 @@ class LLMBackbone(Protocol):
 
 
 @runtime_checkable
+class PreparedBackbone(Protocol):
+    """An LLMBackbone that chooses how its steps run once, when its weights are loaded (optional).
+
+    The pipeline calls `prepare(device, dtype)` where a backbone has it, after loading and converting the
+    weights and before any generation: what a backbone measures or captures for its decode steps (kernels,
+    fused ops, CUDA graphs kept with the model) is decided then, not per call."""
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> object: ...
+
+
+@runtime_checkable
 class Sampler(Protocol):
     """Strategy that picks the next token: logits [B, V] (float32) -> ids [B] (int64, on the logits' device).
     Randomness comes only from the explicit generator, so a seed reproduces a run.

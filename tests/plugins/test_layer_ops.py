@@ -3,6 +3,7 @@ rounding allows), and the backbone picks them only where they run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -114,7 +115,7 @@ def tiny_llm(**overrides: object) -> DeepSeekLLM:
 def test_backbone_steps_agree_with_and_without_kernels(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
     fast, plain = tiny_llm().to(dtype), tiny_llm(fused_layer_ops=False).to(dtype)
     prompt = torch.randn(2, 9, fast.hidden_size).to(dtype)
-    assert isinstance(fast.layer_ops(prompt), AVX2LayerOps) and plain.layer_ops(prompt) is TORCH_OPS
+    assert isinstance(fast.plan_for(prompt).ops, AVX2LayerOps) and plain.plan_for(prompt).ops is TORCH_OPS
     caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
     tolerance = 0.02 if dtype == torch.bfloat16 else 1e-5
     with torch.inference_mode():
@@ -142,11 +143,11 @@ HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not Non
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_ops_step_as_torch_ops_do(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_ops_step_as_torch_ops_do() -> None:
     """CompiledLayerOps (CUDA's choice) through torch.compile's CPU backend: a prefill and decode steps."""
     fast, plain = tiny_llm(), tiny_llm(fused_layer_ops=False)
     compiled = CompiledLayerOps()
-    monkeypatch.setattr(fast, "layer_ops", lambda *_, **__: compiled)
+    fast.plan = dataclasses.replace(fast.prepare(CPU, torch.float32), ops=compiled, step_ops=compiled)
     caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
     x = torch.randn(2, 9, fast.hidden_size)
     with torch.inference_mode():

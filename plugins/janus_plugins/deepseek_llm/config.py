@@ -45,8 +45,17 @@ class DeepSeekLLMConfig(BaseModel):
     mlp_bias: bool = Field(False, description="Whether the MLP projections have a bias.")
     cuda_graphs: bool = Field(
         True,
-        description="On CUDA, capture one decode step per KV cache as a CUDA graph and replay it: a step's "
-        "few hundred kernel launches otherwise cost more host time than their GPU work.",
+        description="On CUDA, capture the decode step as a CUDA graph and replay it: a step's few hundred "
+        "kernel launches otherwise cost more host time than their GPU work. The captured steps are kept with "
+        "the model, one per batch bucket (see kept_decode_graphs), and reused by later calls.",
+    )
+    kept_decode_graphs: int = Field(
+        4,
+        ge=0,
+        description="With cuda_graphs: how many captured decode steps the model keeps between calls, each "
+        "with the KV cache it writes (one per bucket: rows rounded up to a power of two, cache length up to "
+        "a multiple of 256); the least recently used is dropped first. Each holds its cache's GPU memory "
+        "while kept. 0 keeps none: every call captures its own.",
     )
     fused_layer_ops: bool = Field(
         True,

@@ -4,64 +4,40 @@ Norms, MLP and rotary tables are the modules of `blocks` (transformers' LLaMA ar
 attention block and the cache are written so that every step writes keys/values in place (no concatenation,
 no per-step allocation) and attention goes through the pipeline's AttentionBackend. The elementwise parts of
 a layer go through `layer_ops` (torch's ops, the AVX2 kernels on the CPU, compiled ones in a captured CUDA
-step). Parameter names equal the official `language_model.*` checkpoint keys.
+step). How steps run is chosen once per device and dtype (`DeepSeekLLM.prepare`), captured CUDA steps
+included, which the model keeps between calls (`captured`). Parameter names equal the official
+`language_model.*` checkpoint keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, RotaryEmbedding
+from janus_plugins.deepseek_llm.cache import StaticKVCache
+from janus_plugins.deepseek_llm.captured import Capture, DecodeGraphs
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayerOps, layer_ops
-from janus_sdk.cuda_graphs import capture
+from janus_sdk import cuda_graphs
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
 
-
-@dataclass
-class StaticKVCache:
-    """Keys and values of every layer, [layers, B, kv_heads, max_length, head_dim], written by position;
-    the rows' left padding, if any (`DeepSeekLLM.new_cache`); on CUDA also the captured decode step that
-    writes into them."""
-
-    keys: Tensor
-    values: Tensor
-    padding: Tensor | None = None
-    decode_graph: DecodeGraph | None = field(default=None, repr=False)
-
-    @property
-    def max_length(self) -> int:
-        return int(self.keys.shape[3])
+__all__ = ["DecodePlan", "DeepSeekLLM", "StaticKVCache"]
 
 
-class DecodeGraph:
-    """One decode position of every row of one cache, captured as a CUDA graph and replayed each step.
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the backbone's steps run on one device in one dtype, chosen once (`DeepSeekLLM.prepare`): the
+    elementwise ops of prompts and eager steps, those of captured steps, and the kept captured steps."""
 
-    Inputs go through static buffers: the embeddings [B, 1, hidden] and the position. Warm-up and capture use
-    the cache's last slot, which real steps never write (the last sampled token is not fed back) and never
-    attend to (the mask stops at the current position). All of it runs in inference mode whatever the
-    caller's, so the compiled parts of the step see one kind of tensor.
-    """
-
-    @torch.inference_mode()
-    def __init__(
-        self, step: Callable[[Tensor, StaticKVCache, Tensor], Tensor], embeds: Tensor, cache: StaticKVCache
-    ) -> None:
-        self.embeds = torch.zeros_like(embeds)
-        self.position = torch.full((1,), cache.max_length - 1, dtype=torch.long, device=embeds.device)
-        self.graph, self.hidden = capture(lambda: step(self.embeds, cache, self.position), embeds.device)
-
-    def __call__(self, embeds: Tensor, start: int) -> Tensor:
-        with torch.inference_mode():
-            self.embeds.copy_(embeds)
-            self.position.fill_(start)
-            self.graph.replay()
-        return self.hidden.clone()  # the next replay overwrites the static output
+    device: torch.device
+    dtype: torch.dtype
+    ops: TorchLayerOps
+    step_ops: TorchLayerOps
+    graphs: DecodeGraphs | None
 
 
 class Attention(nn.Module):
@@ -156,6 +132,44 @@ class DeepSeekLLM(nn.Module):
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         fits = cfg.intermediate_size % 8 == 0 and head_dim % 16 == 0
         self.fuse_layer_ops = cfg.fused_layer_ops and fits  # what the kernels are written for
+        self.plan: DecodePlan | None = None
+
+    def prepare(
+        self, device: torch.device, dtype: torch.dtype, *, capture: Capture | None = None
+    ) -> DecodePlan:
+        """Choose how steps run on `device` in `dtype`, once: the elementwise ops (measured on the CPU, see
+        `layer_ops`) and, on CUDA with `cuda_graphs`, a pool of captured decode steps kept with the model and
+        replayed by later calls (`captured.DecodeGraphs`). The pipeline calls it when it has loaded the
+        weights; hidden states of another device or dtype choose again. `capture` captures decode steps
+        elsewhere than on CUDA (the tests emulate a graph on the CPU with it)."""
+        fused = self.fuse_layer_ops
+        ops = layer_ops(device, dtype, captured=False) if fused else TORCH_OPS
+        if capture is None and device.type == "cuda" and self.config.cuda_graphs:
+            capture = cuda_graphs.capture
+        graphs = None
+        step_ops = ops
+        if capture is not None:
+            step_ops = layer_ops(device, dtype, captured=True) if fused else TORCH_OPS
+
+            def step(embeds: Tensor, cache: StaticKVCache, position: Tensor) -> Tensor:
+                return self.run_layers(embeds, cache, position, step_ops)
+
+            graphs = DecodeGraphs(
+                self._allocate,
+                step,
+                hidden_size=self.hidden_size,
+                keep=self.config.kept_decode_graphs,
+                capture=capture,
+            )
+        self.plan = DecodePlan(device, dtype, ops, step_ops, graphs)
+        return self.plan
+
+    def plan_for(self, x: Tensor) -> DecodePlan:
+        """The plan for tensors like x: the prepared one, or a new one for another device or dtype."""
+        plan = self.plan
+        if plan is None or plan.device != x.device or plan.dtype != x.dtype:
+            plan = self.prepare(x.device, x.dtype)
+        return plan
 
     def text_logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)  # type: ignore[no-any-return]
@@ -164,18 +178,25 @@ class DeepSeekLLM(nn.Module):
         return self.model.embed_tokens(input_ids)  # type: ignore[no-any-return]
 
     def new_cache(self, batch_size: int, max_length: int, padding: Tensor | None = None) -> StaticKVCache:
-        cfg = self.config
         if padding is not None and (padding.shape != (batch_size,) or not int(padding.min()) >= 0):
             raise InputError(f"padding must be [{batch_size}] counts >= 0, got {padding.tolist()}")
+        # the embedding table sets dtype and device: linear layers may hold packed or quantized weights
+        graphs = self.plan_for(self.model.embed_tokens.weight).graphs
+        if graphs is not None:
+            return graphs.lease(batch_size, max_length, padding)
+        cache = self._allocate(batch_size, max_length)
+        cache.padding = None if padding is None else padding.to(cache.keys.device, torch.long)
+        return cache
+
+    def _allocate(self, batch_size: int, max_length: int) -> StaticKVCache:
+        cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         kv = cfg.num_key_value_heads or cfg.num_attention_heads
-        # the embedding table sets dtype and device: linear layers may hold packed or quantized weights
         table = self.model.embed_tokens.weight
         shape = (cfg.num_hidden_layers, batch_size, kv, max_length, head_dim)
         return StaticKVCache(
             torch.zeros(shape, dtype=table.dtype, device=table.device),
             torch.zeros(shape, dtype=table.dtype, device=table.device),
-            None if padding is None else padding.to(table.device, torch.long),
         )
 
     def hidden_states(self, inputs_embeds: Tensor, cache: StaticKVCache, start: int) -> Tensor:
@@ -185,14 +206,15 @@ class DeepSeekLLM(nn.Module):
                 f"sequence of {start + t} positions does not fit the KV cache of {cache.max_length}; "
                 f"shorten the prompt or lower max_new_tokens"
             )
-        if t == 1 and inputs_embeds.is_cuda and self.config.cuda_graphs and start < cache.max_length - 1:
-            if cache.decode_graph is None:
-                cache.decode_graph = DecodeGraph(self.run_layers, inputs_embeds, cache)
-            return cache.decode_graph(inputs_embeds, start)
-        return self.run_layers(inputs_embeds, cache, start)
+        if t == 1 and cache.captured is not None and start < cache.max_length - 1:
+            return cache.captured(inputs_embeds, start)
+        return self.run_layers(inputs_embeds, cache, start, self.plan_for(inputs_embeds).ops)
 
-    def run_layers(self, inputs_embeds: Tensor, cache: StaticKVCache, start: Position) -> Tensor:
-        """Positions start.. of every row through the decoder layers and the final norm, writing the cache."""
+    def run_layers(
+        self, inputs_embeds: Tensor, cache: StaticKVCache, start: Position, ops: TorchLayerOps = TORCH_OPS
+    ) -> Tensor:
+        """Positions start.. of every row through the decoder layers and the final norm, writing the cache,
+        with the layers' elementwise parts from `ops`."""
         t = inputs_embeds.shape[1]
         mask = None
         if isinstance(start, Tensor):
@@ -206,16 +228,10 @@ class DeepSeekLLM(nn.Module):
             mask = blanks if mask is None else mask + blanks
             positions = positions - cache.padding.unsqueeze(1)
         rope = self.model.rotary_emb(inputs_embeds, positions)
-        ops = self.layer_ops(inputs_embeds, captured=isinstance(start, Tensor))
         x = inputs_embeds
         for layer in self.model.layers:
             x = layer(x, rope, cache, start, self.attention, mask, ops)
         return ops.rms_norm(x, self.model.norm)
-
-    def layer_ops(self, x: Tensor, *, captured: bool = False) -> TorchLayerOps:
-        """The fused elementwise parts for x's device and dtype (and a captured CUDA step or not) where the
-        config allows them and they fit the model, else torch's ops."""
-        return layer_ops(x.device, x.dtype, captured=captured) if self.fuse_layer_ops else TORCH_OPS
 
 
 def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:

@@ -29,7 +29,14 @@ from janus_sdk.config.pipeline import AUTO, SLOT_KINDS
 from janus_sdk.devices import resolve_device, resolve_dtype
 from janus_sdk.errors import ConfigError, InputError, PluginError
 from janus_sdk.images import ImageProcessor, ImageSource, to_pil, to_uint8
-from janus_sdk.interfaces import AttentionBackend, ChatTemplate, LinearBackend, Sampler, TextTokenizer
+from janus_sdk.interfaces import (
+    AttentionBackend,
+    ChatTemplate,
+    LinearBackend,
+    PreparedBackbone,
+    Sampler,
+    TextTokenizer,
+)
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import (
     PerRowSampler,
@@ -180,6 +187,8 @@ class JanusPipeline:
             load_state_into(model, weights, dtype=dtype, device=device, ignore=weightless)
         model.convert_per_token_linears(linear)
         model.eval()
+        if isinstance(model.language_model, PreparedBackbone):
+            model.language_model.prepare(device, dtype)
         tokenizer = _build(
             registry,
             ComponentKind.TEXT_TOKENIZER,
