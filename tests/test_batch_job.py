@@ -11,25 +11,30 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from janus_sdk import InputError, JanusPipeline
 from janus_sdk.batch_job import MANIFEST, BatchJob, line_seed
 from janus_sdk.cli.main import main
 from janus_sdk.config import ImageGenerationConfig
+from janus_sdk.config.files import dump_config
 from janus_sdk.pipeline.decoding import Progress, ProgressCallback
+from small_pipeline import fast_config
 
 MODEL = str(Path(__file__).parent / "fixtures" / "janus-tiny" / "checkpoint")
 
 
 class StandIn:
     """A pipeline whose image is a colour computed from its prompt, seed and settings; records each call, and
-    can be interrupted (as by Ctrl-C) in a given call."""
+    can be interrupted (as by Ctrl-C) in a given call. Its model is the checkpoint `checkpoint` in float32 on
+    the CPU."""
 
-    def __init__(self, interrupt_call: int | None = None) -> None:
+    def __init__(self, interrupt_call: int | None = None, checkpoint: str = "stand-in") -> None:
         self.calls: list[tuple[list[str], list[int], dict[str, Any]]] = []
         self.interrupt_call = interrupt_call
-        self.config = SimpleNamespace(image_generation=ImageGenerationConfig())
+        self.config = SimpleNamespace(image_generation=ImageGenerationConfig(), checkpoint=checkpoint)
+        self.dtype, self.device, self.linear = torch.float32, torch.device("cpu"), None
 
     def image_prompt_ids(self, prompt: str) -> list[int]:
         if len(prompt) > 60:
@@ -56,6 +61,10 @@ class StandIn:
 
     def run(self, job: BatchJob, out: Path, **options: Any) -> Any:
         return job.run(cast(JanusPipeline, self), out, **options)
+
+
+def stand_in_model(checkpoint: str = "stand-in") -> dict[str, str]:
+    return {"checkpoint": checkpoint, "dtype": "float32", "device": "cpu", "linear": "torch"}
 
 
 def colour(prompt: str, seed: int, settings: dict[str, Any]) -> Image.Image:
@@ -93,6 +102,7 @@ def test_a_text_file_makes_one_image_a_line_with_a_record_each(tmp_path: Path) -
         data = (out / record["file"]).read_bytes()
         assert record["sha256"] == hashlib.sha256(data).hexdigest()
         assert record["settings"] == {}
+        assert record["model"] == stand_in_model()
         # each image is its own one-prompt call's: here, a function of its prompt, seed and settings
         assert np.array_equal(
             np.asarray(Image.open(out / record["file"])),
@@ -201,6 +211,52 @@ def test_files_the_manifest_does_not_account_for_are_kept_unless_overwrite(tmp_p
     assert records(out)[-1]["prompt"] == "a wolf"
 
 
+def test_images_of_another_model_refuse_the_job_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    job = BatchJob.from_file(write(tmp_path / "p.txt", "a cat", "a dog", "a fox"))
+    StandIn().run(job, out)
+    before = files_and_times(out)
+    another = StandIn(checkpoint="another")
+    with pytest.raises(InputError) as refused:
+        another.run(job, out)
+    assert str(refused.value) == (
+        f"{out / '00001-00.png'} and 2 other image(s) of the job were made by another model "
+        "(checkpoint=stand-in dtype=float32 device=cpu linear=torch) than the one loaded now "
+        "(checkpoint=another dtype=float32 device=cpu linear=torch); pass --overwrite to make the job's "
+        "images again with this one, or choose another output folder"
+    )
+    assert another.calls == [] and files_and_times(out) == before  # nothing made, nothing overwritten
+    (out / "00002-00.png").unlink()  # an image another model made but whose file is gone is simply made
+    with pytest.raises(InputError, match="and 1 other image"):
+        another.run(job, out)
+    report = another.run(job, out, overwrite=True)
+    assert [p.name for p in report.made] == ["00001-00.png", "00002-00.png", "00003-00.png"]
+    assert [r["model"] for r in records(out)[-3:]] == [stand_in_model("another")] * 3
+    assert StandIn(checkpoint="another").run(job, out).made == []  # its own images now: resumed
+
+
+def test_a_manifest_whose_records_name_no_model_still_resumes(tmp_path: Path) -> None:
+    """Records written before they named their model are taken as the current model's."""
+    out = tmp_path / "out"
+    job = BatchJob.from_file(write(tmp_path / "p.txt", "a cat", "a dog"))
+    StandIn().run(job, out)
+    old = [{k: v for k, v in record.items() if k != "model"} for record in records(out)]
+    (out / MANIFEST).write_text("".join(json.dumps(record) + "\n" for record in old))
+    (out / "00002-00.png").unlink()
+    before = files_and_times(out)
+    another = StandIn(checkpoint="another")
+    report = another.run(job, out)
+    assert [p.name for p in report.kept] == ["00001-00.png"] and report.bad == []
+    assert [p.name for p in report.made] == ["00002-00.png"]
+    assert files_and_times(out)["00001-00.png"] == before["00001-00.png"]
+    assert records(out)[-1]["model"] == stand_in_model("another")
+
+
+def files_and_times(out: Path) -> dict[str, tuple[bytes, int]]:
+    """Each file of the folder: its bytes and its modification time (ns)."""
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(out.iterdir())}
+
+
 def test_a_record_cut_short_by_a_crash_is_made_again(tmp_path: Path) -> None:
     out = tmp_path / "out"
     job = BatchJob.from_file(write(tmp_path / "p.txt", "a cat", "a dog"))
@@ -260,6 +316,37 @@ def test_the_cli_runs_a_prompts_file_resumes_and_lists_bad_lines(
     summary = json.loads(capsys.readouterr().out)
     assert summary["made"] == [] and len(summary["kept"]) == 2
     assert summary["bad"][0]["line"] == 3
+
+
+def test_the_cli_refuses_a_folder_another_model_made_and_overwrite_makes_it_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """janus-tiny (64 x 64 images, a --config file) and the same checkpoint in bfloat16: another model."""
+    config = tmp_path / "small.yaml"
+    config.write_text(dump_config(fast_config().model_dump(mode="json"), "yaml"), encoding="utf-8")
+    out = tmp_path / "out"
+    command = ["generate", "--model", MODEL, "--config", str(config), "--linear", "torch", "--no-progress"]
+    command += ["--prompts", str(write(tmp_path / "p.txt", "a cat")), "--out", str(out)]
+    assert main(command) == 0
+    [record] = records(out)
+    float32 = {"checkpoint": "checkpoint", "dtype": "float32", "device": "cpu", "linear": "torch"}
+    assert record["model"] == float32
+    before = files_and_times(out)
+    capsys.readouterr()
+    assert main(command) == 0  # the same model: kept untouched
+    assert "0 made, 1 already done" in capsys.readouterr().err
+    assert files_and_times(out) == before
+    assert main([*command, "--dtype", "bfloat16"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out / '00001-00.png'} was made by another model (checkpoint=checkpoint dtype=float32 "
+        "device=cpu linear=torch) than the one loaded now (checkpoint=checkpoint dtype=bfloat16 device=cpu "
+        "linear=torch); pass --overwrite to make the job's images again with this one, or choose another "
+        "output folder\n"
+    )
+    assert files_and_times(out) == before
+    assert main([*command, "--dtype", "bfloat16", "--overwrite"]) == 0
+    assert "1 made, 0 already done" in capsys.readouterr().err
+    assert [r["model"]["dtype"] for r in records(out)] == ["float32", "bfloat16"]
 
 
 @pytest.mark.parametrize(

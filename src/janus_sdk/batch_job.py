@@ -1,5 +1,5 @@
 """A resumable batch job: the images of a prompts file (`janus_sdk.prompt_file`), written into one folder with
-a manifest.jsonl recording each image's file, line, prompt, seed, settings and sha256.
+a manifest.jsonl recording each image's file, line, prompt, seed, settings, model and sha256.
 
     job = BatchJob.from_file("prompts.jsonl", seed=0)      # read and checked, no model needed
     report = job.run(pipe, "out/")                          # again with the same folder: resumes
@@ -12,6 +12,11 @@ A rerun with the same folder keeps every image whose file holds the bytes its re
 makes the others. Each record is appended to the manifest (and flushed to disk) before its file is written
 whole (`write_atomic`), so Ctrl-C or a crash loses at most the batch in flight and leaves no file without a
 record. A file the manifest does not account for is never replaced without `overwrite`.
+
+Each record names the model that made its image (`job_model`: the checkpoint's name and what changes its
+pixels). Images another model made are not done: without `overwrite` the whole run is refused before any work,
+so that a folder never mixes models unawares. A record that names no model (written before records named
+one) is taken as the current model's, so that such folders still resume.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 from janus_sdk.atomic_write import write_atomic
+from janus_sdk.checkpoint.names import checkpoint_name
 from janus_sdk.config import ImageGenerationConfig
 from janus_sdk.config.generation import MAX_SEED
 from janus_sdk.errors import InputError
@@ -40,6 +46,8 @@ MANIFEST = "manifest.jsonl"
 DEFAULT_BATCH = 4
 """Images generated together when neither `run` nor the pipeline's config sets max_batch."""
 
+JobModel = dict[str, str | None]
+"""The model that makes a job's images, as its manifest records name it (`job_model`)."""
 JobProgress = Callable[[float, int], object]
 """Told how far the job is: images done (counting the batch in flight's share), images it makes in all."""
 
@@ -58,14 +66,14 @@ class JobImage:
     def file(self) -> str:
         return f"{self.line:05d}-{self.index:02d}.png"
 
-    def record(self, sha256: str) -> dict[str, Any]:
-        """The manifest's line for this image, its PNG's bytes hashing to `sha256`."""
+    def record(self, model: JobModel, sha256: str) -> dict[str, Any]:
+        """The manifest's line for this image, made by `model`, its PNG's bytes hashing to `sha256`."""
         fields = ("file", "line", "prompt", "seed", "settings")
-        return {name: getattr(self, name) for name in fields} | {"sha256": sha256}
+        return {name: getattr(self, name) for name in fields} | {"model": model, "sha256": sha256}
 
     def made_by(self, record: dict[str, Any]) -> bool:
         """Whether a manifest record is of this image: the same prompt, seed and settings."""
-        mine = self.record("")
+        mine = self.record({}, "")
         return all(_canonical(record.get(k)) == _canonical(mine[k]) for k in ("prompt", "seed", "settings"))
 
 
@@ -137,7 +145,7 @@ class BatchJob:
     ) -> JobReport:
         """Make the images not already in `out`, at most `max_batch` per batch (images of different
         settings never share one); a file in the way is replaced only with `overwrite`."""
-        job_run = self.start(out, overwrite=overwrite)
+        job_run = self.start(out, model=job_model(pipe), overwrite=overwrite)
         todo = fitting_prompts(pipe, job_run.todo, job_run.bad)
         batch = max_batch or pipe.config.image_generation.max_batch or DEFAULT_BATCH
         for first, chunk in batches(todo, batch):
@@ -146,23 +154,34 @@ class BatchJob:
                 job_run.save(image, png_bytes(picture))
         return job_run.report()
 
-    def start(self, out: str | Path, *, overwrite: bool = False) -> JobRun:
-        """A run of the job in `out`: its manifest read, the images done there kept, the rest to make; an
-        image whose file is in the way is refused unless `overwrite`. What `run` does before the model works,
-        for a runner that makes the images elsewhere (e.g. on a Ray cluster) and saves them with `save`."""
+    def start(self, out: str | Path, *, model: JobModel, overwrite: bool = False) -> JobRun:
+        """A run of the job in `out` by `model` (`job_model`): its manifest read, the images done there kept,
+        the rest to make; an image whose file is in the way is refused unless `overwrite`, and InputError when
+        another model made any of them. What `run` does before the model works, for a runner that makes the
+        images elsewhere (e.g. on a Ray cluster) and saves them with `save`."""
         folder = Path(out)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder} exists and is not a directory; choose another output folder")
-        job_run = JobRun(Manifest(folder / MANIFEST), overwrite, bad=list(self.bad))
+        job_run = JobRun(Manifest(folder / MANIFEST), model, overwrite, bad=list(self.bad))
+        by_another: list[tuple[Path, dict[str, Any]]] = []
         for image in self.images:
             record = job_run.manifest.records.get(image.file)
             path = folder / image.file
-            if record is not None and image.made_by(record) and _holds(path, record):
+            if (
+                record is not None
+                and image.made_by(record)
+                and made_with(record, model)
+                and _holds(path, record)
+            ):
                 job_run.kept.append(path)
-            elif os.path.lexists(path) and not overwrite:
-                job_run.bad.append(BadLine(image.line, f"{path} {_why_not_ours(image, record)}"))
-            else:
+            elif overwrite or not os.path.lexists(path):
                 job_run.todo.append(image)
+            elif record is not None and not made_with(record, model):
+                by_another.append((path, record))
+            else:
+                job_run.bad.append(BadLine(image.line, f"{path} {_why_not_ours(image, record)}"))
+        if by_another:
+            raise InputError(_made_by_another_model(by_another, model))
         return job_run
 
 
@@ -171,6 +190,7 @@ class JobRun:
     """One run of a job in a folder: the images it has to make, and what it made, kept and refused so far."""
 
     manifest: Manifest
+    model: JobModel
     overwrite: bool
     todo: list[JobImage] = field(default_factory=list)
     made: list[Path] = field(default_factory=list)
@@ -182,7 +202,8 @@ class JobRun:
         meanwhile is left as it is and the image listed as bad."""
         path = self.manifest.path.parent / image.file
         try:
-            self.made.append(self.manifest.save(path, image, png, overwrite=self.overwrite))
+            record = image.record(self.model, hashlib.sha256(png).hexdigest())
+            self.made.append(self.manifest.save(path, record, png, overwrite=self.overwrite))
         except FileExistsError:
             self.bad.append(BadLine(image.line, f"{path} appeared while the job ran; it was left as it is"))
 
@@ -210,9 +231,9 @@ class Manifest:
             if isinstance(record, dict) and isinstance(record.get("file"), str):
                 self.records[record["file"]] = record
 
-    def save(self, path: Path, image: JobImage, png: bytes, *, overwrite: bool) -> Path:
-        """Record `image` as the PNG `png`, then write it at `path` whole."""
-        self.append(image.record(hashlib.sha256(png).hexdigest()))
+    def save(self, path: Path, record: dict[str, Any], png: bytes, *, overwrite: bool) -> Path:
+        """Append the record of the PNG `png`, then write it at `path` whole."""
+        self.append(record)
         write_atomic(path, lambda handle: handle.write(png), overwrite=overwrite)
         return path
 
@@ -229,6 +250,32 @@ class Manifest:
             handle.flush()
             os.fsync(handle.fileno())
         self.records[record["file"]] = record
+
+
+def job_model(pipe: JanusPipeline) -> JobModel:
+    """The model as a manifest records it: the checkpoint, named as the server names it (`checkpoint_name`:
+    the same model read from another folder or another node's Hub cache has the same name), and what changes
+    its images: the dtype, the device type and the linear backend (int8 and int4 quantize the weights)."""
+    source = pipe.config.checkpoint
+    return {
+        "checkpoint": None if source is None else checkpoint_name(source),
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "device": pipe.device.type,
+        "linear": "torch" if pipe.linear is None else pipe.linear.name,
+    }
+
+
+def made_with(record: dict[str, Any], model: JobModel) -> bool:
+    """Whether a manifest record's image was made by `model`; a record that names no model (written before
+    records named one) is taken as made by it."""
+    return "model" not in record or _canonical(record["model"]) == _canonical(model)
+
+
+def describe_model(model: object) -> str:
+    """A recorded model on one line: key=value ..."""
+    if not isinstance(model, dict):
+        return json.dumps(model)
+    return " ".join(f"{key}={value}" for key, value in model.items())
 
 
 def line_seed(job_seed: int, line: int) -> int:
@@ -287,6 +334,16 @@ def _why_not_ours(image: JobImage, record: dict[str, Any] | None) -> str:
     else:
         why = "does not hold the image its manifest record names"
     return f"exists but {why}; pass --overwrite to make it again, or choose another output folder"
+
+
+def _made_by_another_model(found: list[tuple[Path, dict[str, Any]]], model: JobModel) -> str:
+    path, record = found[0]
+    files = f"{path} and {len(found) - 1} other image(s) of the job were" if len(found) > 1 else f"{path} was"
+    return (
+        f"{files} made by another model ({describe_model(record['model'])}) than the one loaded now "
+        f"({describe_model(model)}); pass --overwrite to make the job's images again with this one, or "
+        "choose another output folder"
+    )
 
 
 def fitting_prompts(pipe: JanusPipeline, images: list[JobImage], bad: list[BadLine]) -> list[JobImage]:

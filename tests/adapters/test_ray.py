@@ -1,6 +1,7 @@
 """Scale-out on Ray, on a local Ray on loopback (2 CPUs) with janus-tiny: a --prompts job over 2 actors makes
-the local run's files and manifest, also when one actor is killed mid-job; `janus generate --ray` resumes like
-the local command; an unreachable cluster is one line at once; `janus serve --ray` answers the real `openai`
+the local run's files and manifest, also when one actor is killed mid-job, and stops when its actors loaded
+different models; `janus generate --ray` resumes like the local command and refuses a folder another model
+made; an unreachable cluster is one line at once; `janus serve --ray` answers the real `openai`
 client from 2 replicas. Skipped without the `ray` extra.
 
 The jobs draw 64 x 64 images (small_pipeline's config, sent to the workers as a --config file): how the
@@ -9,6 +10,7 @@ times faster."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -24,7 +26,12 @@ import openai  # noqa: E402
 import torch  # noqa: E402
 from ray import serve  # noqa: E402
 
-from janus_adapters.ray.batch import RayWorkers, run_job  # noqa: E402
+from janus_adapters.ray.batch import (  # noqa: E402
+    PipelineWorker,
+    RayWorkers,
+    WorkersDisagreeError,
+    run_job,
+)
 from janus_adapters.ray.cluster import connect  # noqa: E402
 from janus_adapters.ray.loading import ModelSpec  # noqa: E402
 from janus_adapters.ray.serving import deploy, shut_down  # noqa: E402
@@ -82,6 +89,13 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
+def models_recorded(folder: Path) -> list[dict[str, str]]:
+    """The model of each record of the folder's manifest (none without one)."""
+    manifest = folder / MANIFEST
+    lines = manifest.read_text(encoding="utf-8").splitlines() if manifest.exists() else []
+    return [json.loads(line)["model"] for line in lines]
+
+
 @pytest.mark.slow
 def test_a_job_on_two_workers_makes_the_local_runs_files_and_manifest(
     local_run: dict[str, bytes], prompts: Path, small: Path, tmp_path: Path
@@ -89,7 +103,30 @@ def test_a_job_on_two_workers_makes_the_local_runs_files_and_manifest(
     with RayWorkers(ModelSpec.of_checkpoint(MODEL, config=str(small)), count=2) as workers:
         report = run_job(BatchJob.from_file(prompts, n=2), workers, tmp_path, max_batch=2)
     assert len(report.made) == 6 and not report.bad
-    assert files_in(tmp_path) == local_run  # the manifest too, byte for byte
+    assert files_in(tmp_path) == local_run  # the manifest too, byte for byte: the model each record names too
+    model = models_recorded(tmp_path)[0]
+    assert {key: model[key] for key in ("checkpoint", "dtype", "device")} == {
+        "checkpoint": "checkpoint",
+        "dtype": "float32",
+        "device": "cpu",
+    }
+
+
+@pytest.mark.slow
+def test_workers_that_loaded_different_models_stop_the_job(
+    local_ray: None, prompts: Path, small: Path, tmp_path: Path
+) -> None:
+    with RayWorkers(ModelSpec.of_checkpoint(MODEL, config=str(small)), count=1) as workers:
+        bfloat16 = ModelSpec.of_checkpoint(MODEL, config=str(small), dtype="bfloat16")
+        workers.actors.append(ray.remote(PipelineWorker).options(num_cpus=1).remote(bfloat16))
+        ray.get([actor.ready.remote() for actor in workers.actors])  # both loaded before the job starts
+        with pytest.raises(WorkersDisagreeError) as stopped:
+            run_job(BatchJob.from_file(prompts, n=2), workers, tmp_path, max_batch=1)
+    message = str(stopped.value)
+    assert message.startswith("the Ray workers loaded different models (")
+    assert "dtype=float32" in message and "dtype=bfloat16" in message
+    assert message.endswith("give --device, --dtype and --linear so that every node loads the same")
+    assert len({json.dumps(model) for model in models_recorded(tmp_path)}) <= 1  # one model's images only
 
 
 @pytest.mark.slow
@@ -141,6 +178,13 @@ def test_janus_generate_ray_writes_the_job_and_a_rerun_resumes(
     assert "6 made, 0 already done" in capsys.readouterr().err
     assert main(command) == 0
     assert "0 made, 6 already done" in capsys.readouterr().err
+    assert files_in(tmp_path) == local_run
+    assert main([*command, "--dtype", "bfloat16"]) == 1  # another model: refused, nothing made
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"error: {tmp_path / '00001-00.png'} and 5 other image(s) of the job were made by "
+    )
+    assert "(checkpoint=checkpoint dtype=bfloat16 device=cpu" in error and "--overwrite" in error
     assert files_in(tmp_path) == local_run
 
 

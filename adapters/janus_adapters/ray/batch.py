@@ -5,8 +5,11 @@
 
 The driver (this process) owns the folder and its manifest: workers only make PNGs, and the driver saves each
 exactly as a local run does (`JobRun.save`: record first, then the whole file), in the local run's order, so
-the folder, its manifest and a rerun's resuming are the same whichever ran it. A batch whose worker dies goes
-back to the queue for another; its images are saved once, when a live worker returns them.
+the folder, its manifest and a rerun's resuming are the same whichever ran it. The model the records name is
+the one the first worker to load reports; a worker that loaded another (e.g. `auto` chose another dtype or
+linear backend on its node) stops the job, so that its images are never recorded as another model's. A batch
+whose worker dies goes back to the queue for another; its images are saved once, when a live worker returns
+them.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from janus_sdk.batch_job import (
     DEFAULT_BATCH,
     BatchJob,
     JobImage,
+    JobModel,
     JobProgress,
     JobReport,
     batches,
+    describe_model,
     fitting_prompts,
+    job_model,
     make_images,
     png_bytes,
 )
@@ -43,6 +49,10 @@ log = logging.getLogger(__name__)
 
 class WorkersLostError(JanusError):
     """Every worker of a job died before its images were made."""
+
+
+class WorkersDisagreeError(JanusError):
+    """The workers of a job loaded different models (`job_model`)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,9 @@ class PipelineWorker:
     def __init__(self, load: Callable[[], JanusPipeline]) -> None:
         self.pipe = load()
 
-    def ready(self) -> None:
-        """Answers once the pipeline is loaded."""
+    def ready(self) -> JobModel:
+        """Answers once the pipeline is loaded: the model, as the job's records name it."""
+        return job_model(self.pipe)
 
     def make(self, chunk: list[JobImage]) -> Made:
         """The PNGs of a batch of one settings (each its own seed's image), less the prompts the model
@@ -102,14 +113,15 @@ def run_job(
 ) -> JobReport:
     """`job.run(pipe, out, ...)` with the images made by `workers`: a batch of at most `max_batch` images at a
     time to each worker that has loaded its pipeline and is free."""
-    job_run = job.start(out, overwrite=overwrite)
+    in_flight: dict[Any, tuple[Any, int | None]] = {
+        actor.ready.remote(): (actor, None) for actor in workers.actors
+    }
+    model = first_loaded(list(in_flight))
+    job_run = job.start(out, model=model, overwrite=overwrite)
     chunks = [chunk for _, chunk in batches(job_run.todo, max_batch or DEFAULT_BATCH)]
     queue = deque(range(len(chunks)))
     returned: dict[int, Made] = {}
     saved = done = 0  # batches saved (in order), images saved
-    in_flight: dict[Any, tuple[Any, int | None]] = {
-        actor.ready.remote(): (actor, None) for actor in workers.actors
-    }
     idle: list[Any] = []
     while saved < len(chunks):
         while queue and idle:
@@ -128,6 +140,11 @@ def run_job(
             log.warning("a Ray worker died%s: %s", retried, str(exc).splitlines()[0])
             queue.extendleft([] if index is None else [index])
             continue
+        if index is None and made != model:
+            raise WorkersDisagreeError(
+                f"the Ray workers loaded different models ({describe_model(model)}; {describe_model(made)}); "
+                "give --device, --dtype and --linear so that every node loads the same"
+            )
         idle.append(actor)
         if index is not None:
             returned[index] = made
@@ -141,3 +158,16 @@ def run_job(
             if on_progress is not None:
                 on_progress(done, len(job_run.todo))
     return job_run.report()
+
+
+def first_loaded(ready: list[Any]) -> JobModel:
+    """The model of the first worker to load its pipeline, waiting for it (`ready` holds each worker's
+    `ready` call); WorkersLostError when every worker died loading."""
+    while ready:
+        [ref], ready = ray.wait(ready, num_returns=1)
+        try:
+            model: JobModel = ray.get(ref)
+            return model
+        except RayActorError:
+            continue  # run_job's loop logs it, as it meets the same answer
+    raise WorkersLostError("every Ray worker died loading the model; nothing was made")

@@ -25,8 +25,9 @@ PROMPTS_HELP = (
     "generate the images of a file of prompts instead of PROMPT: text, one prompt a line, or JSON Lines "
     '(.jsonl), one object a line with "prompt" and optionally "seed", "n", "cfg_weight", "temperature", '
     '"top_k", "top_p", "guidance", "sampler". Writes OUT/LLLLL-KK.png and OUT/manifest.jsonl (prompt, seed, '
-    "settings, file, sha256 of each image); the same command again resumes: finished images are kept, the "
-    "rest are made. A line without a seed gets one derived from --seed (default 0) and its number"
+    "settings, model, file, sha256 of each image); the same command again resumes: finished images are kept, "
+    "the rest are made (images another model made are refused without --overwrite). A line without a seed "
+    "gets one derived from --seed (default 0) and its number"
 )
 
 
