@@ -159,3 +159,17 @@ def test_keep_zero_keeps_no_bucket() -> None:
     graphs = DecodeGraphs(new_cache, lambda e, c, p: e, hidden_size=2, keep=0, capture=EagerCapture())
     cache = graphs.lease(2, 10, None)
     assert cache.captured is not None and cache.max_length == LENGTH_STEP and not graphs.buckets
+
+
+def test_a_bucket_made_in_inference_mode_serves_calls_outside_it(
+    pipe: JanusPipeline, captures: EagerCapture
+) -> None:
+    llm = backbone(pipe)
+    with torch.inference_mode():
+        llm.new_cache(2, 10)  # made (and left) in inference mode, as the pipeline's calls make it
+    cache = llm.new_cache(2, 10, torch.tensor([1, 0]))
+    x = torch.randn(2, 3, llm.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        prompt = llm.hidden_states(x, cache, 0)
+        step = llm.hidden_states(prompt[:, -1:], cache, 3)
+    assert captures.count == 1 and step.shape == (2, 1, llm.hidden_size)

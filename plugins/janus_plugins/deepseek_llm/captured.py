@@ -126,7 +126,8 @@ class DecodeGraphs:
     def lease(self, rows: int, length: int, padding: Tensor | None) -> StaticKVCache:
         """A cache for `rows` rows of at least `length` positions whose decode steps replay a kept graph."""
         key = bucket_of(rows, length)
-        with self._lock:
+        # normal tensors even when leased in inference mode: a later call outside it must write them too
+        with self._lock, torch.inference_mode(False):
             bucket = self.buckets.get(key)
             if bucket is not None and not bucket.in_use():
                 self.buckets.move_to_end(key)
