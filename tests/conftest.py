@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,20 @@ EXAMPLE_DISTRIBUTION = "janus-example-encoder"
 USER_CACHE = tuning.cache_dir()
 
 
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> Generator[None, int, int]:
+    """`-n auto` (pyproject.toml's addopts) starts no more pytest-xdist workers than the command line names
+    test files (`--dist loadfile` gives each file to one worker): `python -m pytest tests/test_x.py::test_y`
+    runs in this process, as quick to start as without workers; a folder or no argument gets one per core."""
+    cores = yield
+    named = {config.invocation_params.dir / arg.split("::")[0] for arg in config.args}
+    if not all(path.is_file() for path in named):
+        return cores
+    return min(cores, len(named)) if len(named) > 1 else 0
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadfile`) each worker runs torch on one thread, and so do the
+    """Under pytest-xdist (pyproject.toml's addopts) each worker runs torch on one thread, and so do the
     processes its tests start (tests compare their results with this process's bit for bit, and the CPU's
     results depend on the thread count): two workers on two cores, each spreading over both, slow each other
     down."""

@@ -34,6 +34,7 @@ from pydantic import SecretStr
 
 from conftest import Pause
 from janus_adapters.server import ServerSettings, create_app, serve_in_thread
+from janus_adapters.server.worker import Job
 from janus_sdk.pipeline.janus import JanusPipeline
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny"
@@ -566,10 +567,20 @@ def test_bounded_load_every_request_gets_exactly_one_answer(base_url: str) -> No
     assert (after["waiting"], after["running"]) == (0, False)
 
 
-def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str, pipeline: JanusPipeline) -> None:
+def test_disconnect_cancels_the_work_and_frees_the_worker(
+    base_url: str, pipeline: JanusPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A streamed 2-image generation, held at its 30th token, is dropped by its client: it stops there
     (counted as cancelled; run to its end it would count as completed), the request queued behind it is
     answered, and a client that gave up while queued has its job skipped."""
+    cancelled: list[Job] = []
+    cancel = Job.cancel
+
+    def noting_cancel(job: Job) -> None:
+        cancelled.append(job)
+        cancel(job)
+
+    monkeypatch.setattr(Job, "cancel", noting_cancel)
     before = health(base_url)["queue"]
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
@@ -596,6 +607,9 @@ def test_disconnect_cancels_the_work_and_frees_the_worker(base_url: str, pipelin
             quitter.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "late"}], max_tokens=2
             )
+        # the server sees it gone at its next disconnect poll (`disconnect_poll_s`), which must come before
+        # the generation is let go and the worker takes the quitter's job
+        wait_for(lambda: len(cancelled) == 1)
         # a patient one queued behind it
         answer: dict[str, Any] = {}
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from janus_adapters.transformers_interop.convert import convert_checkpoint
 from janus_sdk.checkpoint import convert_to_safetensors
 from janus_sdk.errors import InputError
 
@@ -61,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.dst, max_shard_size=args.max_shard_size, overwrite=args.overwrite
         )
     else:
+        # Imports transformers (about 2 s), which the other `janus` commands and `--to safetensors` need not.
+        from janus_adapters.transformers_interop.convert import convert_checkpoint
+
         shards = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
         written = convert_checkpoint(args.src, args.dst, to=args.to, overwrite=args.overwrite, **shards)
     print(written)

@@ -31,17 +31,8 @@ from janus_sdk.errors import CheckpointError
 
 EXTRAS_FILE = "janus_official_extras.safetensors"
 """Side file of a transformers-layout checkpoint holding the official tensors transformers drops."""
-TRANSFORMERS_MODEL_TYPE = "janus"
 ATTN_POOL_PREFIX = "vision_model.vision_tower.attn_pool."
 DEFAULT_NUM_IMAGE_TOKENS = 576
-
-
-def is_transformers_layout(directory: Path) -> bool:
-    """Whether `directory`'s config.json says transformers' `janus` model type (False when it cannot tell)."""
-    try:
-        return read_json(directory / "config.json").get("model_type") == TRANSFORMERS_MODEL_TYPE
-    except CheckpointError:
-        return False
 
 
 def official_metadata(

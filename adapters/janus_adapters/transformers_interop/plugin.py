@@ -10,10 +10,20 @@ import argparse
 from pathlib import Path
 
 from janus_adapters.transformers_interop import command
-from janus_adapters.transformers_interop.layout import is_transformers_layout, open_official_view
 from janus_sdk.checkpoint.layouts import CheckpointLayoutView
-from janus_sdk.config.official import official_config_to_pipeline_dict
+from janus_sdk.config.official import official_config_to_pipeline_dict, read_json
+from janus_sdk.errors import CheckpointError
 from janus_sdk.hookspecs import hookimpl
+
+TRANSFORMERS_MODEL_TYPE = "janus"
+
+
+def is_transformers_layout(directory: Path) -> bool:
+    """Whether `directory`'s config.json says transformers' `janus` model type (False when it cannot tell)."""
+    try:
+        return read_json(directory / "config.json").get("model_type") == TRANSFORMERS_MODEL_TYPE
+    except CheckpointError:
+        return False
 
 
 @hookimpl
@@ -21,6 +31,9 @@ def open_checkpoint_layout(directory: Path) -> CheckpointLayoutView | None:
     """A transformers-layout checkpoint (config.json `model_type: janus`) in official terms, else None."""
     if not is_transformers_layout(directory):
         return None
+    # Imports transformers (about 2 s): only when a checkpoint in its layout is opened.
+    from janus_adapters.transformers_interop.layout import open_official_view
+
     files, weights = open_official_view(directory)
     pipeline_dict = official_config_to_pipeline_dict(
         files["config.json"],
