@@ -1,5 +1,5 @@
-"""Shared fixtures: paths of the janus-tiny fixture, a fresh plugin host, the example plugin pip-installed
-into a folder of the session; `Pause` to hold a pipeline call at a chosen step."""
+"""Shared fixtures: a cache folder of the session, pinned tuning choices, a fresh plugin host, the example
+plugin pip-installed into a folder of the session (what they share with tests lives in helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
 
+from helpers import EXAMPLE_PLUGIN, Pin, env_seeing
 from janus_sdk import tuning
 from janus_sdk.plugins import PluginHost
-
-if TYPE_CHECKING:
-    from janus_sdk.pipeline.decoding import Progress, ProgressCallback
-    from janus_sdk.pipeline.janus import JanusPipeline
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
-CHECKPOINT = FIXTURE / "checkpoint"
-EXAMPLE_PLUGIN = REPO / "plugins" / "example-encoder"
-EXAMPLE_DISTRIBUTION = "janus-example-encoder"
-
 
 USER_CACHE = tuning.cache_dir()
 
@@ -70,9 +58,6 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch.undo()
 
 
-Pin = Callable[[str], tuning.Tuner]
-
-
 @pytest.fixture
 def pinned(tmp_path: Path) -> Iterator[Pin]:
     """`pinned("matmul-dtype=float32,linear=kernel")`: the process-wide tuner takes those choices (as
@@ -111,52 +96,7 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def env_seeing(site: Path) -> dict[str, str]:
-    """The environment of a subprocess that sees what pip installed into the folder `site` (on PYTHONPATH)."""
-    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 @pytest.fixture
 def example_plugin_env(example_plugin: Path) -> dict[str, str]:
     """The environment of a subprocess that sees the example plugin installed (its folder on PYTHONPATH)."""
     return env_seeing(example_plugin)
-
-
-class Pause:
-    """Inside the `with` block, the first call of `pipeline.<method>` that reaches progress step `at` waits
-    there (in its progress callback, on whichever thread runs it) until the block ends: what a server's client
-    sees mid-run, and what Stop or a disconnect does then, no longer depends on the machine's speed."""
-
-    def __init__(self, pipeline: JanusPipeline, method: str, at: int) -> None:
-        self.pipeline, self.method, self.at = pipeline, method, at
-        self._reached, self._go = threading.Event(), threading.Event()
-        self._ask: Callable[[], bool | None] = lambda: True
-
-    def wait_reached(self) -> None:
-        """Return once the held call waits at step `at`."""
-        assert self._reached.wait(60), f"the call never reached step {self.at} of {self.method}"
-
-    def cancelled_by_server(self) -> bool:
-        """Whether the held call's own progress callback now says stop (its job was cancelled)."""
-        return self._ask() is False
-
-    def __enter__(self) -> Pause:
-        original: Callable[..., Any] = getattr(self.pipeline, self.method)
-
-        def held(*args: Any, on_step: ProgressCallback, **kwargs: Any) -> Any:
-            def step(progress: Progress) -> bool | None:
-                if progress.step == self.at and not self._reached.is_set():
-                    self._ask = lambda: on_step(progress)
-                    self._reached.set()
-                    self._go.wait(60)
-                return on_step(progress)
-
-            return original(*args, on_step=step, **kwargs)
-
-        setattr(self.pipeline, self.method, held)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._go.set()
-        delattr(self.pipeline, self.method)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CHECKPOINT, FIXTURE, Pin
+from helpers import CHECKPOINT, FIXTURE, Pin
 from janus_sdk.cli.interactive import HELP, ChatSession, line_editing
 from janus_sdk.cli.terminal import TextOut, escape_controls
 from janus_sdk.errors import InputError

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CHECKPOINT, FIXTURE
+from helpers import CHECKPOINT, FIXTURE
 from janus_sdk.checkpoint import LayoutKind, open_checkpoint
 from janus_sdk.cli.main import main
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CHECKPOINT
+from helpers import CHECKPOINT
 from janus_sdk import plugins
 from janus_sdk.cli.main import main
 from janus_sdk.config import PipelineConfig

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import Pin
+from helpers import Pin
 from janus_sdk import tuning
 from janus_sdk.compute import compute_dtype, like_input, run_in_compute_dtype
 

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from conftest import CHECKPOINT
+from helpers import CHECKPOINT
 from janus_sdk.config import ComponentSpec, GenerationConfig, ImageGenerationConfig, PipelineConfig
 from janus_sdk.config.files import dump_config, read_config_file
 from janus_sdk.config.official import official_config_to_pipeline_dict

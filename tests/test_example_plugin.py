@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CHECKPOINT, EXAMPLE_DISTRIBUTION, EXAMPLE_PLUGIN, FIXTURE, env_seeing
+from helpers import CHECKPOINT, EXAMPLE_DISTRIBUTION, EXAMPLE_PLUGIN, FIXTURE, env_seeing
 from janus_sdk.config import PipelineConfig
 from janus_sdk.errors import ConfigError, InputError
 from janus_sdk.interfaces import VisualEncoder

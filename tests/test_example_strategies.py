@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import CHECKPOINT, REPO
+from helpers import CHECKPOINT, REPO
 from janus_sdk.plugins import PluginHost
 from janus_sdk.registry import BuildContext
 

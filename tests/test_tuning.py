@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CHECKPOINT
+from helpers import CHECKPOINT
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, AVX2LayerOps
 from janus_plugins.deepseek_llm.model import DeepSeekLLM

@@ -32,7 +32,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from conftest import Pause
+from helpers import Pause
 from janus_adapters.server import ServerSettings, create_app, serve_in_thread
 from janus_adapters.server.worker import Job
 from janus_sdk.pipeline.janus import JanusPipeline

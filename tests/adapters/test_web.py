@@ -2,7 +2,7 @@
 against the tiny model: the model's name and test-model note, chat (upload, ask, streamed answer, Stop), image
 generation (a progress bar per image, the gallery, downloads, Stop) and errors shown where they happen.
 
-Runs that must be caught mid-way are held at a fixed step (`Pause`, tests/conftest.py), so what the page
+Runs that must be caught mid-way are held at a fixed step (`Pause`, tests/helpers.py), so what the page
 shows then does not depend on the machine's speed. Screenshots go to test-artifacts/web/ (ignored by git). The
 browser talks to 127.0.0.1 only."""
 
@@ -28,7 +28,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import Pause
+from helpers import Pause
 from janus_adapters.server import ServerSettings, create_app, serve_in_thread
 from janus_sdk.errors import GenerationCancelled
 from janus_sdk.pipeline.janus import JanusPipeline

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import Pin
+from helpers import Pin
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
 from janus_plugins.cpu_kernels import AVX2, AVX512

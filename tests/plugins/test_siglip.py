@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import janus_plugins.siglip as siglip_plugin
-from conftest import Pin
+from helpers import Pin
 from janus_plugins.siglip import SigLIPConfig, SigLIPVisionEncoder
 from janus_plugins.siglip.model import Block
 from janus_sdk.errors import ConfigError, InputError

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import janus_plugins.vq16
-from conftest import Pin
+from helpers import Pin
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.vq16 import VQ16, VQ16Config, build_vq16
 from janus_sdk.errors import InputError

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import janus_plugins.vq16.convolution as convolution
 import janus_plugins.vq16.model as model
 import janus_plugins.vq16.normalization as normalization
-from conftest import Pin
+from helpers import Pin
 from janus_plugins.vq16 import VQ16
 from janus_plugins.vq16.model import DecoderLevel, ResBlock
 from janus_sdk import JanusPipeline
