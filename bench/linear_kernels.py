@@ -9,7 +9,7 @@ weights' bytes (best of `--repeats` passes), each over the floor's GB/s (1.0 = a
 choice (janus_sdk.tuning, from the cache when this machine already has it). int8's peer is
 `torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU);
 int4 (the `int4` backend: torch's int4 kernel, groups of 64) is counted with its scales and offsets.
-Run: `python bench/linear_kernels.py [--threads N]`.
+Run: `python bench/linear_kernels.py [--threads N] [--dtypes bfloat16] [--resident]`.
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtypes", default="bfloat16,float32", help="comma-separated: bfloat16, float32")
+    parser.add_argument(
+        "--resident",
+        action="store_true",
+        help="call one weight of each system again and again (it stays in the last-level cache): the speed "
+        "the arithmetic allows, which the memory's floor does not bound; where it is close to the streamed "
+        "speed, the arithmetic, not the memory, is the limit",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     facts = machine()
@@ -91,6 +98,7 @@ def main() -> None:
     print(
         f"{facts['cpu']} ({facts['arch']}, torch capability {facts['capability']}), torch {facts['torch']}, "
         f"{args.threads} threads; read floor {floor:.1f} GB/s; GB/s per system (floor/time = GB/s / floor)"
+        + ("; each system's first weight only, cache-resident" if args.resident else "")
     )
     header_done = False
     for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
@@ -108,7 +116,8 @@ def main() -> None:
                 x = torch.randn(rows, in_features).to(dtype)
                 cells = []
                 for layers, nbytes in compared.values():
-                    gbps = nbytes / best_seconds(layers, x, args.repeats) / 1e9
+                    calls = [layers[0]] * len(layers) if args.resident else layers
+                    gbps = nbytes / best_seconds(calls, x, args.repeats) / 1e9
                     cells.append(f"{gbps:.1f} ({gbps / floor:.2f})")
                 print(
                     f"| {str(dtype).removeprefix('torch.')} | {in_features} -> {out_features} | {rows} | "

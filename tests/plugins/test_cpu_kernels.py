@@ -140,3 +140,21 @@ def test_kernel_builds_wherever_avx2_and_a_compiler_are_present() -> None:
     if not kernel_module.cpu_has_avx2() or shutil.which("c++") is None:
         pytest.skip("no AVX2 CPU or no C++ compiler here")
     kernel_module.build()  # tried even where an earlier build failed: the skips must not hide a break
+
+
+def test_the_source_key_changes_with_any_kernel_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It keys every measured choice between a kernel and torch's path (linear, attention, layer ops)."""
+    for name in kernel_module.SOURCES:
+        (tmp_path / name).write_bytes((kernel_module.HERE / name).read_bytes())
+    monkeypatch.setattr(kernel_module, "HERE", tmp_path)
+    kernel_module.source_key.cache_clear()
+    try:
+        before = kernel_module.source_key()
+        with (tmp_path / "linear.cpp").open("a") as source:
+            source.write("// a changed tile\n")
+        kernel_module.source_key.cache_clear()
+        assert kernel_module.source_key() != before
+    finally:
+        kernel_module.source_key.cache_clear()

@@ -160,6 +160,7 @@ def test_each_row_count_takes_the_path_measured_fastest(
             if family != "linear":
                 return baseline
             rows = int(key.split("/rows=")[1].split("/")[0])
+            assert key.endswith(f"/kernels={kernel_module.source_key()}")  # a changed kernel is measured anew
             offered[rows] = set(candidates)
             return fastest.get(rows, "avx2")
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from janus_plugins.attention import SDPAAttention, math_attention
-from janus_plugins.cpu_kernels import kernels_usable, load_kernels, require_kernels
+from janus_plugins.cpu_kernels import kernels_usable, load_kernels, require_kernels, source_key
 from janus_sdk import tuning
 from janus_sdk.config import NoOptions
 from janus_sdk.hookspecs import hookimpl
@@ -65,7 +65,8 @@ def _measure(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) 
         "kernel": lambda: kernels.decode_attention(q, k, v, dim**-0.5),
     }
     name = str(dtype).removeprefix("torch.")
-    key = f"{name}/rows={batch}/heads={heads}/dim={dim}/length={length}/threads={torch.get_num_threads()}"
+    shape = f"rows={batch}/heads={heads}/dim={dim}/length={length}"
+    key = f"{name}/{shape}/threads={torch.get_num_threads()}/kernels={source_key()}"
     return tuning.choose("decode-attention", key, candidates, baseline="torch") == "kernel"
 
 

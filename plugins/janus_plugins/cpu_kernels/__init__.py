@@ -17,6 +17,7 @@ with the reason, in the same folder): one warning, then torch's path, in this pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import platform
@@ -89,6 +90,16 @@ def build_key() -> str:
     for fact in facts:
         digest.update(hashlib.sha256(fact).digest())
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def source_key() -> str:
+    """A hash of the kernels' sources and flags: part of the key of every measured choice between a kernel and
+    torch's path, so that a changed kernel is measured again rather than judged by its predecessor's times."""
+    digest = hashlib.sha256(repr((CFLAGS, LDFLAGS)).encode())
+    for name in SOURCES:
+        digest.update((HERE / name).read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def build_dir() -> Path:

@@ -71,6 +71,7 @@ inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) {  // one weight row at a time: G * R accumulators + 2 stay in registers
       __m256 lo, hi;
       widen(w + r * K + k, lo, hi);
+      _mm_prefetch(reinterpret_cast<const char*>(w + (R + r) * K + k), _MM_HINT_T1);
       for (int m = 0; m < G; ++m) {
         acc[m][r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x.data + m * K + k), acc[m][r]);
         acc[m][r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x.data + m * K + k + 8), acc[m][r]);
@@ -97,6 +98,7 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
       for (int m = 0; m < G; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
       for (int r = 0; r < R; ++r) {
         const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed_at<R>(w, r, k))));
+        _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
         for (int m = 0; m < G; ++m) acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
       }
     }
@@ -218,6 +220,7 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
     for (int m = 0; m < G; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x.data + m * K + k);
     for (int r = 0; r < R; ++r) {
       const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+      _mm_prefetch(reinterpret_cast<const char*>(w + (R + r) * K + k), _MM_HINT_T1);
       for (int m = 0; m < G; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv[m], wv);
     }
   }
@@ -257,6 +260,7 @@ inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ld
       }
       for (int r = 0; r < R; ++r) {
         const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
+        _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
         shift[r] = dpbusd(shift[r], offset, wv);
         for (int m = 0; m < G; ++m) {
           lo[m][r] = dpbusd(lo[m][r], xl[m], wv);

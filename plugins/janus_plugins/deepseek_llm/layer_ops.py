@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from janus_plugins.cpu_kernels import kernels_usable, load_kernels
+from janus_plugins.cpu_kernels import kernels_usable, load_kernels, source_key
 from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, rms_norm, rotate, silu_mul
 from janus_sdk import tuning
 
@@ -183,7 +183,8 @@ def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> To
     def norms(ops: TorchLayerOps) -> Callable[[], object]:
         return lambda: (ops.rms_norm(x, norm), ops.add_rms_norm(x, delta, norm))
 
-    key = f"{str(dtype).removeprefix('torch.')}/hidden={PROBE_HIDDEN}/threads={threads}"
+    name = str(dtype).removeprefix("torch.")
+    key = f"{name}/hidden={PROBE_HIDDEN}/threads={threads}/kernels={source_key()}"
     winner = tuning.choose(
         "layer-ops", key, {"torch": norms(TORCH_OPS), "kernel": norms(fused)}, baseline="torch"
     )

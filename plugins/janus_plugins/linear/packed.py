@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from janus_plugins.cpu_kernels import AVX512, load_kernels
+from janus_plugins.cpu_kernels import AVX512, load_kernels, source_key
 from janus_sdk import tuning
 from janus_sdk.compute import compute_dtype
 
@@ -146,7 +146,7 @@ class PackedLinear(nn.Module):
         plan = {}
         for rows in ROW_BUCKETS:
             candidates = {path: each(path, rows) for path in ("torch", *self.builds(dtype))}
-            key = f"{shape}/rows={rows}/threads={torch.get_num_threads()}"
+            key = f"{shape}/rows={rows}/threads={torch.get_num_threads()}/kernels={source_key()}"
             plan[rows] = tuning.choose("linear", key, candidates, baseline="torch")
         return plan
 
