@@ -115,8 +115,13 @@ class PackedLinear(nn.Module):
 
     def path(self, rows: int, dtype: torch.dtype) -> str:
         """What measured fastest here for this layer's shape and kind at `rows` (rounded up to a power of two)
-        of `dtype` inputs: "torch" or a kernel build. All row counts of a shape are measured together, on its
-        first call, over one set of probe weights."""
+        of `dtype` inputs: "torch" or the widest kernel build that computes it. All row counts of a shape are
+        measured together, on its first call, over one set of probe weights.
+
+        One build for every row count, not the fastest build per row count: a build's rows do not depend on
+        each other, so an image or answer computed alone and in a batch of any size are the same, which two
+        builds (float32 FMAs against bfloat16 dot products) would not make them. Where torch's GEMM wins at
+        some row counts only (oneDNN on AMX at many rows), a batch's rows round as torch's do."""
         bucket = 1 << max(rows - 1, 0).bit_length()
         shape = (self.weight.dtype, dtype, self.in_features, self.out_features, torch.get_num_threads())
         plan = tuning.remembered(("linear", *shape, self.isas), lambda: self._measure(dtype))
@@ -143,9 +148,10 @@ class PackedLinear(nn.Module):
 
             return run
 
+        build = self.builds(dtype)[-1]  # one build at every row count: see `path`
         plan = {}
         for rows in ROW_BUCKETS:
-            candidates = {path: each(path, rows) for path in ("torch", *self.builds(dtype))}
+            candidates = {path: each(path, rows) for path in ("torch", build)}
             key = f"{shape}/rows={rows}/threads={torch.get_num_threads()}/kernels={source_key()}"
             plan[rows] = tuning.choose("linear", key, candidates, baseline="torch")
         return plan
