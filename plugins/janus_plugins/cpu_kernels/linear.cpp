@@ -172,9 +172,10 @@ Int16Rows quantize_rows(const float* x, int64_t M, int64_t K, std::vector<int16_
 // sums (the products are exact, as in the AVX2 path), `vpdpbusd` 64 int8 weights by bytes of x's int16 values
 // (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are): no masked
 // loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
-// feeds each weight vector to 4 rows of x. Past 2-4 bfloat16 rows the arithmetic bounds it, not the memory: a
-// Zen 4 core issues a 512-bit vdpbf16ps about every second cycle (1.2-1.4 G/s measured), so 8 rows (four
-// images with guidance) stream ~18 GB/s on two cores where 2 rows stream ~30. Compiled for these extensions here only; called
+// feeds each weight vector to 4 rows of x. At 8 bfloat16 rows (four images with guidance) the arithmetic bounds
+// it, not the memory: a Zen 4 core issues a 512-bit vdpbf16ps about every second cycle, and two cores compute
+// ~24-26 GB/s of weights held in cache (bench/linear_kernels.py --resident), which the tiles, prefetching the
+// next tile while they compute, nearly stream (bench/RESULTS.md). Compiled for these extensions here only; called
 // only where the CPU reports them (`avx512_supported`), and chosen by measurement against the others.
 // x's int16 values as two unsigned bytes each, q = 256 * (hi - 128) + lo (for the AVX-512 int8 tiles).
 struct BytePairRows {
