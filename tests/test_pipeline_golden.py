@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import Tensor
 
+from janus_plugins import cpu_kernels
 from janus_sdk import BackendUnavailableError, JanusPipeline
 from janus_sdk.kinds import ComponentKind
 from janus_sdk.pipeline.decoding import generate_image_codes
@@ -26,13 +27,17 @@ def golden() -> dict[str, Tensor]:
     return load_file(FIXTURE / "golden" / "golden.safetensors")
 
 
-@pytest.fixture(scope="module", params=["torch", "avx2"])
+@pytest.fixture(scope="module", params=["torch", "kernel"])
 def pipe(request: pytest.FixtureRequest) -> JanusPipeline:
-    """The tiny pipeline with torch's linear layers and with the AVX2 kernel (where it builds): both must
-    reproduce the reference."""
+    """The tiny pipeline with torch's linear layers and with the kernel's base build for this CPU (avx2 on
+    x86, neon on ARM64; where it builds): both must reproduce the reference."""
+    here = cpu_kernels.target()
+    if request.param == "kernel" and here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    linear = here.isa if request.param == "kernel" and here is not None else "torch"
     try:
         return JanusPipeline.from_pretrained(
-            FIXTURE / "checkpoint", device="cpu", dtype="float32", linear=request.param
+            FIXTURE / "checkpoint", device="cpu", dtype="float32", linear=linear
         )
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))

@@ -3,6 +3,7 @@ for concurrent processes, robust to a build killed midway (janus_plugins.cpu_ker
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -21,15 +22,16 @@ def test_the_build_folder_is_keyed_by_what_the_binary_depends_on(
 ) -> None:
     """Another clone of the same code (the sources at another path) shares the build; a change to any source,
     torch or compiler flags gets a folder of its own, beside it."""
+    here = _target_or_skip()
     key = kernel_module.build_key()
     assert kernel_module.build_dir().name.endswith(key)
     clone = tmp_path / "clone"
     clone.mkdir()
-    for name in kernel_module.SOURCES:
+    for name in here.sources:
         (clone / name).write_bytes((kernel_module.HERE / name).read_bytes())
     monkeypatch.setattr(kernel_module, "HERE", clone)
     assert kernel_module.build_key() == key
-    for name in kernel_module.SOURCES:
+    for name in here.sources:
         original = (clone / name).read_bytes()
         (clone / name).write_bytes(original + b"\n// changed\n")
         assert kernel_module.build_key() != key, f"a change to {name} must change the key"
@@ -38,7 +40,8 @@ def test_the_build_folder_is_keyed_by_what_the_binary_depends_on(
     monkeypatch.setattr(torch, "__version__", "0.0.1")
     assert kernel_module.build_key() != key
     monkeypatch.undo()
-    monkeypatch.setattr(kernel_module, "CFLAGS", (*kernel_module.CFLAGS, "-DOTHER"))
+    other_flags = dataclasses.replace(here, cflags=(*here.cflags, "-DOTHER"))
+    monkeypatch.setattr(kernel_module, "target", lambda: other_flags)
     assert kernel_module.build_key() != key
     monkeypatch.undo()
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "another-venv"))
@@ -71,7 +74,7 @@ def test_a_process_waits_for_anothers_build_and_says_so(
     monkeypatch.setattr(kernel_module, "_failure", None)
     events: list[str] = []
 
-    def compiling(name: str, folder: Path) -> object:
+    def compiling(name: str, folder: Path, here: kernel_module.Target) -> object:
         events.append("compiled")
         return object()
 
@@ -106,7 +109,7 @@ def test_a_build_killed_midway_does_not_block_later_ones(
     (folder / kernel_module.TORCH_BATON).touch()
     seen: list[bool] = []
 
-    def compile_(name: str, where: Path) -> object:
+    def compile_(name: str, where: Path, here: kernel_module.Target) -> object:
         seen.append((where / kernel_module.TORCH_BATON).exists())
         return object()
 
@@ -125,20 +128,25 @@ def test_the_build_compiles_a_copy_of_the_source_inside_its_folder(
 
     compiled: list[list[str]] = []
     monkeypatch.setattr(cpp_extension, "load", lambda name, sources, **options: compiled.append(sources))
-    kernel_module._compile("janus_test", tmp_path)
-    kernel_module._compile("janus_test", tmp_path)
-    compiled_sources = [str(tmp_path / name) for name in kernel_module.SOURCES if name.endswith(".cpp")]
-    assert compiled == [compiled_sources, compiled_sources]
-    for name in kernel_module.SOURCES:  # the header too: the sources include it from beside them
+    for here in (kernel_module.X86, kernel_module.ARM64):
+        compiled.clear()
+        kernel_module._compile("janus_test", tmp_path, here)
+        kernel_module._compile("janus_test", tmp_path, here)
+        compiled_sources = [str(tmp_path / name) for name in here.sources if name.endswith(".cpp")]
+        assert compiled == [compiled_sources, compiled_sources]
+    for name in {
+        *kernel_module.X86.sources,
+        *kernel_module.ARM64.sources,
+    }:  # the header too: the sources include it from beside them
         assert (tmp_path / name).read_bytes() == (kernel_module.HERE / name).read_bytes()
 
 
-def test_kernel_builds_wherever_avx2_and_a_compiler_are_present() -> None:
-    """Guards the skips above: on an AVX2 machine with a C++ compiler the kernel must build."""
+def test_kernel_builds_wherever_they_have_a_target_and_a_compiler() -> None:
+    """Guards the skips above: on an AVX2 or ARM64 machine with a C++ compiler the kernel must build."""
     import shutil
 
-    if not kernel_module.cpu_has_avx2() or shutil.which("c++") is None:
-        pytest.skip("no AVX2 CPU or no C++ compiler here")
+    if kernel_module.target() is None or shutil.which("c++") is None:
+        pytest.skip("no AVX2 or ARM64 CPU, or no C++ compiler here")
     kernel_module.build()  # tried even where an earlier build failed: the skips must not hide a break
 
 
@@ -146,15 +154,23 @@ def test_the_source_key_changes_with_any_kernel_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It keys every measured choice between a kernel and torch's path (linear, attention, layer ops)."""
-    for name in kernel_module.SOURCES:
+    here = _target_or_skip()
+    for name in here.sources:
         (tmp_path / name).write_bytes((kernel_module.HERE / name).read_bytes())
     monkeypatch.setattr(kernel_module, "HERE", tmp_path)
     kernel_module.source_key.cache_clear()
     try:
         before = kernel_module.source_key()
-        with (tmp_path / "linear.cpp").open("a") as source:
+        with (tmp_path / "linear.h").open("a") as source:
             source.write("// a changed tile\n")
         kernel_module.source_key.cache_clear()
         assert kernel_module.source_key() != before
     finally:
         kernel_module.source_key.cache_clear()
+
+
+def _target_or_skip() -> kernel_module.Target:
+    here = kernel_module.target()
+    if here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    return here

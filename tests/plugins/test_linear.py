@@ -1,5 +1,5 @@
-"""Linear backends: the kernel (AVX2 and AVX-512 builds) and weight-only int8 compute what nn.Linear computes,
-and are chosen, refused and reported as documented."""
+"""Linear backends: the kernel (its AVX2, AVX-512 and NEON builds) and weight-only int8 compute what nn.Linear
+computes, and are chosen, refused and reported as documented."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ ALWAYS = KernelOptions(measured=False)  # the kernel at every call of up to KERN
 
 def avx2(options: KernelOptions | None = None) -> KernelLinear:
     return KernelLinear("avx2", (AVX2,), options)
+
+
+def base_build(options: KernelOptions | None = None) -> KernelLinear:
+    """The kernel's build every CPU of this architecture runs: avx2 on x86, neon on ARM64."""
+    here = kernel_module.target()
+    if here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    return KernelLinear(here.isa, (here.isa,), options)
 
 
 def avx512(options: KernelOptions | None = None) -> KernelLinear:
@@ -73,10 +81,10 @@ ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
 
 @pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize(("in_features", "out_features"), [(64, 37), (128, 61), (32, 16)])
-def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_features: int) -> None:
+def test_kernel_float32_matches_nn_linear(rows: int, in_features: int, out_features: int) -> None:
     _kernel_or_skip()
     layer = _linear(in_features, out_features, torch.float32)
-    packed = avx2(ALWAYS).convert(layer)
+    packed = base_build(ALWAYS).convert(layer)
     assert isinstance(packed, PackedLinear)
     x = torch.randn(rows, in_features)
     with torch.inference_mode():
@@ -84,11 +92,11 @@ def test_avx2_float32_matches_nn_linear(rows: int, in_features: int, out_feature
 
 
 @pytest.mark.parametrize("rows", ROWS)
-def test_avx2_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinned: Pin) -> None:
+def test_kernel_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinned: Pin) -> None:
     _kernel_or_skip()
     pinned("matmul-dtype=float32")  # beyond KERNEL_MAX_ROWS: torch's GEMM, in float32, one output rounding
     layer = _linear(96, 45, torch.bfloat16)
-    packed = avx2(ALWAYS).convert(layer)
+    packed = base_build(ALWAYS).convert(layer)
     x = torch.randn(2, rows, 96).to(torch.bfloat16)  # leading dims are flattened and restored
     with torch.inference_mode():
         out = packed(x)
@@ -178,17 +186,18 @@ def test_avx512_pinned_where_the_cpu_lacks_it_names_the_features_and_autos_pick(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _kernel_or_skip()
+    base = base_build().name  # avx2 on x86, neon on ARM64
     monkeypatch.setattr(kernel_module, "cpu_has_avx512", lambda: False)
     cpu = torch.device("cpu")
     with pytest.raises(
         BackendUnavailableError,
-        match=r"'avx512' needs an x86 CPU with AVX-512.*BF16.*VNNI.*auto' \(here: 'avx2'\)",
+        match=rf"'avx512' needs an x86 CPU with AVX-512.*BF16.*VNNI.*auto' \(here: '{base}'\)",
     ):
         avx512().check(cpu, torch.bfloat16)
-    assert linear_plugin.choose_linear_backend(cpu, torch.bfloat16) == "avx2"
+    assert linear_plugin.choose_linear_backend(cpu, torch.bfloat16) == base
     int8 = Int8Linear()
     int8.check(cpu, torch.bfloat16)
-    assert int8.isas == (AVX2,)
+    assert int8.isas == (base,)
 
 
 def test_avx2_keeps_layers_whose_width_the_kernel_cannot_take() -> None:
@@ -232,7 +241,7 @@ def test_a_kernel_that_cannot_be_compiled_is_reported_with_the_fix_and_never_ret
     assert not int8.isas
     assert kernel_module.kernels_usable(torch.device("cpu"), torch.bfloat16, "layer ops use torch's") is False
     assert len(compiles) == 1
-    assert caplog.text.count("not using the AVX2 kernels") == 1
+    assert caplog.text.count("not using the CPU kernels") == 1
     assert "linear 'auto' picks torch" in caplog.text
     failed = kernel_module.build_dir() / kernel_module.FAILED
     assert "command not found" in failed.read_text()
@@ -250,11 +259,12 @@ def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPa
     choose = linear_plugin.choose_linear_backend
     assert choose(torch.device("cpu"), torch.float16) is None
     assert choose(torch.device("meta"), torch.float32) is None
-    monkeypatch.setattr(kernel_module, "cpu_has_avx2", lambda: False)
+    monkeypatch.setattr(kernel_module, "target", lambda: None)  # a CPU the kernels have no build for
     assert choose(torch.device("cpu"), torch.float32) is None
     monkeypatch.undo()
     _kernel_or_skip()
-    widest = "avx512" if AVX512 in kernel_module.kernel_isas() else "avx2"
+    widest = kernel_module.kernel_isas()[-1]
+    assert widest in {"avx512", "avx2", "neon"}
     assert choose(torch.device("cpu"), torch.bfloat16) == widest
     int8 = Int8Linear()
     int8.check(torch.device("meta"), torch.float32)  # the kernel only ever serves the CPU
@@ -283,11 +293,12 @@ INT16_SCALE_BLOCK = 512  # the kernel's kScaleBlock: x gets one int16 scale per 
 @pytest.mark.parametrize("rows", [1, 2, 7, KERNEL_MAX_ROWS + 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 64])
-@pytest.mark.parametrize("isa", [AVX2, AVX512])
+@pytest.mark.parametrize("wide", [False, True], ids=["base-build", "wide-build"])
 def test_int8_kernel_and_dequantizing_matmul_agree(
-    rows: int, dtype: torch.dtype, in_features: int, isa: str, pinned: Pin
+    rows: int, dtype: torch.dtype, in_features: int, wide: bool, pinned: Pin
 ) -> None:
-    _kernel_or_skip() if isa == AVX2 else _avx512_or_skip()
+    _avx512_or_skip() if wide else _kernel_or_skip()
+    isa = kernel_module.kernel_isas()[-1 if wide else 0]
     pinned("matmul-dtype=float32")  # the dequantizing matmul computes in float32
     layer = _linear(in_features, 50, dtype)
     fast = Int8Linear(ALWAYS)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from janus_plugins.attention import SDPAAttention, math_attention
-from janus_plugins.cpu_kernels import kernels_usable, load_kernels, require_kernels, source_key
+from janus_plugins.cpu_kernels import ATTENTION, kernels_usable, load_kernels, require_kernels, source_key
 from janus_sdk import tuning
 from janus_sdk.config import NoOptions
 from janus_sdk.hookspecs import hookimpl
@@ -27,7 +27,7 @@ class AVX2Attention(SDPAAttention):
     name = "avx2"
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, "attention", "sdpa")
+        require_kernels(device, dtype, self.name, ATTENTION, "sdpa")
 
     def attend(
         self,
@@ -81,4 +81,4 @@ def register_attention_backends(register: Register) -> None:
 
 @hookimpl
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    return "avx2" if kernels_usable(device, dtype, "attention 'auto' picks sdpa") else None
+    return "avx2" if kernels_usable(device, dtype, "attention 'auto' picks sdpa", ATTENTION) else None

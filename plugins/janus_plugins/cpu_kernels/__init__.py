@@ -1,22 +1,25 @@
 """The CPU kernels for decode steps, built once per machine: a library the built-in plugins share (the
 `linear`, `cpu_attention` and DeepSeek-LLM layer-op plugins import it; it imports no plugin).
 
-One source per family beside this module: `linear.cpp` (weight-streaming matmuls in AVX2, with AVX-512
-BF16/VNNI tiles), `attention.cpp` (one query position over a KV cache), `layer_ops.cpp` (RMSNorm, rotary, SiLU
-gate), `bindings.cpp` (the Python module), `common.h`. torch compiles them with the machine's C++ compiler
-through ninja (about a minute) into one module. The build lives in the janus-sdk cache folder
-(`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`, the key a hash of everything the
-binary depends on: the sources, the compiler flags, torch's and Python's versions and installs (the include
-paths ninja records), the architecture. Clones and processes of one environment share one build and never
-rebuild each other's, whatever path reaches the cache folder (it is resolved first: ninja rebuilds when the
-recorded paths change); another virtual environment, or a changed source, builds once beside it. A file
-lock makes concurrent processes wait for one build (saying so). A failed build is remembered (a `FAILED` file
-with the reason, in the same folder): one warning, then torch's path, in this process and later ones, until
-`janus kernels build` tries again.
+One source per family beside this module, compiled for this machine's architecture (`Target`): on x86 the
+linear kernel's AVX2 tiles with AVX-512 BF16/VNNI ones (`linear_x86.cpp`), decode attention
+(`attention.cpp`) and a layer's elementwise ops (`layer_ops.cpp`); on ARM64 the linear kernel's NEON tiles
+(`neon.h`, `linear_arm.cpp`; attention and layer ops stay torch's there). `linear.h` and `linear.cpp` are the
+linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h` what they share. torch
+compiles them with the machine's C++ compiler through ninja (about a minute) into one module. The build lives
+in the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`,
+the key a hash of everything the binary depends on: the sources, the compiler flags, torch's and Python's
+versions and installs (the include paths ninja records), the architecture. Clones and processes of one
+environment share one build and never rebuild each other's, whatever path reaches the cache folder (it is
+resolved first: ninja rebuilds when the recorded paths change); another virtual environment, or a changed
+source, builds once beside it. A file lock makes concurrent processes wait for one build (saying so). A failed
+build is remembered (a `FAILED` file with the reason, in the same folder): one warning, then torch's path, in
+this process and later ones, until `janus kernels build` tries again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -35,21 +38,74 @@ from janus_sdk.tuning import cache_dir
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = ("common.h", "linear.cpp", "attention.cpp", "layer_ops.cpp", "bindings.cpp")
 EXTENSION = "janus_cpu_kernels"
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-# OpenMP: at::parallel_for runs on torch's threads. No contraction of a * b + c into one FMA where the source
-# does not ask for it: the elementwise kernels round where torch rounds.
-CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off")
-LDFLAGS = ("-fopenmp",)
 FAILED = "FAILED"
 TORCH_BATON = "lock"
 """torch.utils.cpp_extension's own lock file in a build folder: a build killed mid-way leaves it behind, and
 every later `load` of that folder then waits for it forever."""
-AVX2 = "avx2"
-AVX512 = "avx512"
+AVX2, AVX512, NEON = "avx2", "avx512", "neon"
+"""The builds of the linear kernel (its tiles), each named as the linear backend whose widest build it is."""
 AVX512_FEATURES = "AVX-512 (F, BW, VL, DQ) with AVX512-BF16 and AVX512-VNNI"
+LINEAR, ATTENTION, LAYER_OPS = "linear", "attention", "layer ops"
+"""The kernel families: what a build may hold."""
 FIX = "use linear 'torch' and attention 'sdpa'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One architecture's build of the kernels: its sources, compiler flags, families and linear builds."""
+
+    cpu: str
+    """What the CPU must be, for messages."""
+    sources: tuple[str, ...]
+    cflags: tuple[str, ...]
+    ldflags: tuple[str, ...]
+    families: frozenset[str]
+    isa: str
+    """The linear kernel's build every CPU of this architecture runs."""
+    wide: str | None = None
+    """Its wider build, where the CPU reports what it needs (`wide_supported` in the module)."""
+
+
+# OpenMP: at::parallel_for runs on torch's threads. No contraction of a * b + c into one FMA where the source
+# does not ask for it: the elementwise kernels round where torch rounds.
+X86 = Target(
+    cpu="an x86 CPU with AVX2 and FMA",
+    sources=(
+        "common.h",
+        "x86.h",
+        "linear.h",
+        "linear.cpp",
+        "linear_x86.cpp",
+        "attention.cpp",
+        "layer_ops.cpp",
+        "bindings.cpp",
+    ),
+    cflags=("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off"),
+    ldflags=("-fopenmp",),
+    families=frozenset({LINEAR, ATTENTION, LAYER_OPS}),
+    isa=AVX2,
+    wide=AVX512,
+)
+ARM64 = Target(
+    cpu="an ARM64 CPU",
+    sources=("common.h", "linear.h", "neon.h", "linear.cpp", "linear_arm.cpp", "bindings.cpp"),
+    cflags=("-O3", "-fopenmp", "-ffp-contract=off"),
+    ldflags=("-fopenmp",),
+    families=frozenset({LINEAR}),
+    isa=NEON,
+)
+ARM64_MACOS = dataclasses.replace(
+    ARM64, cflags=("-O3", "-Xclang", "-fopenmp", "-ffp-contract=off"), ldflags=("-lomp",)
+)
+"""Apple's clang takes OpenMP only through -Xclang and needs libomp (`brew install libomp`): where it is
+missing the build fails once, is remembered, and torch's path serves (not tried on a Mac yet)."""
+NEEDS = {
+    LINEAR: f"{X86.cpu} or {ARM64.cpu}",
+    ATTENTION: X86.cpu,
+    LAYER_OPS: X86.cpu,
+}
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -57,7 +113,7 @@ _failure: BackendUnavailableError | None = None
 
 
 def cpu_has_avx2() -> bool:
-    """Whether torch's own CPU kernels dispatch to AVX2 or better here (the kernel needs AVX2 and FMA)."""
+    """Whether torch's own CPU kernels dispatch to AVX2 or better here (the x86 kernels need AVX2 and FMA)."""
     return torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512", "AVX512_BF16", "AMX"}
 
 
@@ -68,18 +124,45 @@ def cpu_has_avx512() -> bool:
     return all(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
+def target() -> Target | None:
+    """The kernels' build for this machine; None where there is none (an x86 CPU without AVX2, other
+    architectures)."""
+    machine = platform.machine().lower()
+    if machine in {"x86_64", "amd64"}:
+        return X86 if cpu_has_avx2() else None
+    if machine in {"aarch64", "arm64"}:
+        return ARM64_MACOS if sys.platform == "darwin" else ARM64
+    return None
+
+
+def describe_cpu() -> str:
+    """This CPU in a message's words: the architecture and what torch dispatches to."""
+    return f"{platform.machine()}, torch: {torch.backends.cpu.get_cpu_capability()}"
+
+
 def kernel_isas() -> tuple[str, ...]:
     """The builds of the linear kernel this machine runs, narrowest first (the kernels must compile here)."""
     module = load_kernels()
-    return (AVX2, AVX512) if cpu_has_avx512() and module.avx512_supported() else (AVX2,)
+    here = target()
+    assert here is not None  # load_kernels raised otherwise
+    wide = here.wide == AVX512 and cpu_has_avx512() and module.wide_supported()
+    return (here.isa, AVX512) if wide else (here.isa,)
+
+
+def _this_target() -> Target:
+    here = target()
+    if here is None:
+        raise BackendUnavailableError(f"the CPU kernels need {NEEDS[LINEAR]} ({describe_cpu()}); {FIX}")
+    return here
 
 
 def build_key() -> str:
     """A hash of what the compiled module depends on: sources, flags, torch and Python (versions and where
     they are installed: the build records their include paths), architecture."""
+    here = _this_target()
     facts = [
-        *(name.encode() + (HERE / name).read_bytes() for name in SOURCES),
-        repr((CFLAGS, LDFLAGS)).encode(),
+        *(name.encode() + (HERE / name).read_bytes() for name in here.sources),
+        repr((here.cflags, here.ldflags)).encode(),
         torch.__version__.encode(),
         str(Path(torch.__file__).resolve().parent).encode(),
         sys.version.encode(),
@@ -96,8 +179,9 @@ def build_key() -> str:
 def source_key() -> str:
     """A hash of the kernels' sources and flags: part of the key of every measured choice between a kernel and
     torch's path, so that a changed kernel is measured again rather than judged by its predecessor's times."""
-    digest = hashlib.sha256(repr((CFLAGS, LDFLAGS)).encode())
-    for name in SOURCES:
+    here = _this_target()
+    digest = hashlib.sha256(repr((here.cflags, here.ldflags)).encode())
+    for name in here.sources:
         digest.update((HERE / name).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -136,11 +220,7 @@ def build(*, retry: bool = True) -> Path:
 
 
 def _load(*, retry: bool) -> ModuleType:
-    if not cpu_has_avx2():
-        raise BackendUnavailableError(
-            f"the 'avx2' backends need an x86 CPU with AVX2 and FMA (torch reports "
-            f"{torch.backends.cpu.get_cpu_capability()!r} on {platform.machine()}); {FIX}"
-        )
+    here = _this_target()
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
     failed = folder / FAILED
@@ -148,7 +228,7 @@ def _load(*, retry: bool) -> ModuleType:
         failed.unlink(missing_ok=True)
     elif failed.exists():
         raise BackendUnavailableError(
-            f"the 'avx2' kernels failed to build earlier ({failed.read_text(encoding='utf-8').strip()}); "
+            f"the CPU kernels failed to build earlier ({failed.read_text(encoding='utf-8').strip()}); "
             f"{FIX}, or run `janus kernels build` to try again"
         )
     name = f"{EXTENSION}_{build_key()}"
@@ -166,46 +246,54 @@ def _load(*, retry: bool) -> ModuleType:
             log.warning(
                 "janus-sdk: compiling the CPU kernels into %s (once per machine, about a minute)", folder
             )
-        return _compile(name, folder)
+        return _compile(name, folder, here)
     except (RuntimeError, OSError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         failed.write_text(reason + "\n", encoding="utf-8")
         raise BackendUnavailableError(
-            "the 'avx2' backends could not compile their kernels (they need a C++ compiler and the ninja "
+            "the CPU kernels could not be compiled (they need a C++ compiler and the ninja "
             f"package: pip install ninja): {reason}; {FIX}"
         ) from exc
     finally:
         lock.release()
 
 
-def _compile(name: str, folder: Path) -> ModuleType:
+def _compile(name: str, folder: Path, here: Target) -> ModuleType:
     """torch's build of the sources, from copies inside the build folder: ninja rebuilds whenever a source's
     path changes, so compiling each clone's own files made two clones used in turn rebuild each other (the
     folder's key already pins the content)."""
     from torch.utils import cpp_extension
 
-    for source in SOURCES:
+    for source in here.sources:
         copy, original = folder / source, (HERE / source).read_bytes()
         if not copy.exists() or copy.read_bytes() != original:
             copy.write_bytes(original)
     module: ModuleType = cpp_extension.load(
         name,
-        [str(folder / source) for source in SOURCES if source.endswith(".cpp")],
+        [str(folder / source) for source in here.sources if source.endswith(".cpp")],
         build_directory=str(folder),
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=list(LDFLAGS),
+        extra_cflags=list(here.cflags),
+        extra_ldflags=list(here.ldflags),
         verbose=False,
     )
     return module
 
 
-def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alternative: str) -> ModuleType:
-    """The kernels for an `avx2` backend of `kind` ("linear", "attention") running on `device` in `dtype`;
+def require_kernels(
+    device: torch.device, dtype: torch.dtype, backend: str, family: str, alternative: str
+) -> ModuleType:
+    """The kernels for the backend `backend` of `family` (LINEAR, ATTENTION) running on `device` in `dtype`;
     BackendUnavailableError naming `alternative` when they cannot run there."""
+    kind = family
     if device.type != "cpu" or dtype not in KERNEL_DTYPES:
         raise BackendUnavailableError(
-            f"{kind} backend 'avx2' runs on the CPU in float32 or bfloat16, not on {device.type} in "
-            f"{str(dtype).removeprefix('torch.')}; use {kind} '{alternative}'"
+            f"{kind} backend {backend!r} runs on the CPU in float32 or bfloat16, not on {device.type} in "
+            f"{str(dtype).removeprefix('torch.')}; use {kind} {alternative!r}"
+        )
+    here = target()
+    if here is None or family not in here.families:
+        raise BackendUnavailableError(
+            f"{kind} backend {backend!r} needs {NEEDS[family]} ({describe_cpu()}); use {kind} {alternative!r}"
         )
     return load_kernels()
 
@@ -213,11 +301,13 @@ def require_kernels(device: torch.device, dtype: torch.dtype, kind: str, alterna
 _warned = False
 
 
-def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> bool:
-    """Whether the kernels can serve here: an AVX2 CPU, float32/bfloat16, and kernels that compile. A failure
-    to compile is logged once per process, by its first user: "not using the AVX2 kernels: <fallback>"."""
+def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str, family: str = LINEAR) -> bool:
+    """Whether the kernels of `family` can serve here: a CPU whose build has them, float32/bfloat16, and
+    kernels that compile. A failure to compile is logged once per process, by its first user: "not using the
+    CPU kernels: <fallback>"."""
     global _warned
-    if device.type != "cpu" or dtype not in KERNEL_DTYPES or not cpu_has_avx2():
+    here = target()
+    if device.type != "cpu" or dtype not in KERNEL_DTYPES or here is None or family not in here.families:
         return False
     try:
         load_kernels()
@@ -225,7 +315,7 @@ def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> b
         if not _warned:
             _warned = True
             log.warning(
-                "not using the AVX2 kernels: %s, and torch's ops serve elsewhere too; %s", fallback, exc
+                "not using the CPU kernels: %s, and torch's ops serve elsewhere too; %s", fallback, exc
             )
         return False
     return True

@@ -1,5 +1,5 @@
 // Attention of one query position over a KV cache (a decode step), in float32 (AVX2).
-#include "common.h"
+#include "x86.h"
 
 namespace janus_kernels {
 namespace {

@@ -1,11 +1,12 @@
-// What the kernel sources share: the includes, the two AVX2 helpers every family uses, and the functions the
-// Python module binds (bindings.cpp). Each family is a source of its own: linear.cpp (weight-streaming
-// matmuls), attention.cpp (one query position over a KV cache), layer_ops.cpp (RMSNorm, rotary, SiLU gate).
+// What the kernel sources share: the includes and the functions between them. Each family is a source of its
+// own: linear.cpp (the weight-streaming matmul's entry) with one source of tiles per architecture
+// (linear_x86.cpp, linear_arm.cpp) and its torch-free drivers (linear.h); and, on x86 only, attention.cpp (one
+// query position over a KV cache) and layer_ops.cpp (RMSNorm, rotary, SiLU gate), with their AVX2 helpers in
+// x86.h. bindings.cpp is the Python module.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,50 +17,28 @@
 
 namespace janus_kernels {
 
-inline float horizontal_sum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_hadd_ps(s, s);
-  s = _mm_hadd_ps(s, s);
-  return _mm_cvtss_f32(s);
-}
-
-// Eight float32 or bfloat16 values as eight float32 lanes.
-inline __m256 widen8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 widen8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-// Eight values of a float32 or bfloat16 tensor in float32 lanes, and back (bfloat16: rounded to nearest even,
-// as torch rounds).
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const c10::BFloat16* p) { return widen8(reinterpret_cast<const uint16_t*>(p)); }
-
-// v rounded to T's precision (round to nearest even), still as float32.
-inline __m256 round_to(const float*, __m256 v) { return v; }
-inline __m256 round_to(const c10::BFloat16*, __m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
-  return _mm256_castsi256_ps(_mm256_and_si256(rounded, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
-
-inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void store8(c10::BFloat16* p, __m256 v) {
-  const __m256i high = _mm256_srli_epi32(_mm256_castps_si256(round_to(p, v)), 16);
-  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
-}
+// Splits [0, n) tiles among torch's threads, a few tiles per task (the `parallel` of linear.h's matmul).
+struct TorchThreads {
+  template <typename Body>
+  void operator()(int64_t n, const Body& body) const { at::parallel_for(0, n, 4, body); }
+};
 
 // linear.cpp
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
-                  bool avx512);
-bool avx512_supported();
+                  bool wide);
 
-// attention.cpp
+// What each architecture's linear source gives linear.cpp: whether this CPU runs its widest tiles (x86: the
+// AVX-512 BF16/VNNI ones; ARM64: none yet), y [M, N] float32 = x @ weight.T for x's contiguous rows, and y's rows
+// scaled, biased and stored in the output's dtype.
+bool wide_supported();
+void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, float* y);
+void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, float* out);
+void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, c10::BFloat16* out);
+
+// attention.cpp (x86)
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 
-// layer_ops.cpp
+// layer_ops.cpp (x86)
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& delta,
                                                 const at::Tensor& weight, double eps);

@@ -1,6 +1,6 @@
 // The elementwise parts of a decoder layer (RMSNorm, the residual add, rotary embedding with the cache write,
 // the SwiGLU product), each one call where torch takes five to fifteen small ops (AVX2).
-#include "common.h"
+#include "x86.h"
 
 namespace janus_kernels {
 namespace {

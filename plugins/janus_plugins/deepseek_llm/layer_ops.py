@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from janus_plugins.cpu_kernels import kernels_usable, load_kernels, source_key
+from janus_plugins.cpu_kernels import LAYER_OPS, kernels_usable, load_kernels, source_key
 from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, rms_norm, rotate, silu_mul
 from janus_sdk import tuning
 
@@ -173,7 +173,7 @@ def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> To
 
 
 def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> TorchLayerOps:
-    if not kernels_usable(device, dtype, "decoder layers use torch ops"):
+    if not kernels_usable(device, dtype, "decoder layers use torch ops", LAYER_OPS):
         return TORCH_OPS
     fused = AVX2LayerOps(load_kernels())
     norm = RMSNorm(PROBE_HIDDEN, eps=1e-6).to(dtype)

@@ -7,15 +7,16 @@
 - `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
   `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
+- `neon`: as `avx2` on ARM64 CPUs (Apple Silicon, Graviton, Ampere), with the kernel's NEON tiles;
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
-  token, through the kernel on AVX2 CPUs (integer multiply-adds against x rounded to int16, relative error
-  ~1e-5; VNNI where the CPU has it; weights packed for it, in-features a multiple of 64) and a dequantizing
-  matmul elsewhere;
+  token, through the kernel on AVX2 and ARM64 CPUs (integer multiply-adds against x rounded to int16,
+  relative error ~1e-5; VNNI where the CPU has it; weights packed for it, in-features a multiple of 64) and a
+  dequantizing matmul elsewhere;
 - `int4`: weight-only int4, group-wise (`int4.py`): a quarter of bfloat16's bytes, through torch's int4 CPU
   kernel.
 
-"auto" picks `avx512` where the CPU has those extensions, else `avx2`, on x86 CPUs for float32/bfloat16 when
-the kernel compiles here (each measured per row count, so torch's GEMM still serves the rows where it is
+"auto" picks the kernel's widest build this CPU runs (`avx512`, `avx2` or `neon`) for float32/bfloat16 when
+the kernel compiles here (measured per layer and row count against torch's GEMM, which serves wherever it is
 faster), else `torch`.
 """
 
@@ -26,9 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from janus_plugins.cpu_kernels import (
+    ARM64,
     AVX2,
     AVX512,
     AVX512_FEATURES,
+    LINEAR,
+    NEON,
+    X86,
+    describe_cpu,
     kernel_isas,
     kernels_usable,
     require_kernels,
@@ -41,6 +47,8 @@ from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
+ISA_NEEDS = {AVX2: X86.cpu, AVX512: f"an x86 CPU with {AVX512_FEATURES}", NEON: ARM64.cpu}
+"""What the CPU must be for each build of the kernel."""
 
 
 class KernelOptions(BaseModel):
@@ -77,13 +85,13 @@ class KernelLinear:
         self.measured = (options or KernelOptions()).measured
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, "linear", "torch")
-        if AVX512 in self.isas and AVX512 not in kernel_isas():
+        require_kernels(device, dtype, self.name, LINEAR, "torch")
+        missing = [isa for isa in self.isas if isa not in kernel_isas()]
+        if missing:
             auto = choose_linear_backend(device, dtype) or "torch"
             raise BackendUnavailableError(
-                f"linear backend {self.name!r} needs an x86 CPU with {AVX512_FEATURES}; this one does not "
-                f"report them (torch: {torch.backends.cpu.get_cpu_capability()}); use linear 'auto' (here: "
-                f"{auto!r})"
+                f"linear backend {self.name!r} needs {ISA_NEEDS[missing[-1]]}; this one is not ("
+                f"{describe_cpu()}); use linear 'auto' (here: {auto!r})"
             )
 
     def convert(self, linear: nn.Linear) -> nn.Module:
@@ -104,7 +112,8 @@ class Int8Linear:
         self.isas: tuple[str, ...] = ()
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Runs anywhere; on AVX2 CPUs through the kernel when it compiles (else a dequantizing matmul)."""
+        """Runs anywhere; on AVX2 and ARM64 CPUs through the kernel when it compiles (else a dequantizing
+        matmul)."""
         usable = kernels_usable(device, dtype, "linear 'int8' uses a dequantizing matmul")
         self.isas = kernel_isas() if usable else ()
 
@@ -137,7 +146,7 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
 @hookimpl
 def register_linear_backends(register: Register) -> None:
     def torch_(_: NoOptions, __: BuildContext) -> TorchLinear:
-        """nn.Linear as it is: torch's own kernels (default off AVX2 CPUs)."""
+        """nn.Linear as it is: torch's own kernels (default where the kernel cannot serve)."""
         return TorchLinear()
 
     def avx2(options: KernelOptions, __: BuildContext) -> KernelLinear:
@@ -147,6 +156,10 @@ def register_linear_backends(register: Register) -> None:
     def avx512(options: KernelOptions, __: BuildContext) -> KernelLinear:
         """As avx2, with AVX-512 BF16/VNNI tiles as a further candidate (CPUs that have them)."""
         return KernelLinear("avx512", (AVX2, AVX512), options)
+
+    def neon(options: KernelOptions, __: BuildContext) -> KernelLinear:
+        """Weights as loaded, streamed by the kernel's NEON tiles where they measure faster (ARM64 CPUs)."""
+        return KernelLinear("neon", (NEON,), options)
 
     def int8(options: KernelOptions, __: BuildContext) -> Int8Linear:
         """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
@@ -159,6 +172,7 @@ def register_linear_backends(register: Register) -> None:
     register("torch", torch_, config=NoOptions)
     register("avx2", avx2, config=KernelOptions)
     register("avx512", avx512, config=KernelOptions)
+    register("neon", neon, config=KernelOptions)
     register("int8", int8, config=KernelOptions, aliases=("int8-weight-only",))
     register("int4", int4, config=Int4Options, aliases=("int4-weight-only",))
 
@@ -167,4 +181,4 @@ def register_linear_backends(register: Register) -> None:
 def choose_linear_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     if not kernels_usable(device, dtype, "linear 'auto' picks torch"):
         return None
-    return "avx512" if AVX512 in kernel_isas() else "avx2"
+    return kernel_isas()[-1]  # each build is the widest of the backend of its name

@@ -1,0 +1,115 @@
+// The weight-streaming matmul for few rows (decode steps), y = x @ w.T, as every architecture runs it: the row
+// formats, the int8 weights' packing and the drivers that walk weight tiles and groups of x's rows. Each
+// architecture brings its tiles (linear_x86.cpp, neon.h) as a policy: kGroup rows of x per pass over kRows weight
+// rows, `run<G, R>(x, w, y, ldy)`. Free of torch, so that a test can run an architecture's tiles alone (the
+// ARM64 ones under emulation on an x86 machine: tests/plugins/test_neon_tiles.py).
+//
+// Each output row is a dot product of x with one weight row; a tile walks R weight rows once, feeding each
+// block of weights to a group of x's rows, so the weights are read from memory once per call whatever the
+// number of rows (the rows of x stay in cache).
+// Weight formats:
+// - float32 and bfloat16, multiplied in float32 (or bfloat16 pairs into float32 sums, where the CPU has them);
+// - int8 with one float32 scale per output feature, multiplied in integers: x is quantized to int16 with one
+//   scale per row and block of kScaleBlock (relative error ~1e-5, far below bfloat16's), so that the weights
+//   are never converted to float (conversions and FMAs compete for the same ports).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace janus_kernels {
+
+constexpr int64_t kBlock = 16;        // weights per step; the in-features must be a multiple
+constexpr int64_t kScaleBlock = 512;  // int16 x: one scale per this many features; int32 sums cannot overflow
+                                      // below 4096 (16 * 2^31 / (2 * 127 * 32767))
+constexpr int kTileRows = 4;          // weight rows walked together (every architecture's tiles)
+constexpr int64_t kChunk = 64;        // int8 weights: bytes of a row stored together (see packed_at)
+
+// int8 weights are packed (packed.py, pack_int8): each group of kTileRows rows is stored as chunks of kChunk
+// bytes, chunk c of every row of the group before chunk c + 1, so that a tile reads one contiguous run (with
+// rows read side by side, 2 KiB apart, a core streamed half as fast); rows past the last full group stay as
+// they are (R = 1: the same address). The in-features must be a multiple of kChunk.
+template <int R>
+inline const int8_t* packed_at(const int8_t* w, int64_t r, int64_t k) {
+  return w + (k / kChunk) * (R * kChunk) + r * kChunk + k % kChunk;
+}
+
+// Rows of x in float32 (for float32 and bfloat16 weights).
+struct FloatRows {
+  const float* data;
+  int64_t K;
+  FloatRows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+// Rows of x in int16, row m block b scaled by scale[m * blocks + b] (for int8 weights).
+struct Int16Rows {
+  const int16_t* data;
+  const float* scale;
+  int64_t K, blocks;
+  Int16Rows from(int64_t m) const { return {data + m * K, scale + m * blocks, K, blocks}; }
+};
+
+// The `left` (< G) rows of x that remain after the full groups, as one smaller tile.
+template <typename Tiles, int R, int G, typename X, typename W>
+void remaining_rows(const X& x, int64_t left, const W* w, float* y, int64_t N) {
+  if constexpr (G > 0) {
+    if (left == G) {
+      Tiles::template run<G, R>(x, w, y, N);
+    } else {
+      remaining_rows<Tiles, R, G - 1>(x, left, w, y, N);
+    }
+  }
+}
+
+// Every row of x against R consecutive weight rows, Tiles::kGroup rows of x per pass.
+template <typename Tiles, int R, typename X, typename W>
+void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {
+  int64_t m = 0;
+  for (; m + Tiles::kGroup <= M; m += Tiles::kGroup) Tiles::template run<Tiles::kGroup, R>(x.from(m), w, y + m * N, N);
+  remaining_rows<Tiles, R, Tiles::kGroup - 1>(x.from(m), M - m, w, y + m * N, N);
+}
+
+// y [M, N] = x [M, K] @ w [N, K].T. `parallel(n, body)` runs body(begin, end) over [0, n) tiles, split among
+// threads (at::parallel_for in the module, a plain loop in a test).
+template <typename Tiles, typename X, typename W, typename Parallel>
+void matmul(const X& x, int64_t M, const W* w, int64_t N, float* y, const Parallel& parallel) {
+  constexpr int R = Tiles::kRows;
+  const int64_t tiles = N / R;
+  parallel(tiles, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) weight_rows<Tiles, R>(x, M, w + t * R * x.K, y + t * R, N);
+  });
+  for (int64_t n = tiles * R; n < N; ++n) weight_rows<Tiles, 1>(x, M, w + n * x.K, y + n, N);
+}
+
+// x [M, K] float32 -> int16 with one scale per row and block of kScaleBlock (max |x| maps to 32767).
+inline Int16Rows quantize_rows(const float* x, int64_t M, int64_t K, std::vector<int16_t>& q,
+                               std::vector<float>& scale) {
+  const int64_t blocks = (K + kScaleBlock - 1) / kScaleBlock;
+  q.resize(M * K);
+  scale.resize(M * blocks);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = m * K + b * kScaleBlock, end = m * K + std::min(K, (b + 1) * kScaleBlock);
+      float top = 0.f;
+      for (int64_t i = begin; i < end; ++i) top = std::max(top, std::fabs(x[i]));
+      const float inverse = top > 0.f ? 32767.f / top : 0.f;
+      for (int64_t i = begin; i < end; ++i) q[i] = static_cast<int16_t>(std::lrint(x[i] * inverse));
+      scale[m * blocks + b] = top / 32767.f;
+    }
+  }
+  return {q.data(), scale.data(), K, blocks};
+}
+
+// x [M, K] (float32 or bfloat16) as float32 rows for the tiles, each block of 16 in the order
+// `order(j)` gives (the AVX2 tiles widen bfloat16 weights in another order than memory's).
+template <typename T, typename Order>
+std::vector<float> float_rows(const T* x, int64_t M, int64_t K, const Order& order) {
+  std::vector<float> out(M * K);
+  for (int64_t i = 0; i < M * K; i += kBlock)
+    for (int64_t j = 0; j < kBlock; ++j) out[i + j] = static_cast<float>(x[i + order(j)]);
+  return out;
+}
+
+}  // namespace janus_kernels

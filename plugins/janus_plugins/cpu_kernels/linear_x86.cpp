@@ -1,0 +1,308 @@
+// The x86 tiles of the linear kernel (linear.h has the drivers, linear.cpp the entry): AVX2 for every weight
+// format, and AVX-512 tiles (BF16, VNNI) compiled for those extensions only, called where the CPU has them.
+// AVX2: float32 and bfloat16 weights in float32 FMAs (bfloat16 widened by interleaving with zeros, which permutes
+// each block of 16; x is permuted the same way once per call); int8 weights against x's int16 values through
+// `vpmaddwd` (16 multiply-adds per instruction with no conversion of the weights, where widening them to float32
+// first made int8 no faster than bfloat16 on Zen 1).
+
+#include "linear.h"
+#include "x86.h"
+
+namespace janus_kernels {
+namespace {
+
+constexpr int kMaxGroup = 3;  // rows of x per pass over a tile: 3 x 4 accumulators fit AVX2's 16 registers
+
+// Loads 16 weights as two float32 vectors, in the order the (possibly permuted) x expects.
+inline void widen(const float* w, __m256& lo, __m256& hi) {
+  lo = _mm256_loadu_ps(w);
+  hi = _mm256_loadu_ps(w + 8);
+}
+inline void widen(const uint16_t* w, __m256& lo, __m256& hi) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i zero = _mm256_setzero_si256();
+  lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));  // weights 0-3 and 8-11
+  hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));  // weights 4-7 and 12-15
+}
+
+// y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), in float32.
+template <int G, int R, typename W>
+inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m256 acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += kBlock) {
+    for (int r = 0; r < R; ++r) {  // one weight row at a time: G * R accumulators + 2 stay in registers
+      __m256 lo, hi;
+      widen(w + r * K + k, lo, hi);
+      _mm_prefetch(reinterpret_cast<const char*>(w + (R + r) * K + k), _MM_HINT_T1);
+      for (int m = 0; m < G; ++m) {
+        acc[m][r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x.data + m * K + k), acc[m][r]);
+        acc[m][r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x.data + m * K + k + 8), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(acc[m][r]);
+}
+
+// The same for int16 x and int8 w: exact int32 sums per scale block, scaled and added up in float32.
+template <int G, int R>
+inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m256 total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m256i acc[G][R];
+    for (int m = 0; m < G; ++m)
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
+    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += kBlock) {
+      __m256i xv[G];
+      for (int m = 0; m < G; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
+      for (int r = 0; r < R; ++r) {
+        const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed_at<R>(w, r, k))));
+        _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
+        for (int m = 0; m < G; ++m) acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const __m256 scale = _mm256_set1_ps(x.scale[m * x.blocks + b]);
+      for (int r = 0; r < R; ++r) total[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][r]), scale, total[m][r]);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(total[m][r]);
+}
+
+// The AVX2 tiles as a policy for the drivers below: kGroup rows of x per pass over kRows weight rows.
+struct Avx2Tiles {
+  static constexpr int kGroup = kMaxGroup;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile<G, R>(x, w, y, ldy); }
+};
+
+// ---- AVX-512 with AVX512-BF16 and AVX512-VNNI (Zen 4 and later, Cooper Lake / Sapphire Rapids and later):
+// the same weight streaming, no widening of the weights: `vdpbf16ps` multiplies 32 bfloat16 pairs into float32
+// sums (the products are exact, as in the AVX2 path), `vpdpbusd` 64 int8 weights by bytes of x's int16 values
+// (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are): no masked
+// loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
+// feeds each weight vector to 4 rows of x. At 8 bfloat16 rows (four images with guidance) the arithmetic bounds
+// it, not the memory: a Zen 4 core issues a 512-bit vdpbf16ps about every second cycle, and two cores compute
+// ~24-26 GB/s of weights held in cache (bench/linear_kernels.py --resident), which the tiles, prefetching the
+// next tile while they compute, nearly stream (bench/RESULTS.md). Compiled for these extensions here only; called
+// only where the CPU reports them (`wide_supported`), and chosen by measurement against the others.
+// x's int16 values as two unsigned bytes each, q = 256 * (hi - 128) + lo (for the AVX-512 int8 tiles).
+struct BytePairRows {
+  const uint8_t* lo;
+  const uint8_t* hi;
+  const float* scale;
+  int64_t K, blocks;
+  BytePairRows from(int64_t m) const { return {lo + m * K, hi + m * K, scale + m * blocks, K, blocks}; }
+};
+
+BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
+  lo.resize(M * q.K);
+  hi.resize(M * q.K);
+  for (int64_t i = 0; i < M * q.K; ++i) {
+    lo[i] = static_cast<uint8_t>(q.data[i] & 0xFF);
+    hi[i] = static_cast<uint8_t>((q.data[i] >> 8) + 128);
+  }
+  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
+}
+
+#if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
+#define JANUS_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+
+constexpr int64_t kLanes512 = 32;  // bfloat16 or int16 elements per register
+
+// Rows of x in bfloat16 (for bfloat16 weights).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t K;
+  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+template <int G, int R>
+inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  __m512 acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += kLanes512) {
+    __m512bh xv[G];
+    for (int m = 0; m < G; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(x.data + m * K + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+      _mm_prefetch(reinterpret_cast<const char*>(w + (R + r) * K + k), _MM_HINT_T1);
+      for (int m = 0; m < G; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv[m], wv);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+// int8 weights against x's int16 values split into bytes, q = 256 * (hi - 128) + lo with lo, hi unsigned:
+// `vpdpbusd` multiplies 64 unsigned x bytes by 64 signed weights per instruction with no widening, two passes
+// (lo, hi) per row of x, and one shared pass of 128s per weight vector takes the +128 of hi back out. Per scale
+// block every int32 sum is below 255 * 127 * 512 (exact); they are combined in float32.
+// vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
+inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+  return acc;
+}
+
+template <int G, int R>
+inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m512i lo[G][R], hi[G][R], shift[R];
+    for (int r = 0; r < R; ++r) {
+      shift[r] = _mm512_setzero_si512();
+      for (int m = 0; m < G; ++m) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
+    }
+    const int64_t end = std::min(K, (b + 1) * kScaleBlock);
+    for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {
+      __m512i xl[G], xh[G];
+      for (int m = 0; m < G; ++m) {
+        xl[m] = _mm512_loadu_si512(x.lo + m * K + k);
+        xh[m] = _mm512_loadu_si512(x.hi + m * K + k);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
+        _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
+        shift[r] = dpbusd(shift[r], offset, wv);
+        for (int m = 0; m < G; ++m) {
+          lo[m][r] = dpbusd(lo[m][r], xl[m], wv);
+          hi[m][r] = dpbusd(hi[m][r], xh[m], wv);
+        }
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], shift[r]));
+        const __m512 exact = _mm512_fmadd_ps(high, _mm512_set1_ps(256.f), _mm512_cvtepi32_ps(lo[m][r]));
+        total[m][r] = _mm512_fmadd_ps(exact, scale, total[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
+}
+
+// The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
+// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 4 shifts, 2 x 2 rows of x bytes
+// and a weight vector.
+template <int Group, int Rows>
+struct Avx512Tiles {
+  static constexpr int kGroup = Group;
+  static constexpr int kRows = Rows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+};
+using Bf16Tiles = Avx512Tiles<4, 4>;
+using Int8Tiles = Avx512Tiles<2, 4>;
+static_assert(Bf16Tiles::kRows == kTileRows && Int8Tiles::kRows == kTileRows, "int8 weights are packed by kTileRows");
+
+#pragma GCC pop_options
+#endif
+
+// out[m, n] = y[m, n] * scale[n] + bias[n] in out's dtype (scale, bias: float32, maybe null), 8 at a time: a
+// step's ~170 calls store a million values, which one at a time took ~1.5 ms of a 1B step.
+template <typename T>
+void store_rows_of(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, T* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    int64_t n = 0;
+    for (; n + 8 <= N; n += 8) {
+      __m256 v = load8(y + m * N + n);
+      if (scale) v = _mm256_mul_ps(v, load8(scale + n));
+      if (bias) v = _mm256_add_ps(v, load8(bias + n));
+      store8(out + m * N + n, v);
+    }
+    for (; n < N; ++n) {
+      float v = y[m * N + n];
+      if (scale) v *= scale[n];
+      if (bias) v += bias[n];
+      out[m * N + n] = static_cast<T>(v);
+    }
+  }
+}
+
+// Where the AVX2 tiles widen bfloat16 weights by interleaving (widen(const uint16_t*)), x's block of 16 goes in
+// the same order: x0-3, x8-11, x4-7, x12-15.
+constexpr auto interleaved = [](int64_t j) { return (j & 3) | ((j & 4) << 1) | ((j & 8) >> 1); };
+
+}  // namespace
+
+// Whether this CPU (and its OS, which must save the 512-bit registers) runs the AVX-512 tiles.
+bool wide_supported() {
+#ifdef JANUS_AVX512
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
+// `wide`: the AVX-512 tiles for bfloat16 x against bfloat16 weights and for int8 weights (the AVX2 ones for the
+// rest).
+void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, float* y) {
+  TORCH_CHECK(!wide || weight.size(1) % 64 == 0, "the AVX-512 kernels need K % 64 == 0");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  const TorchThreads threads;
+  if (wide && bf16 && x.scalar_type() == at::kBFloat16) {
+#ifdef JANUS_AVX512
+    const Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
+    matmul<Bf16Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y, threads);
+#endif
+    return;
+  }
+  const auto rows_of = [&](const auto* data) {
+    return bf16 ? float_rows(data, M, K, interleaved) : float_rows(data, M, K, [](int64_t j) { return j; });
+  };
+  const std::vector<float> xf =
+      x.scalar_type() == at::kFloat ? rows_of(x.data_ptr<float>()) : rows_of(x.data_ptr<at::BFloat16>());
+  const FloatRows rows{xf.data(), K};
+  switch (weight.scalar_type()) {
+    case at::kFloat: matmul<Avx2Tiles>(rows, M, weight.data_ptr<float>(), N, y, threads); break;
+    case at::kBFloat16:
+      matmul<Avx2Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y, threads);
+      break;
+    case at::kChar: {
+      std::vector<int16_t> q;
+      std::vector<float> q_scale;
+      const Int16Rows quantized = quantize_rows(xf.data(), M, K, q, q_scale);
+#ifdef JANUS_AVX512
+      if (wide) {
+        std::vector<uint8_t> lo, hi;
+        matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y, threads);
+        break;
+      }
+#endif
+      matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y, threads);
+      break;
+    }
+    default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
+  }
+}
+
+void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, float* out) {
+  store_rows_of(y, scale, bias, M, N, out);
+}
+void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, c10::BFloat16* out) {
+  store_rows_of(y, scale, bias, M, N, out);
+}
+
+}  // namespace janus_kernels

@@ -1,0 +1,102 @@
+// The ARM64 tiles of the linear kernel (NEON, which every ARM64 CPU has: Apple Silicon, Graviton, Ampere), for
+// linear.h's drivers; linear_arm.cpp runs them in the module, tests/plugins/test_neon_tiles.py alone under
+// emulation. 32 registers of 128 bits: a pass feeds each weight vector to 2 rows of x, with two accumulators per
+// (row, weight row) so that 1-2 rows are not bound by one FMA chain's latency.
+// - float32 and bfloat16 weights in float32 FMAs: bfloat16 widened by a shift into the high half of each lane,
+//   in memory order (x needs no permutation);
+// - int8 weights against x's int16 values: widened to int16 and multiplied into exact int32 sums per scale block
+//   (`smlal`: 4 multiply-adds per instruction), scaled and added up in float32.
+// Each tile asks for the next tile's weights (into L2) while it computes, as the x86 tiles do.
+#pragma once
+
+#include <arm_neon.h>
+
+#include "linear.h"
+
+namespace janus_kernels {
+namespace neon {
+
+// Loads 16 weights as four float32 vectors, in memory order.
+inline void widen(const float* w, float32x4_t v[4]) {
+  for (int i = 0; i < 4; ++i) v[i] = vld1q_f32(w + 4 * i);
+}
+inline void widen(const uint16_t* w, float32x4_t v[4]) {
+  const uint16x8_t a = vld1q_u16(w), b = vld1q_u16(w + 8);
+  v[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(a), 16));
+  v[1] = vreinterpretq_f32_u32(vshll_high_n_u16(a, 16));
+  v[2] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(b), 16));
+  v[3] = vreinterpretq_f32_u32(vshll_high_n_u16(b, 16));
+}
+
+// y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), in float32.
+template <int G, int R, typename W>
+inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  float32x4_t even[G][R], odd[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) even[m][r] = odd[m][r] = vdupq_n_f32(0.f);
+  for (int64_t k = 0; k < K; k += kBlock) {
+    for (int r = 0; r < R; ++r) {
+      float32x4_t v[4];
+      widen(w + r * K + k, v);
+      __builtin_prefetch(w + (R + r) * K + k, 0, 2);
+      for (int m = 0; m < G; ++m) {
+        const float* xm = x.data + m * K + k;
+        even[m][r] = vfmaq_f32(even[m][r], v[0], vld1q_f32(xm));
+        odd[m][r] = vfmaq_f32(odd[m][r], v[1], vld1q_f32(xm + 4));
+        even[m][r] = vfmaq_f32(even[m][r], v[2], vld1q_f32(xm + 8));
+        odd[m][r] = vfmaq_f32(odd[m][r], v[3], vld1q_f32(xm + 12));
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(vaddq_f32(even[m][r], odd[m][r]));
+}
+
+// The same for int16 x and (packed) int8 w: exact int32 sums per scale block (below 512 * 127 * 32767 < 2^31),
+// scaled and added up in float32.
+template <int G, int R>
+inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  float32x4_t total[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) total[m][r] = vdupq_n_f32(0.f);
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    int32x4_t even[G][R], odd[G][R];
+    for (int m = 0; m < G; ++m)
+      for (int r = 0; r < R; ++r) even[m][r] = odd[m][r] = vdupq_n_s32(0);
+    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += kBlock) {
+      for (int r = 0; r < R; ++r) {
+        const int8x16_t wv = vld1q_s8(packed_at<R>(w, r, k));
+        __builtin_prefetch(packed_at<R>(w + R * K, r, k), 0, 2);
+        const int16x8_t lo = vmovl_s8(vget_low_s8(wv)), hi = vmovl_high_s8(wv);
+        for (int m = 0; m < G; ++m) {
+          const int16x8_t xl = vld1q_s16(x.data + m * K + k), xh = vld1q_s16(x.data + m * K + k + 8);
+          even[m][r] = vmlal_s16(even[m][r], vget_low_s16(lo), vget_low_s16(xl));
+          odd[m][r] = vmlal_high_s16(odd[m][r], lo, xl);
+          even[m][r] = vmlal_s16(even[m][r], vget_low_s16(hi), vget_low_s16(xh));
+          odd[m][r] = vmlal_high_s16(odd[m][r], hi, xh);
+        }
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const float scale = x.scale[m * x.blocks + b];
+      for (int r = 0; r < R; ++r)
+        total[m][r] = vfmaq_n_f32(total[m][r], vcvtq_f32_s32(vaddq_s32(even[m][r], odd[m][r])), scale);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
+}
+
+// The tiles as a policy for linear.h's drivers: float, 2 x 4 x 2 accumulators, 4 weight vectors and a row of x
+// in flight (25 of 32 registers); int8, 2 x 4 x 2 accumulators and 2 x 4 totals, 2 weight and 2 x vectors.
+struct Tiles {
+  static constexpr int kGroup = 2;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile<G, R>(x, w, y, ldy); }
+};
+
+}  // namespace neon
+}  // namespace janus_kernels

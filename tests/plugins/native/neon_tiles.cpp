@@ -1,0 +1,126 @@
+// The linear kernel's ARM64 tiles (plugins/janus_plugins/cpu_kernels/neon.h) through linear.h's drivers, alone,
+// against sums in double: float32, bfloat16 and packed int8 weights, 1-9 rows of x (full groups and every
+// remainder), weight rows in full tiles and a remainder, several scale blocks. Compiled for ARM64 and run under
+// emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M failed" last.
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "neon.h"
+
+namespace jk = janus_kernels;
+
+namespace {
+
+const auto serial = [](int64_t n, const auto& body) { body(0, n); };
+
+uint16_t to_bf16(float v) {  // truncation is enough here: the reference reads the same bits back
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+float from_bf16(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// The layout of packed.py's pack_int8: rows in groups of kTileRows, chunk by chunk; the last rows as they are.
+std::vector<int8_t> pack(const std::vector<int8_t>& w, int64_t N, int64_t K) {
+  std::vector<int8_t> out(w.size());
+  const int64_t full = N / jk::kTileRows * jk::kTileRows;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t group = n / jk::kTileRows * jk::kTileRows, r = n % jk::kTileRows;
+      int8_t* base = out.data() + group * K;
+      const int64_t at = n < full ? jk::packed_at<jk::kTileRows>(base, r, k) - base : n * K + k - group * K;
+      base[at] = w[n * K + k];
+    }
+  return out;
+}
+
+struct Tally {
+  int passed = 0, failed = 0;
+  void check(bool ok, const char* kind, int64_t M, int64_t N, int64_t K, double error, double bound) {
+    if (ok) {
+      ++passed;
+    } else {
+      ++failed;
+      std::printf("FAILED %s M=%lld N=%lld K=%lld: error %.3g > %.3g\n", kind, static_cast<long long>(M),
+                  static_cast<long long>(N), static_cast<long long>(K), error, bound);
+    }
+  }
+};
+
+// The largest |y - exact| over the output, against `tolerance` times the largest sum of |products| of a row.
+template <typename Exact>
+void compare(Tally& tally, const char* kind, const std::vector<float>& y, int64_t M, int64_t N, int64_t K,
+             double tolerance, const Exact& exact) {
+  double worst = 0, scale = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const auto [value, magnitude] = exact(m, n);
+      worst = std::max(worst, std::abs(y[m * N + n] - value));
+      scale = std::max(scale, magnitude);
+    }
+  tally.check(worst <= tolerance * scale, kind, M, N, K, worst, tolerance * scale);
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> byte(-127, 127);
+  Tally tally;
+  for (const int64_t K : {64, 576, 1536}) {
+    for (const int64_t N : {4, 11}) {
+      for (int64_t M = 1; M <= 9; ++M) {
+        std::vector<float> x(M * K), wf(N * K);
+        std::vector<uint16_t> wb(N * K);
+        std::vector<int8_t> wq(N * K);
+        for (auto& v : x) v = normal(rng);
+        for (int64_t i = 0; i < N * K; ++i) {
+          wf[i] = normal(rng);
+          wb[i] = to_bf16(normal(rng));
+          wq[i] = static_cast<int8_t>(byte(rng));
+        }
+        const jk::FloatRows rows{x.data(), K};
+        std::vector<float> y(M * N);
+        const auto dot = [&](auto weight) {
+          return [&, weight](int64_t m, int64_t n) {
+            double sum = 0, magnitude = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              sum += static_cast<double>(x[m * K + k]) * weight(n * K + k);
+              magnitude += std::abs(static_cast<double>(x[m * K + k]) * weight(n * K + k));
+            }
+            return std::make_pair(sum, magnitude);
+          };
+        };
+        jk::matmul<jk::neon::Tiles>(rows, M, wf.data(), N, y.data(), serial);
+        compare(tally, "float32", y, M, N, K, 1e-6, dot([&](int64_t i) { return static_cast<double>(wf[i]); }));
+        jk::matmul<jk::neon::Tiles>(rows, M, wb.data(), N, y.data(), serial);
+        compare(tally, "bfloat16", y, M, N, K, 1e-6, dot([&](int64_t i) { return static_cast<double>(from_bf16(wb[i])); }));
+
+        // int8: against the same int16 x in double, block by block (exact integer sums, one float rounding each).
+        std::vector<int16_t> q;
+        std::vector<float> q_scale;
+        const jk::Int16Rows quantized = jk::quantize_rows(x.data(), M, K, q, q_scale);
+        const std::vector<int8_t> packed = pack(wq, N, K);
+        jk::matmul<jk::neon::Tiles>(quantized, M, packed.data(), N, y.data(), serial);
+        compare(tally, "int8", y, M, N, K, 1e-6, [&](int64_t m, int64_t n) {
+          double sum = 0, magnitude = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double term = static_cast<double>(q[m * K + k]) * wq[n * K + k] * q_scale[m * quantized.blocks + k / jk::kScaleBlock];
+            sum += term;
+            magnitude += std::abs(term);
+          }
+          return std::make_pair(sum, magnitude);
+        });
+      }
+    }
+  }
+  std::printf("%d passed, %d failed\n", tally.passed, tally.failed);
+  return tally.failed == 0 ? 0 : 1;
+}
