@@ -18,8 +18,9 @@ from janus_plugins import cpu_kernels
 
 CROSS, QEMU = "aarch64-linux-gnu-g++", "qemu-aarch64"
 HARNESS = Path(__file__).parent / "native" / "neon_tiles.cpp"
-CASES = 3 * 2 * 9 * 3
-"""The harness's cases: 3 in-feature counts x 2 out-feature counts x 1-9 rows x 3 weight formats."""
+CASES = 3 * 2 * 9 * 3 + 1
+"""The harness's cases: 3 in-feature counts x 2 out-feature counts x 1-9 rows x 3 weight formats, and the
+bfloat16 stores."""
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CROSS) is None or shutil.which(QEMU) is None or not sys.platform.startswith("linux"),
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.skipif(
 
 def test_the_neon_tiles_compute_the_exact_sums(tmp_path: Path) -> None:
     """float32, bfloat16 and packed int8 weights, 1-9 rows of x, full tiles and remainders, several int8 scale
-    blocks: every output within 1e-6 of the sum of |products| of the exact sum."""
+    blocks: every output within 1e-6 of the sum of |products| of the exact sum; stores round to bfloat16 as
+    torch does."""
     binary = tmp_path / "neon_tiles"
     built = subprocess.run(
         [

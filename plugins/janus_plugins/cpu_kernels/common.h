@@ -28,12 +28,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                   bool wide);
 
 // What each architecture's linear source gives linear.cpp: whether this CPU runs its widest tiles (x86: the
-// AVX-512 BF16/VNNI ones; ARM64: none yet), y [M, N] float32 = x @ weight.T for x's contiguous rows, and y's rows
-// scaled, biased and stored in the output's dtype.
+// AVX-512 BF16/VNNI ones; ARM64: none yet), and y [M, N] float32 = x @ weight.T for x's contiguous rows.
 bool wide_supported();
 void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, float* y);
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, float* out);
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, c10::BFloat16* out);
 
 // attention.cpp (x86)
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);

@@ -5,6 +5,15 @@
 #include "common.h"
 #include "linear.h"
 
+// The architecture's float32 vector, for the scaled and biased stores.
+#if defined(__aarch64__) || defined(_M_ARM64)
+#include "neon.h"
+using Lanes = janus_kernels::neon::Lanes;
+#else
+#include "x86.h"
+using Lanes = janus_kernels::Avx2Lanes;
+#endif
+
 namespace janus_kernels {
 
 // x: [M, K] float32 or bfloat16; weight: [N, K] float32, bfloat16 or int8 (packed); scale: [N] float32 (int8 only,
@@ -26,9 +35,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const float* bias_p = bias_f.defined() && bias_f.numel() > 0 ? bias_f.data_ptr<float>() : nullptr;
   at::Tensor out = at::empty({M, N}, x.options());
   if (x.scalar_type() == at::kFloat) {
-    store_rows(y.get(), scale_p, bias_p, M, N, out.data_ptr<float>());
+    scale_and_store<Lanes>(y.get(), scale_p, bias_p, M, N, out.data_ptr<float>());
   } else {
-    store_rows(y.get(), scale_p, bias_p, M, N, out.data_ptr<at::BFloat16>());
+    scale_and_store<Lanes>(y.get(), scale_p, bias_p, M, N, out.data_ptr<at::BFloat16>());
   }
   return out;
 }

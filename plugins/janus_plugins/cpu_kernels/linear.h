@@ -112,4 +112,26 @@ std::vector<float> float_rows(const T* x, int64_t M, int64_t K, const Order& ord
   return out;
 }
 
+// out[m, n] = y[m, n] * scale[n] + bias[n] in out's dtype T (scale, bias: float32, maybe null), Lanes::kWidth at
+// a time (Lanes: the architecture's float32 vector, its load, mul, add and store in T's dtype), the rest one at
+// a time: a step's ~170 calls store a million values, which one at a time took ~1.5 ms of a 1B step.
+template <typename Lanes, typename T>
+void scale_and_store(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, T* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    int64_t n = 0;
+    for (; n + Lanes::kWidth <= N; n += Lanes::kWidth) {
+      auto v = Lanes::load(y + m * N + n);
+      if (scale) v = Lanes::mul(v, Lanes::load(scale + n));
+      if (bias) v = Lanes::add(v, Lanes::load(bias + n));
+      Lanes::store(out + m * N + n, v);
+    }
+    for (; n < N; ++n) {
+      float v = y[m * N + n];
+      if (scale) v *= scale[n];
+      if (bias) v += bias[n];
+      out[m * N + n] = static_cast<T>(v);
+    }
+  }
+}
+
 }  // namespace janus_kernels

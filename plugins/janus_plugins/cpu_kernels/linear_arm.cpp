@@ -5,40 +5,6 @@
 #include "neon.h"
 
 namespace janus_kernels {
-namespace {
-
-inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
-
-// v rounded to bfloat16 (nearest even, as torch rounds) and narrowed to its 16 high bits.
-inline uint16x4_t to_bf16(float32x4_t v) {
-  const uint32x4_t bits = vreinterpretq_u32_f32(v);
-  const uint32x4_t lsb = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
-  return vshrn_n_u32(vaddq_u32(bits, vaddq_u32(lsb, vdupq_n_u32(0x7FFF))), 16);
-}
-inline void store4(float* p, float32x4_t v) { vst1q_f32(p, v); }
-inline void store4(c10::BFloat16* p, float32x4_t v) { vst1_u16(reinterpret_cast<uint16_t*>(p), to_bf16(v)); }
-
-// out[m, n] = y[m, n] * scale[n] + bias[n] in out's dtype (scale, bias: float32, maybe null), 4 at a time.
-template <typename T>
-void store_rows_of(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, T* out) {
-  for (int64_t m = 0; m < M; ++m) {
-    int64_t n = 0;
-    for (; n + 4 <= N; n += 4) {
-      float32x4_t v = load4(y + m * N + n);
-      if (scale) v = vmulq_f32(v, load4(scale + n));
-      if (bias) v = vaddq_f32(v, load4(bias + n));
-      store4(out + m * N + n, v);
-    }
-    for (; n < N; ++n) {
-      float v = y[m * N + n];
-      if (scale) v *= scale[n];
-      if (bias) v += bias[n];
-      out[m * N + n] = static_cast<T>(v);
-    }
-  }
-}
-
-}  // namespace
 
 bool wide_supported() { return false; }
 
@@ -62,13 +28,6 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool, float* 
     }
     default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
   }
-}
-
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, float* out) {
-  store_rows_of(y, scale, bias, M, N, out);
-}
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, c10::BFloat16* out) {
-  store_rows_of(y, scale, bias, M, N, out);
 }
 
 }  // namespace janus_kernels

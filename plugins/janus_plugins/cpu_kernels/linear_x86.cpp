@@ -216,27 +216,6 @@ static_assert(Bf16Tiles::kRows == kTileRows && Int8Tiles::kRows == kTileRows, "i
 #pragma GCC pop_options
 #endif
 
-// out[m, n] = y[m, n] * scale[n] + bias[n] in out's dtype (scale, bias: float32, maybe null), 8 at a time: a
-// step's ~170 calls store a million values, which one at a time took ~1.5 ms of a 1B step.
-template <typename T>
-void store_rows_of(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, T* out) {
-  for (int64_t m = 0; m < M; ++m) {
-    int64_t n = 0;
-    for (; n + 8 <= N; n += 8) {
-      __m256 v = load8(y + m * N + n);
-      if (scale) v = _mm256_mul_ps(v, load8(scale + n));
-      if (bias) v = _mm256_add_ps(v, load8(bias + n));
-      store8(out + m * N + n, v);
-    }
-    for (; n < N; ++n) {
-      float v = y[m * N + n];
-      if (scale) v *= scale[n];
-      if (bias) v += bias[n];
-      out[m * N + n] = static_cast<T>(v);
-    }
-  }
-}
-
 // Where the AVX2 tiles widen bfloat16 weights by interleaving (widen(const uint16_t*)), x's block of 16 goes in
 // the same order: x0-3, x8-11, x4-7, x12-15.
 constexpr auto interleaved = [](int64_t j) { return (j & 3) | ((j & 4) << 1) | ((j & 8) >> 1); };
@@ -296,13 +275,6 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, fl
     }
     default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
   }
-}
-
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, float* out) {
-  store_rows_of(y, scale, bias, M, N, out);
-}
-void store_rows(const float* y, const float* scale, const float* bias, int64_t M, int64_t N, c10::BFloat16* out) {
-  store_rows_of(y, scale, bias, M, N, out);
 }
 
 }  // namespace janus_kernels

@@ -89,6 +89,25 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
 }
 
+// Four float32 lanes as linear.h's scale_and_store takes them; stored as float32 or as bfloat16 (any 16-bit T:
+// rounded to nearest even, as torch rounds).
+struct Lanes {
+  static constexpr int64_t kWidth = 4;
+  static float32x4_t load(const float* p) { return vld1q_f32(p); }
+  static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+  static float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+  template <typename T>
+  static void store(T* p, float32x4_t v) {
+    if constexpr (sizeof(T) == 4) {
+      vst1q_f32(reinterpret_cast<float*>(p), v);
+    } else {
+      const uint32x4_t bits = vreinterpretq_u32_f32(v);
+      const uint32x4_t lsb = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
+      vst1_u16(reinterpret_cast<uint16_t*>(p), vshrn_n_u32(vaddq_u32(bits, vaddq_u32(lsb, vdupq_n_u32(0x7FFF))), 16));
+    }
+  }
+};
+
 // The tiles as a policy for linear.h's drivers: float, 2 x 4 x 2 accumulators, 4 weight vectors and a row of x
 // in flight (25 of 32 registers); int8, 2 x 4 x 2 accumulators and 2 x 4 totals, 2 weight and 2 x vectors.
 struct Tiles {

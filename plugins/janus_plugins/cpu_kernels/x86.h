@@ -43,4 +43,14 @@ inline void store8(c10::BFloat16* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
 
+// Eight float32 lanes as linear.h's scale_and_store takes them.
+struct Avx2Lanes {
+  static constexpr int64_t kWidth = 8;
+  static __m256 load(const float* p) { return load8(p); }
+  static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  template <typename T>
+  static void store(T* p, __m256 v) { store8(p, v); }
+};
+
 }  // namespace janus_kernels

@@ -1,7 +1,8 @@
 // The linear kernel's ARM64 tiles (plugins/janus_plugins/cpu_kernels/neon.h) through linear.h's drivers, alone,
 // against sums in double: float32, bfloat16 and packed int8 weights, 1-9 rows of x (full groups and every
-// remainder), weight rows in full tiles and a remainder, several scale blocks. Compiled for ARM64 and run under
-// emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M failed" last.
+// remainder), weight rows in full tiles and a remainder, several scale blocks; and the stores' rounding to
+// bfloat16. Compiled for ARM64 and run under emulation by test_neon_tiles.py; prints one line per failed case and
+// "N passed, M failed" last.
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -14,11 +15,24 @@ namespace {
 
 const auto serial = [](int64_t n, const auto& body) { body(0, n); };
 
-uint16_t to_bf16(float v) {  // truncation is enough here: the reference reads the same bits back
+uint16_t to_bf16(float v) {  // truncation: the reference reads the same bits back
   uint32_t bits;
   std::memcpy(&bits, &v, 4);
   return static_cast<uint16_t>(bits >> 16);
 }
+uint16_t nearest_bf16(float v) {  // round to nearest, ties to even (torch's rounding), finite v
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  const uint32_t rest = bits & 0xFFFF, half = 0x8000, kept = bits >> 16;
+  return static_cast<uint16_t>(kept + (rest > half || (rest == half && (kept & 1))));
+}
+
+// A bfloat16 as the stores see c10::BFloat16: 16 bits, made from a float by rounding (for the tail).
+struct Bf16 {
+  uint16_t bits;
+  Bf16() = default;
+  explicit Bf16(float v) : bits(nearest_bf16(v)) {}
+};
 float from_bf16(uint16_t h) {
   const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float v;
@@ -121,6 +135,19 @@ int main() {
       }
     }
   }
+  // scale_and_store's bfloat16 stores: random values, exact ties (even and odd kept bits), a tail of 3.
+  std::vector<float> values(4099);
+  for (auto& v : values) v = normal(rng);
+  for (uint32_t i = 0; i < 64; ++i) {
+    const uint32_t tie = (0x3F800000u + (i << 16)) | 0x8000u;
+    std::memcpy(&values[i], &tie, 4);
+  }
+  std::vector<Bf16> stored(values.size());
+  jk::scale_and_store<jk::neon::Lanes>(values.data(), nullptr, nullptr, 1, static_cast<int64_t>(values.size()), stored.data());
+  int64_t wrong = 0;
+  for (size_t i = 0; i < values.size(); ++i) wrong += stored[i].bits != nearest_bf16(values[i]);
+  tally.check(wrong == 0, "bfloat16 store", 1, static_cast<int64_t>(values.size()), 0, static_cast<double>(wrong), 0);
+
   std::printf("%d passed, %d failed\n", tally.passed, tally.failed);
   return tally.failed == 0 ? 0 : 1;
 }
