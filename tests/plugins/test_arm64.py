@@ -1,6 +1,6 @@
 """What an ARM64 machine gets, with the architecture faked on this one (the NEON tiles themselves run under
 emulation in test_neon_tiles.py): the ARM64 build's sources and flags, `auto` and int8 through the `neon`
-build, torch's attention and layer ops, and errors naming what the x86 backends need."""
+build, attention through its `neon` build, torch's layer ops, and errors naming what the x86 backends need."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
-from janus_plugins.attention.cpu import AVX2Attention, choose_attention_backend
+from janus_plugins.attention.cpu import KernelAttention, choose_attention_backend
 from janus_plugins.cpu_kernels import ATTENTION, LAYER_OPS, NEON
 from janus_plugins.linear import Int8Linear, KernelLinear
 from janus_plugins.linear.packed import PackedLinear
@@ -88,8 +88,8 @@ def test_the_arm64_build_compiles_only_its_own_sources_without_x86_flags(
     kernel_module.build()
     (here,) = compiled
     assert here is kernel_module.ARM64
-    assert {"neon.h", "linear_arm.cpp", "linear.cpp"} <= set(here.sources)
-    assert not {"x86.h", "linear_x86.cpp", "attention.cpp", "layer_ops.cpp"} & set(here.sources)
+    assert {"neon.h", "linear_arm.cpp", "linear.cpp", "attention.cpp"} <= set(here.sources)
+    assert not {"x86.h", "linear_x86.cpp", "layer_ops.cpp"} & set(here.sources)
     assert not any(flag.startswith("-m") for flag in here.cflags), "no x86 instruction-set flags"
 
 
@@ -117,15 +117,16 @@ def test_x86_backends_pinned_on_arm64_name_what_they_need(arm64: FakeNeonModule)
             CPU, torch.float32
         )
     with pytest.raises(
-        BackendUnavailableError, match=r"attention backend 'avx2' needs an x86 CPU.*use attention 'sdpa'"
+        BackendUnavailableError, match=r"attention backend 'avx2' needs an x86 CPU.*aarch64.*here: 'neon'"
     ):
-        AVX2Attention().check(CPU, torch.bfloat16)
+        KernelAttention("avx2", kernel_module.AVX2).check(CPU, torch.bfloat16)
 
 
-def test_attention_and_layer_ops_stay_torchs_on_arm64(arm64: FakeNeonModule) -> None:
-    assert choose_attention_backend(CPU, torch.bfloat16) is None
+def test_attention_runs_the_neon_build_and_layer_ops_stay_torchs(arm64: FakeNeonModule) -> None:
+    assert choose_attention_backend(CPU, torch.bfloat16) == "neon"
+    KernelAttention("neon", NEON).check(CPU, torch.bfloat16)
+    assert kernel_module.kernels_usable(CPU, torch.bfloat16, "attention uses sdpa", ATTENTION)
     assert not kernel_module.kernels_usable(CPU, torch.bfloat16, "layer ops use torch's", LAYER_OPS)
-    assert not kernel_module.kernels_usable(CPU, torch.bfloat16, "attention uses sdpa", ATTENTION)
     assert kernel_module.kernels_usable(CPU, torch.bfloat16, "linear uses torch")
 
 

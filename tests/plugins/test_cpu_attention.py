@@ -1,4 +1,5 @@
-"""The `avx2` attention backend: one query position over a cache, as the reference math computes it."""
+"""The kernel attention backends (`avx2` on x86, `neon` on ARM64: one source over the architecture's vector
+lanes): one query position over a cache, as the reference math computes it."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import torch
 
 from janus_plugins.attention import cpu as cpu_attention
 from janus_plugins.attention import math_attention
-from janus_plugins.attention.cpu import AVX2Attention
+from janus_plugins.attention.cpu import KernelAttention
+from janus_plugins.cpu_kernels import AVX2, NEON, target
 from janus_sdk.errors import BackendUnavailableError
 
 
 @pytest.fixture(scope="module")
-def backend() -> AVX2Attention:
-    attention = AVX2Attention()
+def backend() -> KernelAttention:
+    """This machine's build: avx2 on x86, neon on ARM64."""
+    here = target()
+    if here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    attention = KernelAttention(here.isa, here.isa)
     try:
         attention.check(torch.device("cpu"), torch.float32)
     except BackendUnavailableError as exc:
@@ -32,7 +38,7 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     ("rows", "heads", "kv_heads", "length"), [(2, 4, 4, 1), (2, 4, 4, 37), (3, 8, 2, 600)]
 )
 def test_decode_step_matches_the_reference_math_over_a_cache_view(
-    backend: AVX2Attention, dtype: torch.dtype, rows: int, heads: int, kv_heads: int, length: int
+    backend: KernelAttention, dtype: torch.dtype, rows: int, heads: int, kv_heads: int, length: int
 ) -> None:
     torch.manual_seed(length)
     cache_k = torch.randn(rows, kv_heads, length + 9, 64).to(dtype)  # a longer cache, read up to `length`
@@ -45,7 +51,7 @@ def test_decode_step_matches_the_reference_math_over_a_cache_view(
     torch.testing.assert_close(out.double(), _reference(q, k, v), atol=tolerance, rtol=tolerance)
 
 
-def test_other_calls_go_to_sdpa(backend: AVX2Attention) -> None:
+def test_other_calls_go_to_sdpa(backend: KernelAttention) -> None:
     q, k, v = torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(backend.attend(q, k, v, causal=True), expected)
@@ -57,7 +63,13 @@ def test_other_calls_go_to_sdpa(backend: AVX2Attention) -> None:
 
 def test_refuses_other_devices_and_dtypes() -> None:
     with pytest.raises(BackendUnavailableError, match=r"not on meta.*use attention 'sdpa'"):
-        AVX2Attention().check(torch.device("meta"), torch.float32)
+        KernelAttention().check(torch.device("meta"), torch.float32)
     with pytest.raises(BackendUnavailableError, match="not on cpu in float16"):
-        AVX2Attention().check(torch.device("cpu"), torch.float16)
+        KernelAttention().check(torch.device("cpu"), torch.float16)
     assert cpu_attention.choose_attention_backend(torch.device("cpu"), torch.float16) is None
+
+
+def test_the_other_architectures_build_is_refused_naming_what_it_needs(backend: KernelAttention) -> None:
+    other = KernelAttention(NEON, NEON) if backend.isa == AVX2 else KernelAttention(AVX2, AVX2)
+    with pytest.raises(BackendUnavailableError, match=rf"'{other.name}' needs an .*here: '{backend.name}'"):
+        other.check(torch.device("cpu"), torch.float32)

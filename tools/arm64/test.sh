@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The ARM64 kernel build's tests in the emulated ARM64 Python of setup.sh (set up first if needed): the build
-# and its choices, the linear backends against nn.Linear, and the tiny pipeline against the reference goldens
-# with linear 'neon'. About 15 minutes on 2 cores. Extra arguments go to pytest.
+# and its choices, the linear and attention backends against torch, and the tiny pipeline against the reference
+# goldens with the `neon` backends. About 15 minutes on 2 cores. Extra arguments go to pytest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=${JANUS_ARM64_DIR:-$HOME/.cache/janus-sdk/arm64}
 [ -x "$DIR/run" ] || bash "$REPO/tools/arm64/setup.sh" "$DIR"
 cd "$REPO"
 # Every choice between the kernel and torch pinned to the kernel: emulated timings would pick at random.
-JANUS_SDK_TUNE=linear=neon exec "$DIR/run" -m pytest -p no:cacheprovider -n 0 -q -rs \
+JANUS_SDK_TUNE=linear=neon,decode-attention=kernel exec "$DIR/run" -m pytest -p no:cacheprovider -n 0 -q -rs \
     tests/plugins/test_cpu_kernels.py tests/plugins/test_arm64.py tests/plugins/test_linear.py \
-    tests/test_pipeline_golden.py "$@"
+    tests/plugins/test_cpu_attention.py tests/test_pipeline_golden.py "$@"

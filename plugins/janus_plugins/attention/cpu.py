@@ -1,9 +1,10 @@
-"""Built-in plugin: the `avx2` attention backend, for decode steps on AVX2 CPUs.
+"""Built-in plugin: the `avx2` and `neon` attention backends, for decode steps on x86 (AVX2) and ARM64 CPUs.
 
 A decode step attends one query position over the whole cache. torch's CPU kernels do that in bfloat16 at a
 small fraction of memory speed (about 4 ms per layer over 600 cached positions of 2 rows on an AVX2 EPYC, a
-third of a 1B step at the end of an image). The kernel in `janus_plugins/cpu_kernels/attention.cpp` reads each
-cached key and value once, in float32 registers. Whether it does so faster than torch is measured per shape
+third of a 1B step at the end of an image). The kernel in `janus_plugins/cpu_kernels/attention.cpp` (one
+source over the architecture's vector lanes: AVX2 or NEON) reads each cached key and value once, in float32
+registers. Whether it does so faster than torch is measured per shape
 on first use (`janus_sdk.tuning`, family "decode-attention"): rows, heads, head size and the cache length
 rounded up to a power of two. Every other call (prefill, masks, other devices) is SDPA's.
 """
@@ -14,20 +15,41 @@ import torch
 from torch import Tensor
 
 from janus_plugins.attention import SDPAAttention, math_attention
-from janus_plugins.cpu_kernels import ATTENTION, kernels_usable, load_kernels, require_kernels, source_key
+from janus_plugins.cpu_kernels import (
+    ATTENTION,
+    AVX2,
+    ISA_NEEDS,
+    NEON,
+    describe_cpu,
+    kernels_usable,
+    load_kernels,
+    require_kernels,
+    source_key,
+    target,
+)
 from janus_sdk import tuning
 from janus_sdk.config import NoOptions
+from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
 
-class AVX2Attention(SDPAAttention):
-    """SDPA, except a single query position on the CPU, which the AVX2 kernel attends."""
+class KernelAttention(SDPAAttention):
+    """SDPA, except a single query position on the CPU, which the kernel's `isa` build attends."""
 
-    name = "avx2"
+    def __init__(self, name: str = AVX2, isa: str = AVX2) -> None:
+        self.name = name
+        self.isa = isa
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         require_kernels(device, dtype, self.name, ATTENTION, "sdpa")
+        here = target()
+        if here is None or here.isa != self.isa:
+            auto = choose_attention_backend(device, dtype) or "sdpa"
+            raise BackendUnavailableError(
+                f"attention backend {self.name!r} needs {ISA_NEEDS[self.isa]}; this one is not "
+                f"({describe_cpu()}); use attention 'auto' (here: {auto!r})"
+            )
 
     def attend(
         self,
@@ -72,13 +94,22 @@ def _measure(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) 
 
 @hookimpl
 def register_attention_backends(register: Register) -> None:
-    def avx2(_: NoOptions, __: BuildContext) -> AVX2Attention:
+    def avx2(_: NoOptions, __: BuildContext) -> KernelAttention:
         """SDPA, with decode steps on AVX2 CPUs through a kernel reading the cache once."""
-        return AVX2Attention()
+        return KernelAttention(AVX2, AVX2)
+
+    def neon(_: NoOptions, __: BuildContext) -> KernelAttention:
+        """SDPA, with decode steps on ARM64 CPUs through a kernel reading the cache once."""
+        return KernelAttention(NEON, NEON)
 
     register("avx2", avx2, config=NoOptions)
+    register("neon", neon, config=NoOptions)
 
 
 @hookimpl
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
-    return "avx2" if kernels_usable(device, dtype, "attention 'auto' picks sdpa", ATTENTION) else None
+    """The kernel of this CPU's architecture (`avx2` or `neon`) where it can serve, else SDPA's."""
+    if not kernels_usable(device, dtype, "attention 'auto' picks sdpa", ATTENTION):
+        return None
+    here = target()
+    return None if here is None else here.isa

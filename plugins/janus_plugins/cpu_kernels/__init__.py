@@ -1,11 +1,12 @@
 """The CPU kernels for decode steps, built once per machine: a library the built-in plugins share (the
 `linear`, `cpu_attention` and DeepSeek-LLM layer-op plugins import it; it imports no plugin).
 
-One source per family beside this module, compiled for this machine's architecture (`Target`): on x86 the
-linear kernel's AVX2 tiles with AVX-512 BF16/VNNI ones (`linear_x86.cpp`), decode attention
-(`attention.cpp`) and a layer's elementwise ops (`layer_ops.cpp`); on ARM64 the linear kernel's NEON tiles
-(`neon.h`, `linear_arm.cpp`; attention and layer ops stay torch's there). `linear.h` and `linear.cpp` are the
-linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h` what they share. torch
+One source per family beside this module, compiled for this machine's architecture (`Target`): the linear
+kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON in `neon.h` and
+`linear_arm.cpp`), decode attention written once over the architecture's vector lanes (`attention.cpp`,
+`lanes.h`), and, on x86 only, a layer's elementwise ops (`layer_ops.cpp`; torch's on ARM64). `linear.h` and
+`linear.cpp` are the linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h`
+what they share. torch
 compiles them with the machine's C++ compiler through ninja (about a minute) into one module. The build lives
 in the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`,
 the key a hash of everything the binary depends on: the sources, the compiler flags, torch's and Python's
@@ -75,6 +76,7 @@ X86 = Target(
     sources=(
         "common.h",
         "x86.h",
+        "lanes.h",
         "linear.h",
         "linear.cpp",
         "linear_x86.cpp",
@@ -90,10 +92,19 @@ X86 = Target(
 )
 ARM64 = Target(
     cpu="an ARM64 CPU",
-    sources=("common.h", "linear.h", "neon.h", "linear.cpp", "linear_arm.cpp", "bindings.cpp"),
+    sources=(
+        "common.h",
+        "neon.h",
+        "lanes.h",
+        "linear.h",
+        "linear.cpp",
+        "linear_arm.cpp",
+        "attention.cpp",
+        "bindings.cpp",
+    ),
     cflags=("-O3", "-fopenmp", "-ffp-contract=off"),
     ldflags=("-fopenmp",),
-    families=frozenset({LINEAR}),
+    families=frozenset({LINEAR, ATTENTION}),
     isa=NEON,
 )
 ARM64_MACOS = dataclasses.replace(
@@ -103,9 +114,12 @@ ARM64_MACOS = dataclasses.replace(
 missing the build fails once, is remembered, and torch's path serves (not tried on a Mac yet)."""
 NEEDS = {
     LINEAR: f"{X86.cpu} or {ARM64.cpu}",
-    ATTENTION: X86.cpu,
+    ATTENTION: f"{X86.cpu} or {ARM64.cpu}",
     LAYER_OPS: X86.cpu,
 }
+"""What the CPU must be for each family of kernels."""
+ISA_NEEDS = {AVX2: X86.cpu, AVX512: f"an x86 CPU with {AVX512_FEATURES}", NEON: ARM64.cpu}
+"""What the CPU must be for each build of the kernels."""
 
 _lock = threading.Lock()
 _module: ModuleType | None = None

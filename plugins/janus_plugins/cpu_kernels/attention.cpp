@@ -1,5 +1,7 @@
-// Attention of one query position over a KV cache (a decode step), in float32 (AVX2).
-#include "x86.h"
+// Attention of one query position over a KV cache (a decode step), in float32, written once over the
+// architecture's float32 lanes (lanes.h: AVX2 on x86, NEON on ARM64).
+#include "common.h"
+#include "lanes.h"
 
 namespace janus_kernels {
 namespace {
@@ -9,23 +11,22 @@ namespace {
 template <typename T>
 void attend_one(const float* q, const T* k, const T* v, int64_t L, int64_t D, int64_t row, float scale,
                 float* scores, float* out) {
+  constexpr int64_t W = Lanes::kWidth;
   float top = -INFINITY;
   for (int64_t l = 0; l < L; ++l) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t d = 0; d < D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), widen8(k + l * row + d), acc);
-    scores[l] = horizontal_sum(acc) * scale;
+    auto acc = Lanes::zero();
+    for (int64_t d = 0; d < D; d += W) acc = Lanes::fma(Lanes::load(q + d), Lanes::widen(k + l * row + d), acc);
+    scores[l] = Lanes::sum(acc) * scale;
     top = std::max(top, scores[l]);
   }
   float total = 0.f;
   for (int64_t l = 0; l < L; ++l) total += (scores[l] = std::exp(scores[l] - top));
   for (int64_t d = 0; d < D; ++d) out[d] = 0.f;
   for (int64_t l = 0; l < L; ++l) {
-    const __m256 p = _mm256_set1_ps(scores[l] / total);
-    for (int64_t d = 0; d < D; d += 8)
-      _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, widen8(v + l * row + d), _mm256_loadu_ps(out + d)));
+    const auto p = Lanes::splat(scores[l] / total);
+    for (int64_t d = 0; d < D; d += W) Lanes::store(out + d, Lanes::fma(p, Lanes::widen(v + l * row + d), Lanes::load(out + d)));
   }
 }
-
 
 }  // namespace
 

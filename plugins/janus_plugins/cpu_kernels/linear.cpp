@@ -3,16 +3,8 @@
 // Conversions happen here and in the tiles, not as torch ops: a decode step makes ~170 of these calls, and each
 // torch op around them costs tens of microseconds.
 #include "common.h"
+#include "lanes.h"
 #include "linear.h"
-
-// The architecture's float32 vector, for the scaled and biased stores.
-#if defined(__aarch64__) || defined(_M_ARM64)
-#include "neon.h"
-using Lanes = janus_kernels::neon::Lanes;
-#else
-#include "x86.h"
-using Lanes = janus_kernels::Avx2Lanes;
-#endif
 
 namespace janus_kernels {
 

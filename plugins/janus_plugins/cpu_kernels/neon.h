@@ -89,13 +89,19 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
 }
 
-// Four float32 lanes as linear.h's scale_and_store takes them; stored as float32 or as bfloat16 (any 16-bit T:
-// rounded to nearest even, as torch rounds).
+// Four float32 lanes as the portable kernels take them (lanes.h); stored as float32 or as bfloat16 (any 16-bit
+// T: rounded to nearest even, as torch rounds).
 struct Lanes {
   static constexpr int64_t kWidth = 4;
+  static float32x4_t zero() { return vdupq_n_f32(0.f); }
+  static float32x4_t splat(float v) { return vdupq_n_f32(v); }
   static float32x4_t load(const float* p) { return vld1q_f32(p); }
+  static float32x4_t widen(const float* p) { return vld1q_f32(p); }
+  static float32x4_t widen(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
   static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
   static float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+  static float32x4_t fma(float32x4_t a, float32x4_t b, float32x4_t acc) { return vfmaq_f32(acc, a, b); }
+  static float sum(float32x4_t v) { return vaddvq_f32(v); }
   template <typename T>
   static void store(T* p, float32x4_t v) {
     if constexpr (sizeof(T) == 4) {

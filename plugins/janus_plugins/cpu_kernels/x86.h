@@ -43,12 +43,18 @@ inline void store8(c10::BFloat16* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
 
-// Eight float32 lanes as linear.h's scale_and_store takes them.
+// Eight float32 lanes as the portable kernels take them (lanes.h).
 struct Avx2Lanes {
   static constexpr int64_t kWidth = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 splat(float v) { return _mm256_set1_ps(v); }
   static __m256 load(const float* p) { return load8(p); }
+  template <typename T>
+  static __m256 widen(const T* p) { return widen8(p); }
   static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  static __m256 fma(__m256 a, __m256 b, __m256 acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static float sum(__m256 v) { return horizontal_sum(v); }
   template <typename T>
   static void store(T* p, __m256 v) { store8(p, v); }
 };

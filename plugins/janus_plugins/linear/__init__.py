@@ -27,13 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from janus_plugins.cpu_kernels import (
-    ARM64,
     AVX2,
     AVX512,
-    AVX512_FEATURES,
+    ISA_NEEDS,
     LINEAR,
     NEON,
-    X86,
     describe_cpu,
     kernel_isas,
     kernels_usable,
@@ -47,8 +45,6 @@ from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
 KERNEL_BLOCK = 16  # the kernel converts weights 16 at a time: in_features must be a multiple
-ISA_NEEDS = {AVX2: X86.cpu, AVX512: f"an x86 CPU with {AVX512_FEATURES}", NEON: ARM64.cpu}
-"""What the CPU must be for each build of the kernel."""
 
 
 class KernelOptions(BaseModel):
