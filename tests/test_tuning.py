@@ -16,7 +16,7 @@ import torch
 
 from helpers import CHECKPOINT
 from janus_plugins import cpu_kernels as kernel_module
-from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, AVX2LayerOps
+from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, KernelLayerOps
 from janus_plugins.deepseek_llm.model import DeepSeekLLM
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk import JanusPipeline, tuning
@@ -224,7 +224,7 @@ def test_where_the_kernels_measure_faster_they_serve(tmp_path: Path, calls: dict
     _, _, ops = run_defaults(fake_timer(speeds(torch=2.0, kernels=1.0, winograd=1.0)), tmp_path, calls)
     assert calls["kernel"] > 0
     assert calls["gemm"] > 0  # prefills (over 32 rows) stay on torch's GEMM
-    assert isinstance(ops, AVX2LayerOps)
+    assert isinstance(ops, KernelLayerOps)
 
 
 @pytest.mark.usefixtures("kernels")

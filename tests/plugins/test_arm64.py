@@ -1,9 +1,10 @@
 """What an ARM64 machine gets, with the architecture faked on this one (the NEON tiles themselves run under
 emulation in test_neon_tiles.py): the ARM64 build's sources and flags, `auto` and int8 through the `neon`
-build, attention through its `neon` build, torch's layer ops, and errors naming what the x86 backends need."""
+build, attention and layer ops through the same build, and errors naming what the x86 backends need."""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from torch import Tensor
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
 from janus_plugins.attention.cpu import KernelAttention, choose_attention_backend
-from janus_plugins.cpu_kernels import ATTENTION, LAYER_OPS, NEON
+from janus_plugins.cpu_kernels import NEON
+from janus_plugins.deepseek_llm.layer_ops import KernelLayerOps, layer_ops
 from janus_plugins.linear import Int8Linear, KernelLinear
 from janus_plugins.linear.packed import PackedLinear
 from janus_sdk import tuning
@@ -88,8 +90,8 @@ def test_the_arm64_build_compiles_only_its_own_sources_without_x86_flags(
     kernel_module.build()
     (here,) = compiled
     assert here is kernel_module.ARM64
-    assert {"neon.h", "linear_arm.cpp", "linear.cpp", "attention.cpp"} <= set(here.sources)
-    assert not {"x86.h", "linear_x86.cpp", "layer_ops.cpp"} & set(here.sources)
+    assert {"neon.h", "linear_arm.cpp", "linear.cpp", "attention.cpp", "layer_ops.cpp"} <= set(here.sources)
+    assert not {"x86.h", "linear_x86.cpp"} & set(here.sources)
     assert not any(flag.startswith("-m") for flag in here.cflags), "no x86 instruction-set flags"
 
 
@@ -122,12 +124,13 @@ def test_x86_backends_pinned_on_arm64_name_what_they_need(arm64: FakeNeonModule)
         KernelAttention("avx2", kernel_module.AVX2).check(CPU, torch.bfloat16)
 
 
-def test_attention_runs_the_neon_build_and_layer_ops_stay_torchs(arm64: FakeNeonModule) -> None:
+def test_attention_and_layer_ops_run_the_neon_build(arm64: FakeNeonModule) -> None:
     assert choose_attention_backend(CPU, torch.bfloat16) == "neon"
     KernelAttention("neon", NEON).check(CPU, torch.bfloat16)
-    assert kernel_module.kernels_usable(CPU, torch.bfloat16, "attention uses sdpa", ATTENTION)
-    assert not kernel_module.kernels_usable(CPU, torch.bfloat16, "layer ops use torch's", LAYER_OPS)
-    assert kernel_module.kernels_usable(CPU, torch.bfloat16, "linear uses torch")
+    assert kernel_module.kernels_usable(CPU, torch.bfloat16, "the kernels serve")
+    pinned = tuning.Tuner(Path(os.environ[tuning.CACHE_ENV]) / "t.json", pins="layer-ops=kernel")
+    with tuning.use_tuner(pinned):
+        assert isinstance(layer_ops(CPU, torch.bfloat16, captured=False), KernelLayerOps)
 
 
 def _key_on(monkeypatch: pytest.MonkeyPatch, machine: str) -> str:

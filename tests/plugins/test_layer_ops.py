@@ -17,8 +17,8 @@ from janus_plugins.deepseek_llm import DeepSeekLLM, DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm
 from janus_plugins.deepseek_llm.layer_ops import (
     TORCH_OPS,
-    AVX2LayerOps,
     CompiledLayerOps,
+    KernelLayerOps,
     add_rms_norm,
     layer_ops,
 )
@@ -29,9 +29,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def kernels() -> AVX2LayerOps:
+def kernels() -> KernelLayerOps:
     ops = layer_ops(CPU, torch.float32, captured=False)
-    if not isinstance(ops, AVX2LayerOps):
+    if not isinstance(ops, KernelLayerOps):
         pytest.skip("the AVX2 kernels cannot run here")
     return ops
 
@@ -44,7 +44,9 @@ def assert_within_one_ulp(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 1, 2048), (1, 5, 64)])
-def test_rms_norm_and_residual_add(kernels: AVX2LayerOps, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+def test_rms_norm_and_residual_add(
+    kernels: KernelLayerOps, dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
     torch.manual_seed(0)
     x, delta = (torch.randn(shape).to(dtype) for _ in range(2))
     norm = RMSNorm(shape[-1], eps=1e-6)
@@ -57,7 +59,7 @@ def test_rms_norm_and_residual_add(kernels: AVX2LayerOps, dtype: torch.dtype, sh
     assert_within_one_ulp(normed, expected_normed)
 
 
-def test_norm_weights_of_another_dtype_go_to_torch(kernels: AVX2LayerOps) -> None:
+def test_norm_weights_of_another_dtype_go_to_torch(kernels: KernelLayerOps) -> None:
     norm = RMSNorm(64, eps=1e-6)  # float32 weights
     x = torch.randn(2, 1, 64).to(torch.bfloat16)
     assert torch.equal(kernels.rms_norm(x, norm), TORCH_OPS.rms_norm(x, norm))
@@ -69,7 +71,7 @@ def test_norm_weights_of_another_dtype_go_to_torch(kernels: AVX2LayerOps) -> Non
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("tokens", "start", "heads", "kv_heads"), [(1, 7, 4, 4), (3, 0, 4, 2), (5, 2, 2, 1)])
 def test_rotary_writes_the_cache_as_torch_does(
-    kernels: AVX2LayerOps, dtype: torch.dtype, tokens: int, start: int, heads: int, kv_heads: int
+    kernels: KernelLayerOps, dtype: torch.dtype, tokens: int, start: int, heads: int, kv_heads: int
 ) -> None:
     torch.manual_seed(tokens)
     rows, head_dim, length = 2, 32, 12
@@ -88,7 +90,7 @@ def test_rotary_writes_the_cache_as_torch_does(
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_swiglu(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
+def test_swiglu(kernels: KernelLayerOps, dtype: torch.dtype) -> None:
     torch.manual_seed(1)
     mlp = MLP(64, 176, bias=False).to(dtype)
     for p in mlp.parameters():
@@ -112,10 +114,10 @@ def tiny_llm(**overrides: object) -> DeepSeekLLM:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_backbone_steps_agree_with_and_without_kernels(kernels: AVX2LayerOps, dtype: torch.dtype) -> None:
+def test_backbone_steps_agree_with_and_without_kernels(kernels: KernelLayerOps, dtype: torch.dtype) -> None:
     fast, plain = tiny_llm().to(dtype), tiny_llm(fused_layer_ops=False).to(dtype)
     prompt = torch.randn(2, 9, fast.hidden_size).to(dtype)
-    assert isinstance(fast.plan_for(prompt).ops, AVX2LayerOps) and plain.plan_for(prompt).ops is TORCH_OPS
+    assert isinstance(fast.plan_for(prompt).ops, KernelLayerOps) and plain.plan_for(prompt).ops is TORCH_OPS
     caches = [fast.new_cache(2, 16), plain.new_cache(2, 16)]
     tolerance = 0.02 if dtype == torch.bfloat16 else 1e-5
     with torch.inference_mode():

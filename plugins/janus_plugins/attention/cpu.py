@@ -16,7 +16,6 @@ from torch import Tensor
 
 from janus_plugins.attention import SDPAAttention, math_attention
 from janus_plugins.cpu_kernels import (
-    ATTENTION,
     AVX2,
     ISA_NEEDS,
     NEON,
@@ -42,7 +41,7 @@ class KernelAttention(SDPAAttention):
         self.isa = isa
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, self.name, ATTENTION, "sdpa")
+        require_kernels(device, dtype, "attention", self.name, "sdpa")
         here = target()
         if here is None or here.isa != self.isa:
             auto = choose_attention_backend(device, dtype) or "sdpa"
@@ -109,7 +108,7 @@ def register_attention_backends(register: Register) -> None:
 @hookimpl
 def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | None:
     """The kernel of this CPU's architecture (`avx2` or `neon`) where it can serve, else SDPA's."""
-    if not kernels_usable(device, dtype, "attention 'auto' picks sdpa", ATTENTION):
+    if not kernels_usable(device, dtype, "attention 'auto' picks sdpa"):
         return None
     here = target()
     return None if here is None else here.isa

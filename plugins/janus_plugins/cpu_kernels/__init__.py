@@ -3,10 +3,9 @@
 
 One source per family beside this module, compiled for this machine's architecture (`Target`): the linear
 kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON in `neon.h` and
-`linear_arm.cpp`), decode attention written once over the architecture's vector lanes (`attention.cpp`,
-`lanes.h`), and, on x86 only, a layer's elementwise ops (`layer_ops.cpp`; torch's on ARM64). `linear.h` and
-`linear.cpp` are the linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h`
-what they share. torch
+`linear_arm.cpp`); decode attention (`attention.cpp`) and a layer's elementwise ops (`layer_ops.cpp`), each
+written once over the architecture's vector lanes (`lanes.h`). `linear.h` and `linear.cpp` are the linear
+kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h` what they share. torch
 compiles them with the machine's C++ compiler through ninja (about a minute) into one module. The build lives
 in the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`,
 the key a hash of everything the binary depends on: the sources, the compiler flags, torch's and Python's
@@ -48,21 +47,18 @@ every later `load` of that folder then waits for it forever."""
 AVX2, AVX512, NEON = "avx2", "avx512", "neon"
 """The builds of the linear kernel (its tiles), each named as the linear backend whose widest build it is."""
 AVX512_FEATURES = "AVX-512 (F, BW, VL, DQ) with AVX512-BF16 and AVX512-VNNI"
-LINEAR, ATTENTION, LAYER_OPS = "linear", "attention", "layer ops"
-"""The kernel families: what a build may hold."""
 FIX = "use linear 'torch' and attention 'sdpa'"
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One architecture's build of the kernels: its sources, compiler flags, families and linear builds."""
+    """One architecture's build of the kernels: its sources, compiler flags and linear builds."""
 
     cpu: str
     """What the CPU must be, for messages."""
     sources: tuple[str, ...]
     cflags: tuple[str, ...]
     ldflags: tuple[str, ...]
-    families: frozenset[str]
     isa: str
     """The linear kernel's build every CPU of this architecture runs."""
     wide: str | None = None
@@ -86,7 +82,6 @@ X86 = Target(
     ),
     cflags=("-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off"),
     ldflags=("-fopenmp",),
-    families=frozenset({LINEAR, ATTENTION, LAYER_OPS}),
     isa=AVX2,
     wide=AVX512,
 )
@@ -100,11 +95,11 @@ ARM64 = Target(
         "linear.cpp",
         "linear_arm.cpp",
         "attention.cpp",
+        "layer_ops.cpp",
         "bindings.cpp",
     ),
     cflags=("-O3", "-fopenmp", "-ffp-contract=off"),
     ldflags=("-fopenmp",),
-    families=frozenset({LINEAR, ATTENTION}),
     isa=NEON,
 )
 ARM64_MACOS = dataclasses.replace(
@@ -112,12 +107,8 @@ ARM64_MACOS = dataclasses.replace(
 )
 """Apple's clang takes OpenMP only through -Xclang and needs libomp (`brew install libomp`): where it is
 missing the build fails once, is remembered, and torch's path serves (not tried on a Mac yet)."""
-NEEDS = {
-    LINEAR: f"{X86.cpu} or {ARM64.cpu}",
-    ATTENTION: f"{X86.cpu} or {ARM64.cpu}",
-    LAYER_OPS: X86.cpu,
-}
-"""What the CPU must be for each family of kernels."""
+CPUS = f"{X86.cpu} or {ARM64.cpu}"
+"""What the CPU must be for the kernels."""
 ISA_NEEDS = {AVX2: X86.cpu, AVX512: f"an x86 CPU with {AVX512_FEATURES}", NEON: ARM64.cpu}
 """What the CPU must be for each build of the kernels."""
 
@@ -166,7 +157,7 @@ def kernel_isas() -> tuple[str, ...]:
 def _this_target() -> Target:
     here = target()
     if here is None:
-        raise BackendUnavailableError(f"the CPU kernels need {NEEDS[LINEAR]} ({describe_cpu()}); {FIX}")
+        raise BackendUnavailableError(f"the CPU kernels need {CPUS} ({describe_cpu()}); {FIX}")
     return here
 
 
@@ -294,20 +285,18 @@ def _compile(name: str, folder: Path, here: Target) -> ModuleType:
 
 
 def require_kernels(
-    device: torch.device, dtype: torch.dtype, backend: str, family: str, alternative: str
+    device: torch.device, dtype: torch.dtype, kind: str, backend: str, alternative: str
 ) -> ModuleType:
-    """The kernels for the backend `backend` of `family` (LINEAR, ATTENTION) running on `device` in `dtype`;
+    """The kernels for the `kind` ("linear", "attention") backend `backend` running on `device` in `dtype`;
     BackendUnavailableError naming `alternative` when they cannot run there."""
-    kind = family
     if device.type != "cpu" or dtype not in KERNEL_DTYPES:
         raise BackendUnavailableError(
             f"{kind} backend {backend!r} runs on the CPU in float32 or bfloat16, not on {device.type} in "
             f"{str(dtype).removeprefix('torch.')}; use {kind} {alternative!r}"
         )
-    here = target()
-    if here is None or family not in here.families:
+    if target() is None:
         raise BackendUnavailableError(
-            f"{kind} backend {backend!r} needs {NEEDS[family]} ({describe_cpu()}); use {kind} {alternative!r}"
+            f"{kind} backend {backend!r} needs {CPUS} ({describe_cpu()}); use {kind} {alternative!r}"
         )
     return load_kernels()
 
@@ -315,13 +304,12 @@ def require_kernels(
 _warned = False
 
 
-def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str, family: str = LINEAR) -> bool:
-    """Whether the kernels of `family` can serve here: a CPU whose build has them, float32/bfloat16, and
-    kernels that compile. A failure to compile is logged once per process, by its first user: "not using the
-    CPU kernels: <fallback>"."""
+def kernels_usable(device: torch.device, dtype: torch.dtype, fallback: str) -> bool:
+    """Whether the kernels can serve here: a CPU they have a build for, float32/bfloat16, and kernels that
+    compile. A failure to compile is logged once per process, by its first user: "not using the CPU kernels:
+    <fallback>"."""
     global _warned
-    here = target()
-    if device.type != "cpu" or dtype not in KERNEL_DTYPES or here is None or family not in here.families:
+    if device.type != "cpu" or dtype not in KERNEL_DTYPES or target() is None:
         return False
     try:
         load_kernels()

@@ -1,5 +1,5 @@
-// The Python module: one binding per kernel (the families' sources hold the code). ARM64 builds have the linear
-// and attention kernels.
+// The Python module: one binding per kernel (the families' sources hold the code), the same on every
+// architecture.
 #include <torch/extension.h>
 
 #include "common.h"
@@ -8,10 +8,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &janus_kernels::linear, "y = x @ weight.T * scale + bias for few rows of x (`wide`: the widest tiles)");
   m.def("wide_supported", &janus_kernels::wide_supported, "whether this CPU runs the widest tiles (x86: AVX-512 BF16/VNNI)");
   m.def("decode_attention", &janus_kernels::decode_attention, "softmax(q k^T * scale) v for one query position");
-#if defined(__x86_64__) || defined(_M_X64)
-  m.def("rms_norm", &janus_kernels::rms_norm, "transformers' LlamaRMSNorm of every row (AVX2)");
-  m.def("add_rms_norm", &janus_kernels::add_rms_norm, "(x + delta, rms_norm(x + delta)) (AVX2)");
-  m.def("rotary_into_cache", &janus_kernels::rotary_into_cache, "rotary embedding of q in place, of k into the key cache (AVX2)");
-  m.def("silu_mul", &janus_kernels::silu_mul, "silu(gate) * up (AVX2)");
-#endif
+  m.def("rms_norm", &janus_kernels::rms_norm, "transformers' LlamaRMSNorm of every row");
+  m.def("add_rms_norm", &janus_kernels::add_rms_norm, "(x + delta, rms_norm(x + delta))");
+  m.def("rotary_into_cache", &janus_kernels::rotary_into_cache, "rotary embedding of q in place, of k into the key cache");
+  m.def("silu_mul", &janus_kernels::silu_mul, "silu(gate) * up");
 }

@@ -1,8 +1,8 @@
 // What the kernel sources share: the includes and the functions between them. Each family is a source of its
 // own: linear.cpp (the weight-streaming matmul's entry) with one source of tiles per architecture
 // (linear_x86.cpp, linear_arm.cpp) and its torch-free drivers (linear.h); attention.cpp (one query position over
-// a KV cache), written once over the architecture's float32 lanes (lanes.h); and, on x86 only, layer_ops.cpp
-// (RMSNorm, rotary, SiLU gate), with the AVX2 helpers in x86.h. bindings.cpp is the Python module.
+// a KV cache) and layer_ops.cpp (RMSNorm, rotary, SiLU gate), written once over the architecture's float32 lanes
+// (lanes.h: x86.h's AVX2 or neon.h's). bindings.cpp is the Python module.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,7 +35,7 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, fl
 // attention.cpp
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 
-// layer_ops.cpp (x86)
+// layer_ops.cpp
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& delta,
                                                 const at::Tensor& weight, double eps);

@@ -1,6 +1,8 @@
 // The elementwise parts of a decoder layer (RMSNorm, the residual add, rotary embedding with the cache write,
-// the SwiGLU product), each one call where torch takes five to fifteen small ops (AVX2).
-#include "x86.h"
+// the SwiGLU product), each one call where torch takes five to fifteen small ops; written once over the
+// architecture's float32 lanes (lanes.h: AVX2 on x86, NEON on ARM64).
+#include "common.h"
+#include "lanes.h"
 
 namespace janus_kernels {
 namespace {
@@ -9,29 +11,31 @@ namespace {
 // where transformers' LLaMA modules round (so bfloat16 results match torch's bit for bit up to the order of a
 // sum or an exp's last float32 bit). Rows are multiples of 8 elements.
 
+constexpr int64_t W = Lanes::kWidth;
+using Vec = decltype(Lanes::zero());
+
 // e^x for x in [-87, 88] (clamped), relative error ~2e-7: Cephes' polynomial on x - n ln2, times 2^n.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+inline Vec exp_lanes(Vec x) {
+  x = Lanes::min(Lanes::max(x, Lanes::splat(-87.f)), Lanes::splat(88.f));
+  const Vec n = Lanes::round_nearest(Lanes::mul(x, Lanes::splat(1.44269504088896341f)));
+  Vec r = Lanes::fnma(n, Lanes::splat(0.693359375f), x);
+  r = Lanes::fnma(n, Lanes::splat(-2.12194440e-4f), r);
+  Vec p = Lanes::splat(1.9875691500e-4f);
   for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
+    p = Lanes::fma(p, r, Lanes::splat(c));
+  p = Lanes::fma(Lanes::mul(p, r), r, Lanes::add(r, Lanes::splat(1.f)));
+  return Lanes::mul(p, Lanes::pow2(n));
 }
 
 // transformers' LlamaRMSNorm of one row: x * rsqrt(mean(x^2) + eps) in float32, rounded to T, times the
 // weight, rounded to T.
 template <typename T>
 void rms_norm_row(const T* x, const T* w, float eps, int64_t n, T* y) {
-  __m256 squares = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) squares = _mm256_fmadd_ps(load8(x + i), load8(x + i), squares);
-  const __m256 r = _mm256_set1_ps(1.f / std::sqrt(horizontal_sum(squares) / static_cast<float>(n) + eps));
-  for (int64_t i = 0; i < n; i += 8) store8(y + i, _mm256_mul_ps(load8(w + i), round_to(y, _mm256_mul_ps(load8(x + i), r))));
+  Vec squares = Lanes::zero();
+  for (int64_t i = 0; i < n; i += W) squares = Lanes::fma(Lanes::load(x + i), Lanes::load(x + i), squares);
+  const Vec r = Lanes::splat(1.f / std::sqrt(Lanes::sum(squares) / static_cast<float>(n) + eps));
+  for (int64_t i = 0; i < n; i += W)
+    Lanes::store(y + i, Lanes::mul(Lanes::load(w + i), Lanes::round_to(y, Lanes::mul(Lanes::load(x + i), r))));
 }
 
 // rms_norm_row over every row of x (numel elements, rows of weight.numel()) into y.
@@ -83,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
     const T* a = x.data_ptr<T>();
     const T* d = delta.data_ptr<T>();
     T* s = sum.data_ptr<T>();
-    for (int64_t i = 0; i < x.numel(); i += 8) store8(s + i, _mm256_add_ps(load8(a + i), load8(d + i)));
+    for (int64_t i = 0; i < x.numel(); i += W) Lanes::store(s + i, Lanes::add(Lanes::load(a + i), Lanes::load(d + i)));
     rms_norm_rows(s, weight, eps, x.numel(), y.data_ptr<T>());
   });
   return {sum, y};
@@ -114,12 +118,13 @@ void rotary_into_cache(at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     const T_* s = sin.data_ptr<T_>();
     // out[:half] = x1 c1 - x2 s1, out[half:] = x2 c2 + x1 s2, every product and sum rounded to T_
     auto rotate = [&](const T_* x, const T_* ct, const T_* st, T_* out) {
-      for (int64_t i = 0; i < half; i += 8) {
-        const __m256 x1 = load8(x + i), x2 = load8(x + half + i);
-        const __m256 lo = _mm256_sub_ps(round_to(out, _mm256_mul_ps(x1, load8(ct + i))), round_to(out, _mm256_mul_ps(x2, load8(st + i))));
-        const __m256 hi = _mm256_add_ps(round_to(out, _mm256_mul_ps(x2, load8(ct + half + i))), round_to(out, _mm256_mul_ps(x1, load8(st + half + i))));
-        store8(out + i, lo);
-        store8(out + half + i, hi);
+      const auto rounded_product = [&](Vec a, const T_* b) { return Lanes::round_to(out, Lanes::mul(a, Lanes::load(b))); };
+      for (int64_t i = 0; i < half; i += W) {
+        const Vec x1 = Lanes::load(x + i), x2 = Lanes::load(x + half + i);
+        const Vec lo = Lanes::sub(rounded_product(x1, ct + i), rounded_product(x2, st + i));
+        const Vec hi = Lanes::add(rounded_product(x2, ct + half + i), rounded_product(x1, st + half + i));
+        Lanes::store(out + i, lo);
+        Lanes::store(out + half + i, hi);
       }
     };
     T_* qp = q.data_ptr<T_>();
@@ -156,12 +161,12 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
     const T* g = gate.data_ptr<T>();
     const T* u = up.data_ptr<T>();
     T* o = out.data_ptr<T>();
-    const __m256 one = _mm256_set1_ps(1.f);
+    const Vec one = Lanes::splat(1.f);
     at::parallel_for(0, gate.numel() / 8, 512, [&](int64_t begin, int64_t end) {  // ~4 ns per element
-      for (int64_t i = begin * 8; i < end * 8; i += 8) {
-        const __m256 x = load8(g + i);
-        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-        store8(o + i, _mm256_mul_ps(round_to(o, silu), load8(u + i)));
+      for (int64_t i = begin * 8; i < end * 8; i += W) {
+        const Vec x = Lanes::load(g + i);
+        const Vec silu = Lanes::div(x, Lanes::add(one, exp_lanes(Lanes::sub(Lanes::zero(), x))));
+        Lanes::store(o + i, Lanes::mul(Lanes::round_to(o, silu), Lanes::load(u + i)));
       }
     });
   });

@@ -89,27 +89,53 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
 }
 
-// Four float32 lanes as the portable kernels take them (lanes.h); stored as float32 or as bfloat16 (any 16-bit
-// T: rounded to nearest even, as torch rounds).
+// Four float32 lanes as the portable kernels take them (lanes.h). T: float32, or any 16-bit type holding
+// bfloat16 bits (c10::BFloat16 in the module); bfloat16 is stored rounded to nearest even, as torch rounds.
 struct Lanes {
   static constexpr int64_t kWidth = 4;
   static float32x4_t zero() { return vdupq_n_f32(0.f); }
   static float32x4_t splat(float v) { return vdupq_n_f32(v); }
-  static float32x4_t load(const float* p) { return vld1q_f32(p); }
   static float32x4_t widen(const float* p) { return vld1q_f32(p); }
   static float32x4_t widen(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
-  static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+  template <typename T>
+  static float32x4_t load(const T* p) {
+    if constexpr (sizeof(T) == 4) {
+      return vld1q_f32(reinterpret_cast<const float*>(p));
+    } else {
+      return widen(reinterpret_cast<const uint16_t*>(p));
+    }
+  }
+  // v rounded to T's precision, still as float32.
+  template <typename T>
+  static float32x4_t round_to(const T*, float32x4_t v) {
+    if constexpr (sizeof(T) == 4) {
+      return v;
+    } else {
+      const uint32x4_t bits = vreinterpretq_u32_f32(v);
+      const uint32x4_t lsb = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
+      const uint32x4_t rounded = vaddq_u32(bits, vaddq_u32(lsb, vdupq_n_u32(0x7FFF)));
+      return vreinterpretq_f32_u32(vandq_u32(rounded, vdupq_n_u32(0xFFFF0000u)));
+    }
+  }
   static float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+  static float32x4_t sub(float32x4_t a, float32x4_t b) { return vsubq_f32(a, b); }
+  static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+  static float32x4_t div(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
+  static float32x4_t min(float32x4_t a, float32x4_t b) { return vminq_f32(a, b); }
+  static float32x4_t max(float32x4_t a, float32x4_t b) { return vmaxq_f32(a, b); }
   static float32x4_t fma(float32x4_t a, float32x4_t b, float32x4_t acc) { return vfmaq_f32(acc, a, b); }
+  static float32x4_t fnma(float32x4_t a, float32x4_t b, float32x4_t acc) { return vfmsq_f32(acc, a, b); }
+  static float32x4_t round_nearest(float32x4_t v) { return vrndnq_f32(v); }
+  static float32x4_t pow2(float32x4_t n) {  // 2^n for integral n in [-126, 127]
+    return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
+  }
   static float sum(float32x4_t v) { return vaddvq_f32(v); }
   template <typename T>
   static void store(T* p, float32x4_t v) {
     if constexpr (sizeof(T) == 4) {
       vst1q_f32(reinterpret_cast<float*>(p), v);
     } else {
-      const uint32x4_t bits = vreinterpretq_u32_f32(v);
-      const uint32x4_t lsb = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
-      vst1_u16(reinterpret_cast<uint16_t*>(p), vshrn_n_u32(vaddq_u32(bits, vaddq_u32(lsb, vdupq_n_u32(0x7FFF))), 16));
+      vst1_u16(reinterpret_cast<uint16_t*>(p), vshrn_n_u32(vreinterpretq_u32_f32(round_to(p, v)), 16));
     }
   }
 };

@@ -48,12 +48,24 @@ struct Avx2Lanes {
   static constexpr int64_t kWidth = 8;
   static __m256 zero() { return _mm256_setzero_ps(); }
   static __m256 splat(float v) { return _mm256_set1_ps(v); }
-  static __m256 load(const float* p) { return load8(p); }
+  template <typename T>
+  static __m256 load(const T* p) { return load8(p); }
   template <typename T>
   static __m256 widen(const T* p) { return widen8(p); }
-  static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  template <typename T>
+  static __m256 round_to(const T* like, __m256 v) { return janus_kernels::round_to(like, v); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
+  static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  static __m256 div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
+  static __m256 min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+  static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
   static __m256 fma(__m256 a, __m256 b, __m256 acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static __m256 fnma(__m256 a, __m256 b, __m256 acc) { return _mm256_fnmadd_ps(a, b, acc); }
+  static __m256 round_nearest(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static __m256 pow2(__m256 n) {  // 2^n for integral n in [-126, 127]
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
   static float sum(__m256 v) { return horizontal_sum(v); }
   template <typename T>
   static void store(T* p, __m256 v) { store8(p, v); }

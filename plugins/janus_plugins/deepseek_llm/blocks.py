@@ -2,7 +2,7 @@
 
 Written here rather than imported from transformers' modeling code, whose internals change between releases.
 They round where transformers' LLaMA modules round (tests/plugins/test_llama_blocks.py holds them to it), so
-bfloat16 results are the same bits and DeepSeek's reference outputs still hold; the AVX2 kernels and the
+bfloat16 results are the same bits and DeepSeek's reference outputs still hold; the CPU kernels and the
 compiled ops of `layer_ops` follow the same arithmetic. Parameter names equal the official checkpoint keys.
 """
 

@@ -59,8 +59,9 @@ class DeepSeekLLMConfig(BaseModel):
     )
     fused_layer_ops: bool = Field(
         True,
-        description="Run each decoder layer's RMSNorms, rotary embedding and SwiGLU product fused: as AVX2 "
-        "kernels on the CPU (one call each where torch takes 5 to 15 ops; bfloat16 results bit-equal), "
+        description="Run each decoder layer's RMSNorms, rotary embedding and SwiGLU product fused: as "
+        "AVX2 or NEON kernels on the CPU (one call each where torch takes 5 to 15 ops; bfloat16 results "
+        "bit-equal), "
         "compiled by torch.compile on CUDA (fewer kernels per step; compiled on first use in a process). "
         "False keeps torch's ops everywhere.",
     )

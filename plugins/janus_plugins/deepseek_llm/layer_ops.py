@@ -1,11 +1,11 @@
 """The elementwise parts of a decoder layer (RMSNorm, rotary embedding with the cache write, the SwiGLU
-product), as one strategy object per step: torch's ops; on AVX2 CPUs one kernel call each; on CUDA each
-compiled by torch.compile into fused kernels.
+product), as one strategy object per step: torch's ops; on x86 (AVX2) and ARM64 CPUs one kernel call each; on
+CUDA each compiled by torch.compile into fused kernels.
 
 Around the ~170 weight-streaming matmuls of a 1B decode step sit ~1,300 small torch ops (a LLaMA RMSNorm is
 8 of them, the rotary embedding 14). On a CPU they cost tens of microseconds each: about 30 ms of a bfloat16
 step of 190 ms (measured on a 2-core EPYC). On a GPU each is a kernel of its own, most of a captured step's
-kernels; compiled, an H200 step went from 3.2 to 2.0 ms (bench/RESULTS.md). The AVX2
+kernels; compiled, an H200 step went from 3.2 to 2.0 ms (bench/RESULTS.md). The CPU
 kernels round where the modules of `blocks` round, so bfloat16 results equal torch's bit for bit (float32
 within the order of a sum); the compiled ops compile the very functions those modules run.
 """
@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from janus_plugins.cpu_kernels import LAYER_OPS, kernels_usable, load_kernels, source_key
+from janus_plugins.cpu_kernels import kernels_usable, load_kernels, source_key
 from janus_plugins.deepseek_llm.blocks import MLP, RMSNorm, rms_norm, rotate, silu_mul
 from janus_sdk import tuning
 
@@ -81,8 +81,8 @@ class TorchLayerOps:
         return mlp(x)  # type: ignore[no-any-return]
 
 
-class AVX2LayerOps(TorchLayerOps):
-    """The same results from the AVX2 kernels (CPU, float32/bfloat16, integer start positions)."""
+class KernelLayerOps(TorchLayerOps):
+    """The same results from the CPU kernels (AVX2 or NEON; float32/bfloat16, integer start positions)."""
 
     def __init__(self, kernels: ModuleType) -> None:
         self.kernels = kernels
@@ -161,7 +161,7 @@ TORCH_OPS = TorchLayerOps()
 
 
 def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> TorchLayerOps:
-    """The fused ops for hidden states on `device` in `dtype`: the AVX2 kernels on CPUs that run them where
+    """The fused ops for hidden states on `device` in `dtype`: the CPU kernels on CPUs that run them where
     they measured faster than torch's ops (a failure to compile them is logged once); torch.compile's in a
     captured CUDA decode step where torch has a GPU compiler (Triton); else torch's ops."""
     if device.type == "cpu":
@@ -173,9 +173,9 @@ def layer_ops(device: torch.device, dtype: torch.dtype, *, captured: bool) -> To
 
 
 def _cpu_layer_ops(device: torch.device, dtype: torch.dtype, threads: int) -> TorchLayerOps:
-    if not kernels_usable(device, dtype, "decoder layers use torch ops", LAYER_OPS):
+    if not kernels_usable(device, dtype, "decoder layers use torch ops"):
         return TORCH_OPS
-    fused = AVX2LayerOps(load_kernels())
+    fused = KernelLayerOps(load_kernels())
     norm = RMSNorm(PROBE_HIDDEN, eps=1e-6).to(dtype)
     generator = tuning.probe_generator()
     x, delta = (torch.randn(2, 1, PROBE_HIDDEN, dtype=dtype, generator=generator) for _ in range(2))

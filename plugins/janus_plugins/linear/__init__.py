@@ -30,7 +30,6 @@ from janus_plugins.cpu_kernels import (
     AVX2,
     AVX512,
     ISA_NEEDS,
-    LINEAR,
     NEON,
     describe_cpu,
     kernel_isas,
@@ -81,7 +80,7 @@ class KernelLinear:
         self.measured = (options or KernelOptions()).measured
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, self.name, LINEAR, "torch")
+        require_kernels(device, dtype, "linear", self.name, "torch")
         missing = [isa for isa in self.isas if isa not in kernel_isas()]
         if missing:
             auto = choose_linear_backend(device, dtype) or "torch"
