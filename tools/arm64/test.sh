@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ARM64 kernel build's tests in the emulated ARM64 Python of setup.sh (set up first if needed): the build and
 # its choices, the linear and attention backends and the layer ops against torch, the tiny pipeline against the
-# reference goldens with the `neon` backends. About 15 minutes on 2 cores. Extra arguments go to pytest.
+# reference goldens with the `neon` backends. 10-15 minutes on 2 cores. Extra arguments go to pytest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=${JANUS_ARM64_DIR:-$HOME/.cache/janus-sdk/arm64}
