@@ -11,24 +11,23 @@ rounded up to a power of two. Every other call (prefill, masks, other devices) i
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 from janus_plugins.attention import SDPAAttention, math_attention
 from janus_plugins.cpu_kernels import (
     AVX2,
-    ISA_NEEDS,
     NEON,
-    describe_cpu,
+    kernel_isas,
     kernels_usable,
     load_kernels,
     require_kernels,
     source_key,
-    target,
 )
 from janus_sdk import tuning
 from janus_sdk.config import NoOptions
-from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -41,14 +40,8 @@ class KernelAttention(SDPAAttention):
         self.isa = isa
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, "attention", self.name, "sdpa")
-        here = target()
-        if here is None or here.isa != self.isa:
-            auto = choose_attention_backend(device, dtype) or "sdpa"
-            raise BackendUnavailableError(
-                f"attention backend {self.name!r} needs {ISA_NEEDS[self.isa]}; this one is not "
-                f"({describe_cpu()}); use attention 'auto' (here: {auto!r})"
-            )
+        auto = functools.partial(choose_attention_backend, device, dtype)
+        require_kernels(device, dtype, "attention", self.name, (self.isa,), auto, "sdpa")
 
     def attend(
         self,
@@ -110,5 +103,4 @@ def choose_attention_backend(device: torch.device, dtype: torch.dtype) -> str | 
     """The kernel of this CPU's architecture (`avx2` or `neon`) where it can serve, else SDPA's."""
     if not kernels_usable(device, dtype, "attention 'auto' picks sdpa"):
         return None
-    here = target()
-    return None if here is None else here.isa
+    return kernel_isas()[0]  # the architecture's build: attention has no wider one

@@ -26,6 +26,7 @@ import logging
 import platform
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -285,10 +286,17 @@ def _compile(name: str, folder: Path, here: Target) -> ModuleType:
 
 
 def require_kernels(
-    device: torch.device, dtype: torch.dtype, kind: str, backend: str, alternative: str
+    device: torch.device,
+    dtype: torch.dtype,
+    kind: str,
+    backend: str,
+    isas: tuple[str, ...],
+    auto: Callable[[], str | None],
+    alternative: str,
 ) -> ModuleType:
-    """The kernels for the `kind` ("linear", "attention") backend `backend` running on `device` in `dtype`;
-    BackendUnavailableError naming `alternative` when they cannot run there."""
+    """The kernels for the `kind` ("linear", "attention") backend `backend`, which runs the kernel builds
+    `isas`, on `device` in `dtype`; BackendUnavailableError when they cannot run there, naming what they need
+    and what to use instead (`auto()`, the backend `auto` picks here, else `alternative`)."""
     if device.type != "cpu" or dtype not in KERNEL_DTYPES:
         raise BackendUnavailableError(
             f"{kind} backend {backend!r} runs on the CPU in float32 or bfloat16, not on {device.type} in "
@@ -298,7 +306,14 @@ def require_kernels(
         raise BackendUnavailableError(
             f"{kind} backend {backend!r} needs {CPUS} ({describe_cpu()}); use {kind} {alternative!r}"
         )
-    return load_kernels()
+    module = load_kernels()
+    missing = [isa for isa in isas if isa not in kernel_isas()]
+    if missing:
+        raise BackendUnavailableError(
+            f"{kind} backend {backend!r} needs {ISA_NEEDS[missing[-1]]}; this one is not ({describe_cpu()}); "
+            f"use {kind} 'auto' (here: {auto() or alternative!r})"
+        )
+    return module
 
 
 _warned = False

@@ -22,6 +22,8 @@ faster), else `torch`.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -29,9 +31,7 @@ from torch import nn
 from janus_plugins.cpu_kernels import (
     AVX2,
     AVX512,
-    ISA_NEEDS,
     NEON,
-    describe_cpu,
     kernel_isas,
     kernels_usable,
     require_kernels,
@@ -39,7 +39,6 @@ from janus_plugins.cpu_kernels import (
 from janus_plugins.linear.int4 import Int4Backend, Int4Options
 from janus_plugins.linear.packed import PACK_BYTES, PackedLinear, pack_int8
 from janus_sdk.config import NoOptions
-from janus_sdk.errors import BackendUnavailableError
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
 
@@ -80,14 +79,8 @@ class KernelLinear:
         self.measured = (options or KernelOptions()).measured
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
-        require_kernels(device, dtype, "linear", self.name, "torch")
-        missing = [isa for isa in self.isas if isa not in kernel_isas()]
-        if missing:
-            auto = choose_linear_backend(device, dtype) or "torch"
-            raise BackendUnavailableError(
-                f"linear backend {self.name!r} needs {ISA_NEEDS[missing[-1]]}; this one is not ("
-                f"{describe_cpu()}); use linear 'auto' (here: {auto!r})"
-            )
+        auto = functools.partial(choose_linear_backend, device, dtype)
+        require_kernels(device, dtype, "linear", self.name, self.isas, auto, "torch")
 
     def convert(self, linear: nn.Linear) -> nn.Module:
         if linear.in_features % KERNEL_BLOCK:
