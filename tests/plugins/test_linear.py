@@ -328,6 +328,34 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
             assert bool(((packed(x).double() - expected).abs() <= bound).all())
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["base-build", "wide-build"])
+def test_int8_kernel_rounds_x_to_nearest_even(wide: bool) -> None:
+    """x's int16 values are x * 32767 / max |x[block]| rounded half to even, as torch.round does: with a
+    block whose largest value is 32767 the int16 values are x rounded, and one-hot int8 weights read them back
+    (float32 x: bfloat16 has no 32767, nor ties at this scale)."""
+    _avx512_or_skip() if wide else _kernel_or_skip()
+    isa = kernel_module.kernel_isas()[-1 if wide else 0]
+    ties = torch.tensor([2.5, 3.5, -2.5, -3.5, 0.5, -0.5, 1.5, 100.5, -7.25, 6.75])
+    x = torch.zeros(2, 128)
+    x[:, 0] = 32767.0  # this block's scale step is exactly 1
+    x[0, 1 : 1 + ties.numel()] = ties
+    x[1, 1 : 1 + ties.numel()] = -ties
+    one_hot = torch.zeros(1 + ties.numel(), 128)
+    one_hot[torch.arange(1 + ties.numel()), torch.arange(1 + ties.numel())] = 1.0
+    layer = nn.Linear(128, 1 + ties.numel(), bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(one_hot)
+    int8 = Int8Linear(ALWAYS)
+    int8.check(torch.device("cpu"), torch.float32)
+    quantized = int8.convert(layer)
+    assert isinstance(quantized, PackedLinear)
+    isas = kernel_module.kernel_isas()[: kernel_module.kernel_isas().index(isa) + 1]
+    packed = PackedLinear(quantized.weight, None, quantized.scale, isas=isas, measured=False)
+    with torch.inference_mode():
+        y = packed(x)
+    assert torch.equal(y[:, 1:].round(), torch.round(x[:, 1 : 1 + ties.numel()]))  # 2.5 -> 2, 3.5 -> 4
+
+
 @pytest.mark.parametrize("out_features", [8, 11])
 def test_int8_weights_pack_by_tiles_of_rows_and_unpack_exactly(out_features: int) -> None:
     """Rows in groups of PACK_ROWS, each as chunks of PACK_BYTES side by side; the rows past the last full

@@ -18,9 +18,9 @@ from janus_plugins import cpu_kernels
 
 CROSS, QEMU = "aarch64-linux-gnu-g++", "qemu-aarch64"
 HARNESS = Path(__file__).parent / "native" / "neon_tiles.cpp"
-CASES = 3 * 2 * 9 * 3 + 1
-"""The harness's cases: 3 in-feature counts x 2 out-feature counts x 1-9 rows x 3 weight formats, and the
-bfloat16 stores."""
+CASES = 3 * 2 * 9 * 4 + 3
+"""The harness's cases: 3 in-feature counts x 2 out-feature counts x 1-9 rows x (3 weight formats + x's
+quantization to int16), and three alone: that quantization at exact ties (two checks), the bfloat16 stores."""
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CROSS) is None or shutil.which(QEMU) is None or not sys.platform.startswith("linux"),

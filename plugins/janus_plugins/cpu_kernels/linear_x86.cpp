@@ -103,16 +103,6 @@ struct BytePairRows {
   BytePairRows from(int64_t m) const { return {lo + m * K, hi + m * K, scale + m * blocks, K, blocks}; }
 };
 
-BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
-  lo.resize(M * q.K);
-  hi.resize(M * q.K);
-  for (int64_t i = 0; i < M * q.K; ++i) {
-    lo[i] = static_cast<uint8_t>(q.data[i] & 0xFF);
-    hi[i] = static_cast<uint8_t>((q.data[i] >> 8) + 128);
-  }
-  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
-}
-
 #if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
 #define JANUS_AVX512 1
 #pragma GCC push_options
@@ -199,6 +189,20 @@ inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ld
     for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
 }
 
+// x's int16 values as the int8 tiles take them: q = 256 * (hi - 128) + lo, 32 values at a time.
+BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
+  lo.resize(M * q.K);
+  hi.resize(M * q.K);
+  const __m512i offset = _mm512_set1_epi16(128);
+  for (int64_t i = 0; i < M * q.K; i += kLanes512) {  // K % 64 == 0
+    const __m512i v = _mm512_loadu_si512(q.data + i);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + i), _mm512_cvtepi16_epi8(v));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + i),
+                        _mm512_cvtepi16_epi8(_mm512_add_epi16(_mm512_srai_epi16(v, 8), offset)));
+  }
+  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
+}
+
 // The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
 // accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 4 shifts, 2 x 2 rows of x bytes
 // and a weight vector.
@@ -248,6 +252,22 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, fl
 #endif
     return;
   }
+  if (weight.scalar_type() == at::kChar) {
+    std::vector<int16_t> q;
+    std::vector<float> q_scale;
+    const Int16Rows quantized =
+        x.scalar_type() == at::kFloat ? quantize_rows<Avx2Lanes>(x.data_ptr<float>(), M, K, q, q_scale)
+                                      : quantize_rows<Avx2Lanes>(x.data_ptr<at::BFloat16>(), M, K, q, q_scale);
+#ifdef JANUS_AVX512
+    if (wide) {
+      std::vector<uint8_t> lo, hi;
+      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y, threads);
+      return;
+    }
+#endif
+    matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y, threads);
+    return;
+  }
   const auto rows_of = [&](const auto* data) {
     return bf16 ? float_rows(data, M, K, interleaved) : float_rows(data, M, K, [](int64_t j) { return j; });
   };
@@ -259,20 +279,6 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, fl
     case at::kBFloat16:
       matmul<Avx2Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y, threads);
       break;
-    case at::kChar: {
-      std::vector<int16_t> q;
-      std::vector<float> q_scale;
-      const Int16Rows quantized = quantize_rows(xf.data(), M, K, q, q_scale);
-#ifdef JANUS_AVX512
-      if (wide) {
-        std::vector<uint8_t> lo, hi;
-        matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y, threads);
-        break;
-      }
-#endif
-      matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y, threads);
-      break;
-    }
     default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
   }
 }

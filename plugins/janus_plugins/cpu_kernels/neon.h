@@ -130,6 +130,8 @@ struct Lanes {
     return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
   }
   static float sum(float32x4_t v) { return vaddvq_f32(v); }
+  static float max_of(float32x4_t v) { return vmaxvq_f32(v); }
+  static void store_int16(int16_t* p, float32x4_t v) { vst1_s16(p, vqmovn_s32(vcvtnq_s32_f32(v))); }  // ties to even
   template <typename T>
   static void store(T* p, float32x4_t v) {
     if constexpr (sizeof(T) == 4) {

@@ -67,8 +67,17 @@ struct Avx2Lanes {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
   }
   static float sum(__m256 v) { return horizontal_sum(v); }
+  static float max_of(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  }
   template <typename T>
   static void store(T* p, __m256 v) { store8(p, v); }
+  static void store_int16(int16_t* p, __m256 v) {  // rounded to nearest even (the default rounding mode)
+    const __m256i i = _mm256_cvtps_epi32(v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1)));
+  }
 };
 
 }  // namespace janus_kernels

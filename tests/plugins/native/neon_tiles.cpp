@@ -1,8 +1,8 @@
 // The linear kernel's ARM64 tiles (plugins/janus_plugins/cpu_kernels/neon.h) through linear.h's drivers, alone,
 // against sums in double: float32, bfloat16 and packed int8 weights, 1-9 rows of x (full groups and every
-// remainder), weight rows in full tiles and a remainder, several scale blocks; and the stores' rounding to
-// bfloat16. Compiled for ARM64 and run under emulation by test_neon_tiles.py; prints one line per failed case and
-// "N passed, M failed" last.
+// remainder), weight rows in full tiles and a remainder, several scale blocks; x's quantization to int16 for the
+// int8 tiles (exact ties included); and the stores' rounding to bfloat16. Compiled for ARM64 and run under
+// emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M failed" last.
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -81,6 +81,23 @@ void compare(Tally& tally, const char* kind, const std::vector<float>& y, int64_
   tally.check(worst <= tolerance * scale, kind, M, N, K, worst, tolerance * scale);
 }
 
+// quantize_rows' int16 x against one value at a time: max |x| of each block to 32767, rounded half to even.
+void check_quantized(Tally& tally, const std::vector<float>& x, int64_t M, int64_t K, const std::vector<int16_t>& q,
+                     const std::vector<float>& scale) {
+  const int64_t blocks = (K + jk::kScaleBlock - 1) / jk::kScaleBlock;
+  int64_t wrong = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = m * K + b * jk::kScaleBlock, end = m * K + std::min(K, (b + 1) * jk::kScaleBlock);
+      float most = 0.f;
+      for (int64_t i = begin; i < end; ++i) most = std::max(most, std::fabs(x[i]));
+      const float inverse = most > 0.f ? 32767.f / most : 0.f;
+      wrong += scale[m * blocks + b] != most / 32767.f;
+      for (int64_t i = begin; i < end; ++i) wrong += q[i] != static_cast<int16_t>(std::nearbyint(x[i] * inverse));
+    }
+  tally.check(wrong == 0, "int16 x", M, 0, K, static_cast<double>(wrong), 0);
+}
+
 }  // namespace
 
 int main() {
@@ -120,7 +137,8 @@ int main() {
         // int8: against the same int16 x in double, block by block (exact integer sums, one float rounding each).
         std::vector<int16_t> q;
         std::vector<float> q_scale;
-        const jk::Int16Rows quantized = jk::quantize_rows(x.data(), M, K, q, q_scale);
+        const jk::Int16Rows quantized = jk::quantize_rows<jk::neon::Lanes>(x.data(), M, K, q, q_scale);
+        check_quantized(tally, x, M, K, q, q_scale);
         const std::vector<int8_t> packed = pack(wq, N, K);
         jk::matmul<jk::neon::Tiles>(quantized, M, packed.data(), N, y.data(), serial);
         compare(tally, "int8", y, M, N, K, 1e-6, [&](int64_t m, int64_t n) {
@@ -135,6 +153,16 @@ int main() {
       }
     }
   }
+  // x's quantization at exact ties: a block whose largest value is 32767 scales by exactly 1.
+  std::vector<float> ties(64, 0.f);
+  ties[0] = 32767.f;
+  for (int64_t i = 1; i < 64; ++i) ties[i] = (i % 2 ? 1.f : -1.f) * (static_cast<float>(i / 2) + 0.5f);
+  std::vector<int16_t> q;
+  std::vector<float> q_scale;
+  jk::quantize_rows<jk::neon::Lanes>(ties.data(), 1, 64, q, q_scale);
+  check_quantized(tally, ties, 1, 64, q, q_scale);
+  tally.check(q[1] == 0 && q[5] == 2 && q[7] == 4, "int16 ties to even", 1, 0, 64, 0, 0);  // 0.5, 2.5, 3.5
+
   // scale_and_store's bfloat16 stores: random values, exact ties (even and odd kept bits), a tail of 3.
   std::vector<float> values(4099);
   for (auto& v : values) v = normal(rng);
