@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from measure import synchronize
 
@@ -58,6 +58,45 @@ def measure_bandwidth(device: torch.device, nbytes: int = GIB, repeats: int = 5)
     return {"copy_gbps": copy_gbps, "read_gbps": read_gbps, "floor_gbps": read_gbps}
 
 
+def image_step_modules(model: Any) -> tuple[nn.Module, ...]:
+    """What a text-to-image decode step of a JanusModel reads once: decoder layers, final norm, gen head and
+    gen aligner."""
+    llm = model.language_model
+    return llm.model.layers, llm.model.norm, model.gen_head, model.gen_aligner
+
+
+def text_step_modules(model: Any) -> tuple[nn.Module, ...]:
+    """What an understanding decode step of a JanusModel reads once: decoder layers, final norm, LM head."""
+    llm = model.language_model
+    return llm.model.layers, llm.model.norm, llm.lm_head
+
+
+def read_in_place_gbps(modules: tuple[nn.Module, ...], device: torch.device, repeats: int = 3) -> float:
+    """GB/s of the fastest pass that reads the modules' own parameters once, where they lie (each seen as
+    float32, the three reductions of `measure_bandwidth`, best of `repeats`): the floor of a decode step
+    measured on its own bytes seconds before or after it, where a shared machine's bandwidth may have moved
+    in the minutes between the run's other readings."""
+    words = [_as_float32(p) for m in modules for p in m.parameters()]
+    reductions: tuple[Callable[[Tensor], object], ...] = (torch.sum, lambda w: torch.dot(w, w), torch.amax)
+
+    def read_with(reduce: Callable[[Tensor], object]) -> float:
+        return _best_seconds(lambda: [reduce(w) for w in words], device, repeats)
+
+    return sum(w.numel() * 4 for w in words) / min(map(read_with, reductions)) / 1e9
+
+
+def module_bytes(modules: tuple[nn.Module, ...]) -> int:
+    """Bytes of the modules' parameters as they are held (int8 weights and their scales included)."""
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
+
+def _as_float32(tensor: Tensor) -> Tensor:
+    """The tensor's bytes (whole 4-byte words of them) as a flat float32 view: any dtype, int8 included
+    (a value that is not a number reads as fast, and the fastest of the passes counts)."""
+    flat = tensor.detach().reshape(-1).view(torch.uint8)
+    return flat[: flat.numel() // 4 * 4].view(torch.float32)
+
+
 def _numel(*modules: nn.Module) -> int:
     return sum(t.numel() for m in modules for t in m.parameters())
 
@@ -74,26 +113,28 @@ class StepBytes:
     @classmethod
     def of(cls, model: Any, dtype: torch.dtype) -> StepBytes:
         """From a JanusModel (meta-built is enough: only shapes are read), at `dtype`."""
-        llm = model.language_model
         scale = torch.empty((), dtype=dtype).element_size()
-        layers = _numel(llm.model.layers, llm.model.norm)
-        cfg = llm.config
+        cfg = model.language_model.config
         kv_heads = cfg.num_key_value_heads or cfg.num_attention_heads
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         return cls(
-            image_weights=(layers + _numel(model.gen_head, model.gen_aligner)) * scale,
-            text_weights=(layers + _numel(llm.lm_head)) * scale,
+            image_weights=_numel(*image_step_modules(model)) * scale,
+            text_weights=_numel(*text_step_modules(model)) * scale,
             kv_per_position=2 * cfg.num_hidden_layers * kv_heads * head_dim * scale,
             total_weights=sum(t.numel() for t in model.state_dict().values()) * scale,
         )
 
     def image_step(self, position: int, rows: int) -> int:
         """Bytes of a text-to-image decode step attending over `position` cached positions."""
-        return self.image_weights + self.kv_per_position * rows * position
+        return self.image_weights + self.kv(position, rows)
 
     def text_step(self, position: int) -> int:
         """Bytes of an understanding decode step (one row) attending over `position` cached positions."""
-        return self.text_weights + self.kv_per_position * position
+        return self.text_weights + self.kv(position, 1)
+
+    def kv(self, position: int, rows: int) -> int:
+        """Bytes of K and V a decode step of `rows` rows reads at `position` cached positions."""
+        return self.kv_per_position * rows * position
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -3,12 +3,13 @@ the issue's target. All figures are times or sizes (smaller is better): `peer/ou
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from floor import StepBytes
-from worker import PEERS, SYSTEMS
+from worker import OURS, PEERS, SYSTEMS
 
 HEADER = ["figure", *SYSTEMS, *(f"{p}/ours" for p in PEERS), "floor", "ours/floor", "target"]
 GB = 1e9
@@ -22,6 +23,7 @@ class Row:
     floor: float | None = None
     target: str = ""
     peer_ratios: bool = True
+    floor_of: str = "ours"  # whose value the floor column divides
 
     def cells(self) -> list[str]:
         ours = self.values.get("ours")
@@ -31,7 +33,7 @@ class Row:
             *(_fmt(self.values.get(s)) for s in SYSTEMS),
             *ratios,
             _fmt(self.floor),
-            _ratio(ours, self.floor),
+            _ratio(self.values.get(self.floor_of), self.floor),
             self.target,
         ]
 
@@ -58,6 +60,41 @@ def _values(
     results: dict[str, Any], workload: str, pick: Callable[[Entry], float | None]
 ) -> dict[str, float | None]:
     return {s: (pick(e) if (e := _entry(results, s, workload)) is not None else None) for s in SYSTEMS}
+
+
+def _beside_rows(
+    results: dict[str, Any],
+    workload: str,
+    label: str,
+    steps: range,
+    kv: Callable[[int], int],
+    targets: dict[str, str],
+) -> list[Row]:
+    """Per system of ours: its mean step over `steps` against its own floor, the bytes of its own step
+    weights (int8 ones for ours-int8) plus step i's `kv(i)`, at the faster of the two reads of those weights
+    just before and just after the workload (the worker's `floor_beside_gbps`): on a shared machine whose
+    bandwidth moves by tens of percent between minutes, the floor read seconds from the steps is the one to
+    hold them to."""
+    rows = []
+    for system in OURS:
+        entry = _entry(results, system, workload)
+        if entry is None or not entry.get("floor_beside_gbps") or not steps:
+            continue
+        gbps, weights = max(entry["floor_beside_gbps"]), entry["step_weight_bytes"]
+        floor_ms = sum(weights + kv(i) for i in steps) / len(steps) / (gbps * GB) * 1e3
+        rows.append(
+            Row(
+                f"{label}: {system}, mean ms/token of steps "
+                f"{steps.start}-{steps.stop - 1} against its own {weights / GB:.2f} GB of weights read "
+                f"beside them ({gbps:.1f} GB/s)",
+                {system: statistics.fmean(entry["steps_ms"][steps.start : steps.stop])},
+                floor_ms,
+                targets.get(system, ""),
+                peer_ratios=False,
+                floor_of=system,
+            )
+        )
+    return rows
 
 
 def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float) -> list[Row]:
@@ -93,6 +130,10 @@ def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float
             step_target,
         ),
     ]
+    targets = {"ours": "ours/floor <= 1.2x (bf16)", "ours-int8": "ours-int8/floor <= 1.3x"} if n == 1 else {}
+    out += _beside_rows(
+        results, key, f"t2i n={n}", range(1, tokens), lambda i: step_bytes.kv(prompt + i, rows), targets
+    )
     if n > 1:
 
         def relative(system: str) -> float | None:
@@ -116,6 +157,7 @@ def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float)
         return [Row("understand: no system completed it", dict.fromkeys(SYSTEMS))]
     prompt, tokens = shape["prompt_len"], shape["tokens"]
     decode = range(1, tokens)
+
     floor_ms = (
         sum(step_bytes.text_step(prompt + i) for i in decode) / len(decode) / (gbps * GB) * 1e3
         if decode
@@ -132,6 +174,9 @@ def understand_rows(results: dict[str, Any], step_bytes: StepBytes, gbps: float)
             _values(results, "understand", lambda e: e["decode_ms"]),
             floor_ms,
             "transformers/ours >= 2x, ours/floor <= 1.3x",
+        ),
+        *_beside_rows(
+            results, "understand", "understand", decode, lambda i: step_bytes.kv(prompt + i, 1), {}
         ),
     ]
 

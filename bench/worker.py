@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import transformers
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 import workloads
-from floor import StepBytes
+from floor import StepBytes, image_step_modules, module_bytes, read_in_place_gbps, text_step_modules
 from janus_sdk.devices import resolve_dtype
 from janus_sdk.pipeline.janus import JanusPipeline
 from janus_sdk.prompts import Message, build_generation_prompt_ids, build_understanding_inputs
@@ -32,6 +32,7 @@ from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersP
 SYSTEMS = ("ours", "ours-int8", "transformers", "reference")
 PEERS = ("transformers", "reference")
 OUR_LINEAR = {"ours-int8": "int8"}  # our variants: the linear backend each is built with
+OURS = ("ours", *OUR_LINEAR)
 WORKLOADS = ("t2i", "understand", "vq")
 T2I_PROMPT = "A red cube on a blue table."
 UNDERSTAND_PROMPT = "What is shown in this image?"
@@ -86,7 +87,7 @@ def understanding_embeds(pipe: JanusPipeline, seed: int) -> Tensor:
 
 def build_system(spec: WorkerSpec, pipe: JanusPipeline) -> System:
     """The system under test; a peer takes over the pipeline's tensors (the caller drops the pipeline)."""
-    if spec.system in ("ours", *OUR_LINEAR):
+    if spec.system in OURS:
         return Ours(pipe, T2I_PROMPT)
     if spec.system == "transformers":
         return TransformersPeer(build_transformers_peer(pipe, spec.model_size))
@@ -127,7 +128,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     )
     # Ours takes its measured choices (janus_sdk.tuning, cached per machine) before anything is timed, as
     # `janus tune` would: a first run on a machine spends seconds here instead of inside the timed steps.
-    tune_s = _timed_tune(pipe) if spec.system in ("ours", *OUR_LINEAR) else None
+    tune_s = _timed_tune(pipe) if spec.system in OURS else None
     step_bytes = StepBytes.of(pipe.model, dtype)
     prompt_ids = build_generation_prompt_ids(T2I_PROMPT, pipe.tokenizer, pipe.chat_template)
     embeds = understanding_embeds(pipe, spec.seed) if "understand" in spec.workloads else None
@@ -138,19 +139,23 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         generator=torch.Generator().manual_seed(spec.seed),
     ).to(device)
     system = build_system(spec, pipe)
+    # ours' decode steps get a floor read on their own weights just before and just after them (a peer's
+    # model is not held here: it may have been built from a copy that `del pipe` frees)
+    ours_model = pipe.model if spec.system in OURS else None
     del pipe
     gc.collect()
     build_s = time.perf_counter() - start
     print(f"{spec.system}: built in {build_s:.1f} s", file=sys.stderr, flush=True)
 
-    # (result key, workload, positions x rows our KV cache holds for it)
-    jobs: list[tuple[str, Callable[[], Any], int]] = []
+    # (result key, workload, positions x rows our KV cache holds for it, what its decode steps read once)
+    jobs: list[tuple[str, Callable[[], Any], int, tuple[nn.Module, ...]]] = []
     if "t2i" in spec.workloads:
         jobs += [
             (
                 f"t2i_n{n}",
                 partial(workloads.text_to_image, system, device, prompt_ids, n, spec.tokens),
                 2 * n * (len(prompt_ids) + NUM_IMAGE_TOKENS),
+                image_step_modules(ours_model) if ours_model is not None else (),
             )
             for n in spec.n
         ]
@@ -160,11 +165,12 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
                 "understand",
                 partial(workloads.understand, system, device, embeds, spec.tokens),
                 embeds.shape[1] + spec.tokens,
+                text_step_modules(ours_model) if ours_model is not None else (),
             )
         )
     if "vq" in spec.workloads:
         vq = partial(workloads.vq_decode, system, device, codes, spec.vq_repeats, spec.vq_budget_s)
-        jobs.append(("vq", vq, 0))
+        jobs.append(("vq", vq, 0, ()))
 
     payload: dict[str, Any] = {
         "spec": asdict(spec),
@@ -177,9 +183,14 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         "tune_s": tune_s,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
-    for key, run, positions in jobs:
+    for key, run, positions, step_modules in jobs:
         print(f"{spec.system}: {key} ...", file=sys.stderr, flush=True)
+        beside = partial(read_in_place_gbps, step_modules, device) if step_modules else None
+        before = beside() if beside else None
         payload["results"][key] = _attempt(run)
+        if beside and "error" not in payload["results"][key]:
+            payload["results"][key]["floor_beside_gbps"] = [before, beside()]
+            payload["results"][key]["step_weight_bytes"] = module_bytes(step_modules)
         payload["kv_cache_bytes"] = max(payload["kv_cache_bytes"], step_bytes.kv_per_position * positions)
         payload.update(peak_rss_bytes=peak_rss_bytes(), cuda_peak_bytes=cuda_peak_bytes(device))
         save(payload)
