@@ -40,8 +40,15 @@ def fake_timer(seconds: dict[str, float], calls: list[str] | None = None) -> tun
 
 def speeds(*, torch: float, kernels: float, winograd: float) -> dict[str, float]:
     """Seconds for a pipeline's candidates: torch's path, every kernel (linear builds "avx2" and "avx512",
-    attention and layer ops "kernel") and the VQ's Winograd convolution."""
-    return {"torch": torch, "kernel": kernels, "avx2": kernels, "avx512": kernels, "winograd": winograd}
+    attention and layer ops "kernel"), and the VQ's Winograd convolution and channels-last activations."""
+    return {
+        "torch": torch,
+        "kernel": kernels,
+        "avx2": kernels,
+        "avx512": kernels,
+        "winograd": winograd,
+        "channels-last": winograd,
+    }
 
 
 def never_timed(candidate: str, run: Callable[[], object], limit: float) -> float:

@@ -4,6 +4,7 @@ decoder are in tests/test_cuda.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 import janus_plugins.vq16.convolution as convolution
+from helpers import Pin
 from janus_plugins.vq16 import VQ16
 from janus_plugins.vq16.convolution import Conv3x3, nnpack_usable
 from janus_plugins.vq16.normalization import GroupNorm, split_group_norm
-from janus_sdk import JanusPipeline
+from janus_sdk import JanusPipeline, tuning
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "janus-tiny"
 needs_nnpack = pytest.mark.skipif(not nnpack_usable(), reason="this torch build has no usable NNPACK")
@@ -53,7 +55,10 @@ def plain_conv(conv: Conv3x3, x: Tensor) -> Tensor:
 
 
 @needs_nnpack
-def test_float32_cpu_convolutions_go_through_nnpack_within_1e5(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_float32_cpu_convolutions_go_through_nnpack_within_1e5(
+    monkeypatch: pytest.MonkeyPatch, pinned: Pin
+) -> None:
+    pinned("vq-winograd=winograd")  # as measured on the CPUs here; no probe among the calls counted
     calls = counting_nnpack(monkeypatch)
     torch.manual_seed(0)
     conv = Conv3x3(48, 40)
@@ -81,8 +86,9 @@ def test_other_dtypes_and_the_flag_off_keep_torchs_convolution(monkeypatch: pyte
 
 
 def test_a_failing_nnpack_call_falls_back_to_torch_for_good(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, pinned: Pin
 ) -> None:
+    pinned("vq-winograd=winograd")  # NNPACK won where it ran, and then fails
     calls: list[int] = []
 
     def failing(*args: object) -> Tensor:
@@ -104,8 +110,9 @@ def test_a_failing_nnpack_call_falls_back_to_torch_for_good(
 
 @needs_nnpack
 def test_decode_with_winograd_matches_the_golden_and_the_direct_decode(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, pinned: Pin
 ) -> None:
+    pinned("vq-winograd=winograd")
     golden = load_file(str(FIXTURE / "golden" / "golden.safetensors"))
     fast, direct = tiny_vq(), tiny_vq(winograd=False)
     calls = counting_nnpack(monkeypatch)
@@ -144,3 +151,71 @@ def test_split_statistics_in_bfloat16_round_like_group_norm() -> None:
     # equal but where the float32 math rounds the other way, and there by at most one bfloat16 step
     assert float((split != native).float().mean()) < 0.02
     torch.testing.assert_close(split.float(), native.float(), rtol=2**-7, atol=1e-5)
+
+
+def conv_layouts(vq: VQ16) -> list[str]:
+    """Records the memory format each 3x3 convolution of `vq`'s decoder receives from here on."""
+    seen: list[str] = []
+
+    def record(_: torch.nn.Module, args: tuple[Tensor, ...]) -> None:
+        nchw, channels_last = (
+            args[0].is_contiguous(),
+            args[0].is_contiguous(memory_format=torch.channels_last),
+        )
+        seen.append("nchw" if nchw else "channels-last" if channels_last else "other")
+
+    for module in vq.decoder.modules():
+        if isinstance(module, Conv3x3):
+            module.register_forward_pre_hook(record)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_activations_decode_the_nchw_image(dtype: torch.dtype, pinned: Pin) -> None:
+    """Where oneDNN computes the convolutions (here: Winograd off), activations held channels-last give the
+    image NCHW activations give, returned NCHW: in float32 up to the order of the sums, in bfloat16 as close
+    to the float32 image as NCHW's."""
+    codes = load_file(str(FIXTURE / "golden" / "golden.safetensors"))["vq_code_grid"]
+    images = {}
+    for layout, computed in (("torch", torch.float32), ("channels-last", dtype), ("torch", dtype)):
+        pinned(f"vq-layout={layout},vq-dtype={str(computed).removeprefix('torch.')}")
+        vq = tiny_vq(winograd=False).to(computed)
+        seen = conv_layouts(vq)
+        with torch.inference_mode():
+            image = vq.decode(codes)
+        assert set(seen) == {"nchw" if layout == "torch" else "channels-last"}
+        assert image.is_contiguous() and image.dtype == computed
+        images[layout, computed] = image.float()
+    exact = images["torch", torch.float32]
+    if dtype == torch.float32:
+        torch.testing.assert_close(images["channels-last", dtype], exact, atol=1e-4, rtol=1e-4)
+    else:
+        nchw_error = (images["torch", dtype] - exact).abs().mean()
+        assert (images["channels-last", dtype] - exact).abs().mean() <= 1.25 * nchw_error
+
+
+@pytest.mark.parametrize(
+    ("faster", "layout"), [("channels-last", torch.channels_last), ("torch", torch.contiguous_format)]
+)
+def test_the_layout_is_the_one_measured_faster_and_nnpack_keeps_nchw(
+    faster: str, layout: torch.memory_format, tmp_path: Path
+) -> None:
+    timed: list[str] = []
+
+    def timer(candidate: str, run: Callable[[], object], limit: float) -> float:
+        run()
+        timed.append(candidate)
+        return 1.0 if candidate == faster else 2.0
+
+    with tuning.use_tuner(tuning.Tuner(tmp_path / "t.json", timer=timer, pins="vq-winograd=winograd")):
+        cpu = torch.device("cpu")
+        assert convolution.coder_layout(torch.bfloat16, cpu, winograd=True) == layout
+        assert timed == ["torch", "channels-last"]
+        assert convolution.coder_layout(torch.float32, cpu, winograd=False) == layout
+        if nnpack_usable():  # NNPACK computes float32 in NCHW: nothing to measure
+            assert convolution.coder_layout(torch.float32, cpu, winograd=True) == torch.contiguous_format
+        assert timed == ["torch", "channels-last"] * 2
+        assert (
+            convolution.coder_layout(torch.bfloat16, torch.device("meta"), winograd=True)
+            == torch.contiguous_format
+        )

@@ -16,6 +16,12 @@ workspace once allocated: ~0.27 GB more resident memory after a 384x384 decode.
 Neither wins everywhere: on a Zen 4 oneDNN's bfloat16 convolution beats both float32 paths, and NNPACK loses
 to oneDNN's float32 at small images. So the coder's dtype and NNPACK are measured choices (`janus_sdk.tuning`,
 families "vq-winograd" and "vq-dtype"), timed on a 128-channel convolution of `PROBE_SIZE`.
+
+oneDNN computes in channels-last blocks: an NCHW activation is reordered into them and back around every
+convolution, which on a Zen 4 made a 384x384 128-channel bfloat16 convolution take 150 ms instead of 110 ms
+on the same tensor held channels-last. Where oneDNN computes the convolutions, the coder's activations are
+held channels-last if that measured faster (family "vq-layout", timed at `LAYOUT_PROBE_SIZE`, where the
+reorders show); NNPACK takes NCHW.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 
 PROBE_CHANNELS, PROBE_SIZE = 128, 48
 """The convolution the choices are timed on: the decoder's widest blocks, at a size taking milliseconds."""
+LAYOUT_PROBE_SIZE = 96
+"""The layout's probe is larger: the reorders it decides on grow with the image (4% of a 48x48 bfloat16
+convolution on a Zen 4, 7% at 96x96, 26% at 384x384)."""
 
 
 @functools.cache
@@ -81,8 +90,8 @@ class Conv3x3(Conv2d):
 
 
 def nnpack_fits(x: Tensor, weight: Tensor) -> bool:
-    """NNPACK takes float32 CPU tensors [B, C, H, W]; used where it measured faster than torch's."""
-    on_cpu = x.device.type == "cpu" and x.ndim == 4
+    """NNPACK takes float32 CPU tensors [B, C, H, W] (NCHW); used where it measured faster than torch's."""
+    on_cpu = x.device.type == "cpu" and x.ndim == 4 and x.is_contiguous()
     return on_cpu and x.dtype == weight.dtype == torch.float32 and nnpack_usable() and winograd_wins()
 
 
@@ -126,7 +135,28 @@ def _cpu_coder_dtype(winograd: bool, threads: int) -> torch.dtype:
     return torch.bfloat16 if winner == "bfloat16" else torch.float32
 
 
-def _probe(dtype: torch.dtype) -> tuple[Conv3x3, Tensor]:
+def coder_layout(dtype: torch.dtype, device: torch.device, winograd: bool) -> torch.memory_format:
+    """The memory format a coder computing in `dtype` holds its activations in: on the CPU channels-last
+    where oneDNN computes the 3x3 convolutions and measured faster so; NCHW where NNPACK computes them
+    (float32 with `winograd`, where it won) and off the CPU."""
+    if device.type != "cpu" or (dtype == torch.float32 and winograd and nnpack_usable() and winograd_wins()):
+        return torch.contiguous_format
+    threads = torch.get_num_threads()
+    return tuning.remembered(("vq-layout", dtype, threads), lambda: _cpu_coder_layout(dtype, threads))
+
+
+def _cpu_coder_layout(dtype: torch.dtype, threads: int) -> torch.memory_format:
+    conv, x = _probe(dtype, LAYOUT_PROBE_SIZE)
+    conv.winograd = False
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    candidates = {"torch": lambda: conv(x), "channels-last": lambda: conv(channels_last)}
+    name = str(dtype).removeprefix("torch.")
+    key = f"{name}/{PROBE_CHANNELS}ch/{LAYOUT_PROBE_SIZE}px/threads={threads}"
+    winner = tuning.choose("vq-layout", key, candidates, baseline="torch")
+    return torch.channels_last if winner == "channels-last" else torch.contiguous_format
+
+
+def _probe(dtype: torch.dtype, size: int = PROBE_SIZE) -> tuple[Conv3x3, Tensor]:
     generator = tuning.probe_generator()
     with torch.device("meta"):  # nn.Conv2d's initialisation would draw from the global RNG
         conv = Conv3x3(PROBE_CHANNELS, PROBE_CHANNELS)
@@ -134,5 +164,5 @@ def _probe(dtype: torch.dtype) -> tuple[Conv3x3, Tensor]:
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.03)
         conv.bias.zero_()  # type: ignore[union-attr]
-    x = torch.randn(1, PROBE_CHANNELS, PROBE_SIZE, PROBE_SIZE, generator=generator)
+    x = torch.randn(1, PROBE_CHANNELS, size, size, generator=generator)
     return conv.to(dtype), x.to(dtype)
