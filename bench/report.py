@@ -71,10 +71,10 @@ def _beside_rows(
     targets: dict[str, str],
 ) -> list[Row]:
     """Per system of ours: its mean step over `steps` against its own floor, the bytes of its own step
-    weights (int8 ones for ours-int8) plus step i's `kv(i)`, at the faster of the two reads of those weights
-    just before and just after the workload (the worker's `floor_beside_gbps`): on a shared machine whose
-    bandwidth moves by tens of percent between minutes, the floor read seconds from the steps is the one to
-    hold them to."""
+    weights (int8 ones for ours-int8) plus step i's `kv(i)`, at the faster of the two in-place reads of its
+    largest weights just before and just after the workload (the worker's `floor_beside_gbps`): on a shared
+    machine whose bandwidth moves by tens of percent between minutes, the floor read seconds from the steps
+    is the one to hold them to."""
     rows = []
     for system in OURS:
         entry = _entry(results, system, workload)
@@ -85,8 +85,8 @@ def _beside_rows(
         rows.append(
             Row(
                 f"{label}: {system}, mean ms/token of steps "
-                f"{steps.start}-{steps.stop - 1} against its own {weights / GB:.2f} GB of weights read "
-                f"beside them ({gbps:.1f} GB/s)",
+                f"{steps.start}-{steps.stop - 1} against its own {weights / GB:.2f} GB of weights at the "
+                f"bandwidth read beside them ({gbps:.1f} GB/s)",
                 {system: statistics.fmean(entry["steps_ms"][steps.start : steps.stop])},
                 floor_ms,
                 targets.get(system, ""),

@@ -21,7 +21,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 import workloads
-from floor import StepBytes, image_step_modules, module_bytes, read_in_place_gbps, text_step_modules
+from floor import (
+    StepBytes,
+    image_step_modules,
+    largest_tensors,
+    module_bytes,
+    read_in_place_gbps,
+    text_step_modules,
+)
 from janus_sdk.devices import resolve_dtype
 from janus_sdk.pipeline.janus import JanusPipeline
 from janus_sdk.prompts import Message, build_generation_prompt_ids, build_understanding_inputs
@@ -139,9 +146,10 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         generator=torch.Generator().manual_seed(spec.seed),
     ).to(device)
     system = build_system(spec, pipe)
-    # ours' decode steps get a floor read on their own weights just before and just after them (a peer's
-    # model is not held here: it may have been built from a copy that `del pipe` frees)
+    # ours' decode steps get a floor read just before and just after them, on its own largest weights (a
+    # peer's model is not held here: it may have been built from a copy that `del pipe` frees)
     ours_model = pipe.model if spec.system in OURS else None
+    largest = largest_tensors(ours_model) if ours_model is not None else []
     del pipe
     gc.collect()
     build_s = time.perf_counter() - start
@@ -185,7 +193,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     }
     for key, run, positions, step_modules in jobs:
         print(f"{spec.system}: {key} ...", file=sys.stderr, flush=True)
-        beside = partial(read_in_place_gbps, step_modules, device) if step_modules else None
+        beside = partial(read_in_place_gbps, largest, device) if step_modules else None
         before = beside() if beside else None
         payload["results"][key] = _attempt(run)
         if beside and "error" not in payload["results"][key]:
