@@ -75,10 +75,12 @@ def largest_tensors(model: nn.Module, nbytes: int = GIB // 2) -> list[Tensor]:
     """The model's largest parameters, together at least `nbytes` where the model holds that much (the
     embedding table and the LM head of a Janus model): memory to read in place, without allocating any."""
     chosen: list[Tensor] = []
+    held = 0
     for tensor in sorted(model.parameters(), key=lambda t: t.numel() * t.element_size(), reverse=True):
-        if sum(t.numel() * t.element_size() for t in chosen) >= nbytes:
+        if held >= nbytes:
             break
         chosen.append(tensor)
+        held += tensor.numel() * tensor.element_size()
     return chosen
 
 

@@ -79,7 +79,8 @@ class Conv3x3(Conv2d):
         super().__init__(in_ch, out_ch, kernel_size=3, padding=1)
 
     def convolve(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self.winograd and not Conv3x3.nnpack_failed and nnpack_fits(x, weight):
+        on_cpu = x.device.type == "cpu" and x.ndim == 4 and x.is_contiguous() and x.dtype == weight.dtype
+        if on_cpu and nnpack_computes(x.dtype, self.winograd):
             try:
                 out: Tensor = torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
                 return out
@@ -89,10 +90,11 @@ class Conv3x3(Conv2d):
         return super().convolve(x, weight, bias)
 
 
-def nnpack_fits(x: Tensor, weight: Tensor) -> bool:
-    """NNPACK takes float32 CPU tensors [B, C, H, W] (NCHW); used where it measured faster than torch's."""
-    on_cpu = x.device.type == "cpu" and x.ndim == 4 and x.is_contiguous()
-    return on_cpu and x.dtype == weight.dtype == torch.float32 and nnpack_usable() and winograd_wins()
+def nnpack_computes(dtype: torch.dtype, winograd: bool) -> bool:
+    """Whether NNPACK computes the 3x3 convolutions of `dtype` CPU tensors (NCHW): float32 with `winograd`,
+    where torch has a working NNPACK and it measured faster than torch's convolution."""
+    usable = winograd and dtype == torch.float32 and not Conv3x3.nnpack_failed and nnpack_usable()
+    return usable and winograd_wins()
 
 
 def winograd_wins() -> bool:
@@ -139,7 +141,7 @@ def coder_layout(dtype: torch.dtype, device: torch.device, winograd: bool) -> to
     """The memory format a coder computing in `dtype` holds its activations in: on the CPU channels-last
     where oneDNN computes the 3x3 convolutions and measured faster so; NCHW where NNPACK computes them
     (float32 with `winograd`, where it won) and off the CPU."""
-    if device.type != "cpu" or (dtype == torch.float32 and winograd and nnpack_usable() and winograd_wins()):
+    if device.type != "cpu" or nnpack_computes(dtype, winograd):
         return torch.contiguous_format
     threads = torch.get_num_threads()
     return tuning.remembered(("vq-layout", dtype, threads), lambda: _cpu_coder_layout(dtype, threads))
