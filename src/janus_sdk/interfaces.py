@@ -230,3 +230,15 @@ class LinearBackend(Protocol):
     def convert(self, linear: nn.Linear) -> nn.Module:
         """A module computing `linear`'s function its own way (or `linear` itself), holding loaded weights."""
         ...
+
+
+@runtime_checkable
+class SharedInputLinear(Protocol):
+    """What a module a LinearBackend converts to may add: computing itself together with other layers that
+    read the same input (a decoder layer's q, k and v projections; gate and up), see
+    `janus_sdk.projections.project`."""
+
+    def project_with(self, x: Tensor, others: Sequence[nn.Module]) -> list[Tensor] | None:
+        """[self(x), *(other(x) for other in others)] with the same values, from one call; None where that
+        does not apply (e.g. another kind of module among `others`, or inputs its fast path does not take)."""
+        ...

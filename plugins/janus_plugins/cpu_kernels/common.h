@@ -15,6 +15,8 @@
 #include <tuple>
 #include <vector>
 
+#include "linear.h"
+
 namespace janus_kernels {
 
 // Splits [0, n) tiles among torch's threads, a few tiles per task (the `parallel` of linear.h's matmul).
@@ -26,11 +28,25 @@ struct TorchThreads {
 // linear.cpp
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
                   bool wide);
+std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                                    const std::vector<at::Tensor>& scales, const std::vector<at::Tensor>& biases,
+                                    bool wide);
 
 // What each architecture's linear source gives linear.cpp: whether this CPU runs its widest tiles (x86: the
-// AVX-512 BF16/VNNI ones; ARM64: none yet), and y [M, N] float32 = x @ weight.T for x's contiguous rows.
+// AVX-512 BF16/VNNI ones; ARM64: none yet), and ys[i] [M, N_i] float32 = x @ weights[i].T for x's contiguous rows
+// (weights of one dtype and width).
 bool wide_supported();
-void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, float* y);
+void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights, bool wide,
+                    const std::vector<float*>& ys);
+
+// The weights of a call as linear.h's drivers take them, their elements read as W.
+template <typename W>
+std::vector<Weight<W>> weights_as(const std::vector<at::Tensor>& weights, const std::vector<float*>& ys) {
+  std::vector<Weight<W>> out;
+  for (size_t i = 0; i < weights.size(); ++i)
+    out.push_back({static_cast<const W*>(weights[i].data_ptr()), weights[i].size(0), ys[i]});
+  return out;
+}
 
 // attention.cpp
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);

@@ -1,37 +1,60 @@
-// The linear kernel's entry, the same on every architecture: y = x @ w.T (* scale) (+ bias) for few rows of x,
-// the weights streamed by this architecture's tiles (stream_weights: linear_x86.cpp or linear_arm.cpp).
-// Conversions happen here and in the tiles, not as torch ops: a decode step makes ~170 of these calls, and each
-// torch op around them costs tens of microseconds.
+// The linear kernel's entry, the same on every architecture: y = x @ w.T (* scale) (+ bias) for few rows of x and
+// one weight or several that read the same x, the weights streamed by this architecture's tiles (stream_weights:
+// linear_x86.cpp or linear_arm.cpp). Conversions happen here and in the tiles, not as torch ops: a decode step
+// makes ~100 of these calls, and each torch op around them costs tens of microseconds.
 #include "common.h"
 #include "lanes.h"
 #include "linear.h"
 
 namespace janus_kernels {
 
-// x: [M, K] float32 or bfloat16; weight: [N, K] float32, bfloat16 or int8 (packed); scale: [N] float32 (int8 only,
-// else empty); bias: [N] or empty. Returns [M, N] in x's dtype. `wide`: the architecture's widest tiles where
-// they apply (needs wide_supported()).
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
-                  bool wide) {
-  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "shapes do not match");
-  TORCH_CHECK(weight.is_contiguous() && weight.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
+// x: [M, K] float32 or bfloat16; weights[i]: [N_i, K] float32, bfloat16 or int8 (packed), all of one dtype;
+// scales[i]: [N_i] float32 (int8 only, else empty); biases[i]: [N_i] or empty. Returns x @ weights[i].T (* scale)
+// (+ bias) for each, [M, N_i] in x's dtype, from one pass over all the weights. `wide`: the architecture's widest
+// tiles where they apply (needs wide_supported()).
+std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                                    const std::vector<at::Tensor>& scales, const std::vector<at::Tensor>& biases,
+                                    bool wide) {
+  TORCH_CHECK(!weights.empty() && scales.size() == weights.size() && biases.size() == weights.size(),
+              "one scale and one bias (maybe empty) per weight");
+  TORCH_CHECK(x.dim() == 2, "x must be [rows, features]");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "x must be float32 or bfloat16");
   TORCH_CHECK(!wide || wide_supported(), "this CPU does not run the kernel's widest tiles");
-  TORCH_CHECK(weight.scalar_type() != at::kChar || weight.size(1) % kChunk == 0,
-              "int8 weights must be packed (pack_int8), with K % 64 == 0");
-  const int64_t M = x.size(0), N = weight.size(0);
-  const std::unique_ptr<float[]> y(new float[M * N]);  // every element is written by the tiles
-  stream_weights(x.contiguous(), weight, wide, y.get());
-  const at::Tensor bias_f = bias.defined() && bias.numel() > 0 ? bias.to(at::kFloat).contiguous() : bias;
-  const float* scale_p = scale.defined() && scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
-  const float* bias_p = bias_f.defined() && bias_f.numel() > 0 ? bias_f.data_ptr<float>() : nullptr;
-  at::Tensor out = at::empty({M, N}, x.options());
-  if (x.scalar_type() == at::kFloat) {
-    scale_and_store<Lanes>(y.get(), scale_p, bias_p, M, N, out.data_ptr<float>());
-  } else {
-    scale_and_store<Lanes>(y.get(), scale_p, bias_p, M, N, out.data_ptr<at::BFloat16>());
+  const int64_t M = x.size(0);
+  std::vector<int64_t> offsets{0};  // where each weight's y starts in one buffer
+  for (const at::Tensor& weight : weights) {
+    TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1), "shapes do not match");
+    TORCH_CHECK(weight.scalar_type() == weights.front().scalar_type(), "the weights of one call share a dtype");
+    TORCH_CHECK(weight.is_contiguous() && weight.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
+    TORCH_CHECK(weight.scalar_type() != at::kChar || weight.size(1) % kChunk == 0,
+                "int8 weights must be packed (pack_int8), with K % 64 == 0");
+    offsets.push_back(offsets.back() + M * weight.size(0));
   }
-  return out;
+  const std::unique_ptr<float[]> y(new float[offsets.back()]);  // every element is written by the tiles
+  std::vector<float*> ys;
+  for (size_t i = 0; i < weights.size(); ++i) ys.push_back(y.get() + offsets[i]);
+  stream_weights(x.contiguous(), weights, wide, ys);
+  std::vector<at::Tensor> outs;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t N = weights[i].size(0);
+    const at::Tensor& bias = biases[i];
+    const at::Tensor bias_f = bias.defined() && bias.numel() > 0 ? bias.to(at::kFloat).contiguous() : bias;
+    const float* scale_p = scales[i].defined() && scales[i].numel() > 0 ? scales[i].data_ptr<float>() : nullptr;
+    const float* bias_p = bias_f.defined() && bias_f.numel() > 0 ? bias_f.data_ptr<float>() : nullptr;
+    at::Tensor out = at::empty({M, N}, x.options());
+    if (x.scalar_type() == at::kFloat) {
+      scale_and_store<Lanes>(ys[i], scale_p, bias_p, M, N, out.data_ptr<float>());
+    } else {
+      scale_and_store<Lanes>(ys[i], scale_p, bias_p, M, N, out.data_ptr<at::BFloat16>());
+    }
+    outs.push_back(out);
+  }
+  return outs;
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
+                  bool wide) {
+  return linear_many(x, {weight}, {scale}, {bias}, wide).front();
 }
 
 }  // namespace janus_kernels

@@ -71,16 +71,41 @@ void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {
   remaining_rows<Tiles, R, Tiles::kGroup - 1>(x.from(m), M - m, w, y + m * N, N);
 }
 
-// y [M, N] = x [M, K] @ w [N, K].T. `parallel(n, body)` runs body(begin, end) over [0, n) tiles, split among
-// threads (at::parallel_for in the module, a plain loop in a test).
+// One weight of a call: its N rows (packed, for int8) and where its y [M, N] goes.
+template <typename W>
+struct Weight {
+  const W* data;
+  int64_t N;
+  float* y;
+};
+
+// y [M, N] = x [M, K] @ w [N, K].T for each weight of `weights` (all K wide), their tiles in one loop split among
+// threads: the projections of a layer that read the same rows (q, k and v; gate and up) are one call, with one
+// preparation of x and one wait for the slowest thread instead of one each. `parallel(n, body)` runs
+// body(begin, end) over [0, n) tiles, split among threads (at::parallel_for in the module, a plain loop in a
+// test).
+template <typename Tiles, typename X, typename W, typename Parallel>
+void matmul(const X& x, int64_t M, const std::vector<Weight<W>>& weights, const Parallel& parallel) {
+  constexpr int R = Tiles::kRows;
+  std::vector<int64_t> first{0};  // the first tile of each weight, then the total
+  for (const auto& w : weights) first.push_back(first.back() + w.N / R);
+  parallel(first.back(), [&](int64_t begin, int64_t end) {
+    size_t i = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
+    for (int64_t t = begin; t < end; ++t) {
+      while (t >= first[i + 1]) ++i;
+      const Weight<W>& w = weights[i];
+      const int64_t row = (t - first[i]) * R;
+      weight_rows<Tiles, R>(x, M, w.data + row * x.K, w.y + row, w.N);
+    }
+  });
+  for (const auto& w : weights)
+    for (int64_t n = w.N / R * R; n < w.N; ++n) weight_rows<Tiles, 1>(x, M, w.data + n * x.K, w.y + n, w.N);
+}
+
+// The same for one weight.
 template <typename Tiles, typename X, typename W, typename Parallel>
 void matmul(const X& x, int64_t M, const W* w, int64_t N, float* y, const Parallel& parallel) {
-  constexpr int R = Tiles::kRows;
-  const int64_t tiles = N / R;
-  parallel(tiles, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) weight_rows<Tiles, R>(x, M, w + t * R * x.K, y + t * R, N);
-  });
-  for (int64_t n = tiles * R; n < N; ++n) weight_rows<Tiles, 1>(x, M, w + n * x.K, y + n, N);
+  matmul<Tiles>(x, M, std::vector<Weight<W>>{{w, N, y}}, parallel);
 }
 
 // x [M, K] (float32 or bfloat16) -> int16 with one scale per row and block of kScaleBlock: max |x| of a block

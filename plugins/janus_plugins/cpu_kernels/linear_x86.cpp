@@ -240,19 +240,20 @@ bool wide_supported() {
 
 // `wide`: the AVX-512 tiles for bfloat16 x against bfloat16 weights and for int8 weights (the AVX2 ones for the
 // rest).
-void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, float* y) {
-  TORCH_CHECK(!wide || weight.size(1) % 64 == 0, "the AVX-512 kernels need K % 64 == 0");
-  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights, bool wide,
+                    const std::vector<float*>& ys) {
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(!wide || K % 64 == 0, "the AVX-512 kernels need K % 64 == 0");
+  const at::ScalarType kind = weights.front().scalar_type();
   const TorchThreads threads;
-  if (wide && bf16 && x.scalar_type() == at::kBFloat16) {
+  if (wide && kind == at::kBFloat16 && x.scalar_type() == at::kBFloat16) {
 #ifdef JANUS_AVX512
     const Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
-    matmul<Bf16Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y, threads);
+    matmul<Bf16Tiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
 #endif
     return;
   }
-  if (weight.scalar_type() == at::kChar) {
+  if (kind == at::kChar) {
     std::vector<int16_t> q;
     std::vector<float> q_scale;
     const Int16Rows quantized =
@@ -261,25 +262,24 @@ void stream_weights(const at::Tensor& x, const at::Tensor& weight, bool wide, fl
 #ifdef JANUS_AVX512
     if (wide) {
       std::vector<uint8_t> lo, hi;
-      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weight.data_ptr<int8_t>(), N, y, threads);
+      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weights_as<int8_t>(weights, ys), threads);
       return;
     }
 #endif
-    matmul<Avx2Tiles>(quantized, M, weight.data_ptr<int8_t>(), N, y, threads);
+    matmul<Avx2Tiles>(quantized, M, weights_as<int8_t>(weights, ys), threads);
     return;
   }
+  const bool bf16 = kind == at::kBFloat16;
   const auto rows_of = [&](const auto* data) {
     return bf16 ? float_rows(data, M, K, interleaved) : float_rows(data, M, K, [](int64_t j) { return j; });
   };
   const std::vector<float> xf =
       x.scalar_type() == at::kFloat ? rows_of(x.data_ptr<float>()) : rows_of(x.data_ptr<at::BFloat16>());
   const FloatRows rows{xf.data(), K};
-  switch (weight.scalar_type()) {
-    case at::kFloat: matmul<Avx2Tiles>(rows, M, weight.data_ptr<float>(), N, y, threads); break;
-    case at::kBFloat16:
-      matmul<Avx2Tiles>(rows, M, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), N, y, threads);
-      break;
-    default: TORCH_CHECK(false, "unsupported weight dtype ", weight.scalar_type());
+  switch (kind) {
+    case at::kFloat: matmul<Avx2Tiles>(rows, M, weights_as<float>(weights, ys), threads); break;
+    case at::kBFloat16: matmul<Avx2Tiles>(rows, M, weights_as<uint16_t>(weights, ys), threads); break;
+    default: TORCH_CHECK(false, "unsupported weight dtype ", kind);
   }
 }
 

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from janus_sdk.projections import project
+
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """x normalised in float32, rounded to x's dtype, then scaled: the weight multiplies the rounded value,
@@ -60,8 +62,12 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+        out: Tensor = self.down_proj(silu_mul(*self.gate_and_up(x)))
         return out
+
+    def gate_and_up(self, x: Tensor) -> list[Tensor]:
+        """The two projections of x, in one call where the linear backend can (`project`)."""
+        return project(x, (self.gate_proj, self.up_proj))
 
 
 class RotaryEmbedding(nn.Module):

@@ -120,7 +120,7 @@ class KernelLayerOps(TorchLayerOps):
         return q.transpose(1, 2), keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def swiglu(self, mlp: MLP, x: Tensor) -> Tensor:
-        product = self.kernels.silu_mul(mlp.gate_proj(x), mlp.up_proj(x))
+        product = self.kernels.silu_mul(*mlp.gate_and_up(x))
         return mlp.down_proj(product)  # type: ignore[no-any-return]
 
 
@@ -154,7 +154,7 @@ class CompiledLayerOps(TorchLayerOps):
         return rotated_q, rotated_k
 
     def swiglu(self, mlp: MLP, x: Tensor) -> Tensor:
-        return mlp.down_proj(self._silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))  # type: ignore[no-any-return]
+        return mlp.down_proj(self._silu_mul(*mlp.gate_and_up(x)))  # type: ignore[no-any-return]
 
 
 TORCH_OPS = TorchLayerOps()

@@ -24,6 +24,7 @@ from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayer
 from janus_sdk import cuda_graphs
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
+from janus_sdk.projections import project
 
 __all__ = ["DecodePlan", "DeepSeekLLM", "StaticKVCache"]
 
@@ -66,9 +67,10 @@ class Attention(nn.Module):
     ) -> Tensor:
         """`mask` (with a Tensor `start` only): the additive mask over the whole cache, see `visible_mask`."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim)
+        q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = q.view(b, t, self.n_heads, self.head_dim)
+        k = k.view(b, t, self.n_kv, self.head_dim)
+        v = v.view(b, t, self.n_kv, self.head_dim)
         layer_keys, layer_values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
         q, keys, values = ops.rotary_into_cache(q, k, v, rope, layer_keys, layer_values, start)
         if self.n_kv != self.n_heads:

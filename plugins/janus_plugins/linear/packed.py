@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,12 +67,44 @@ class PackedLinear(nn.Module):
         self.measured = measured
 
     def forward(self, x: Tensor) -> Tensor:
+        build = self.route(x.numel() // self.in_features, x.dtype)
+        return self.gemm(x) if build is None else self.kernel(x, build)
+
+    def project_with(self, x: Tensor, others: Sequence[nn.Module]) -> list[Tensor] | None:
+        """[self(x), *(other(x) for other in others)] as one kernel call (`janus_sdk.projections`), where the
+        same build serves every one of them at x's rows: PackedLinear layers of this one's width and weight
+        kind. Else None (each computes alone). The values are those of separate calls: each weight row meets
+        the same rows of x in the same tiles."""
         rows = x.numel() // self.in_features
-        if self.isas and rows <= KERNEL_MAX_ROWS:
-            path = self.path(rows, x.dtype) if self.measured else self.builds(x.dtype)[-1]
-            if path != "torch":
-                return self.kernel(x, path)
-        return self.gemm(x)
+        build = self.route(rows, x.dtype)
+        if build is None:
+            return None
+        layers = [self]
+        for other in others:
+            if not (
+                isinstance(other, PackedLinear)
+                and other.in_features == self.in_features
+                and other.weight.dtype == self.weight.dtype
+                and (other.scale is None) == (self.scale is None)
+                and other.route(rows, x.dtype) == build
+            ):
+                return None
+            layers.append(other)
+        ys: list[Tensor] = load_kernels().linear_many(
+            x.reshape(rows, self.in_features),
+            [layer.weight for layer in layers],
+            [_EMPTY if layer.scale is None else layer.scale for layer in layers],
+            [_EMPTY if layer.bias is None else layer.bias for layer in layers],
+            build == AVX512,
+        )
+        return [y.view(*x.shape[:-1], layer.out_features) for y, layer in zip(ys, layers, strict=True)]
+
+    def route(self, rows: int, dtype: torch.dtype) -> str | None:
+        """The kernel build that computes `rows` rows of `dtype` here, or None for torch's GEMM."""
+        if not self.isas or rows > KERNEL_MAX_ROWS:
+            return None
+        path = self.path(rows, dtype) if self.measured else self.builds(dtype)[-1]
+        return None if path == "torch" else path
 
     def builds(self, dtype: torch.dtype) -> tuple[str, ...]:
         """The kernel builds that compute differently for `dtype` inputs: the AVX-512 tiles take bfloat16 x
