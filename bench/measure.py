@@ -10,6 +10,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -58,6 +59,35 @@ class StepClock:
         if self._cuda:
             return [a.elapsed_time(b) / 1e3 for a, b in pairwise(self._events)]
         return [b - a for a, b in pairwise([self._t0, *self._marks])]
+
+
+class ReadingClock(StepClock):
+    """A StepClock that reads the memory between steps (`read()`: GB/s of one pass over weights in place) and
+    leaves the readings out of the steps' times: each step then has the bandwidth read just before and just
+    after it, where a shared machine's moves by tens of percent within seconds. For a run of its own, not the
+    one the peers are compared with: the readings add a pass over the weights read between every two steps."""
+
+    def __init__(self, device: torch.device, read: Callable[[], float]) -> None:
+        super().__init__(device)
+        self._read = read
+        self.readings: list[float] = []  # before step 0, then after each step
+        self._steps: list[float] = []
+        self._begin = 0.0
+
+    def start(self) -> None:
+        self.readings.append(self._read())
+        super().start()
+        self._begin = self._t0
+
+    def mark(self) -> None:
+        synchronize(self.device)
+        self._steps.append(time.perf_counter() - self._begin)
+        self.readings.append(self._read())
+        synchronize(self.device)
+        self._begin = time.perf_counter()
+
+    def steps(self) -> list[float]:
+        return list(self._steps)
 
 
 def window(num_steps: int) -> int:

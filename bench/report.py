@@ -94,7 +94,33 @@ def _beside_rows(
                 floor_of=system,
             )
         )
+        if (paired := _paired_row(entry, label, system, steps, kv, targets)) is not None:
+            rows.append(paired)
     return rows
+
+
+def _paired_row(
+    entry: Entry, label: str, system: str, steps: range, kv: Callable[[int], int], targets: dict[str, str]
+) -> Row | None:
+    """The second run of the workload with the memory read between its steps (the worker's `paired`): its
+    mean step over `steps` against the mean of each step's own floor, at the faster of the readings just
+    before and just after that step."""
+    paired = entry.get("paired")
+    if not paired or len(paired["steps_ms"]) < steps.stop:
+        return None
+    weights, times, readings = entry["step_weight_bytes"], paired["steps_ms"], paired["read_gbps"]
+    floors = [(weights + kv(i)) / (max(readings[i], readings[i + 1]) * GB) * 1e3 for i in steps]
+    chosen = [readings[i] for i in steps] + [readings[steps.stop]]
+    return Row(
+        f"{label}: {system}, a second run with the memory read between its steps: mean ms/token of steps "
+        f"{steps.start}-{steps.stop - 1} against each step's floor at the faster reading beside it "
+        f"({min(chosen):.1f}-{max(chosen):.1f} GB/s)",
+        {system: statistics.fmean(times[steps.start : steps.stop])},
+        statistics.fmean(floors),
+        targets.get(system, ""),
+        peer_ratios=False,
+        floor_of=system,
+    )
 
 
 def t2i_rows(results: dict[str, Any], n: int, step_bytes: StepBytes, gbps: float) -> list[Row]:

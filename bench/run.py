@@ -6,7 +6,8 @@
 
 Each system runs in a subprocess of its own (worker.py), one after the other, so each has the machine and its
 memory to itself and its peak memory is its own. The memory-bandwidth floor is measured here, between the
-workers, and by each of our workers just before and after its decode workloads (floor.read_in_place_gbps).
+workers, by each of our workers just before and after its decode workloads (floor.read_in_place_gbps), and
+between the steps of a second run of each of them (measure.ReadingClock).
 Prints a table; --json writes everything (per-step times included), --markdown writes a report.
 See bench/RESULTS.md for the latest results and what each figure means.
 """

@@ -32,7 +32,7 @@ from floor import (
 from janus_sdk.devices import resolve_dtype
 from janus_sdk.pipeline.janus import JanusPipeline
 from janus_sdk.prompts import Message, build_generation_prompt_ids, build_understanding_inputs
-from measure import cuda_peak_bytes, peak_rss_bytes
+from measure import ReadingClock, cuda_peak_bytes, peak_rss_bytes
 from models import build_reference_peer, build_transformers_peer, load_ours, unique_bytes
 from systems import NUM_IMAGE_TOKENS, Ours, ReferencePeer, System, TransformersPeer
 
@@ -156,7 +156,7 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
     print(f"{spec.system}: built in {build_s:.1f} s", file=sys.stderr, flush=True)
 
     # (result key, workload, positions x rows our KV cache holds for it, what its decode steps read once)
-    jobs: list[tuple[str, Callable[[], Any], int, tuple[nn.Module, ...]]] = []
+    jobs: list[tuple[str, Callable[..., Any], int, tuple[nn.Module, ...]]] = []
     if "t2i" in spec.workloads:
         jobs += [
             (
@@ -199,6 +199,12 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         if beside and "error" not in payload["results"][key]:
             payload["results"][key]["floor_beside_gbps"] = [before, beside()]
             payload["results"][key]["step_weight_bytes"] = module_bytes(step_modules)
+            # a second run with the memory read between its steps: each step beside its own reading
+            clock = ReadingClock(device, partial(read_in_place_gbps, largest, device, repeats=1))
+            paired = _attempt(partial(run, clock=clock))
+            if "error" not in paired:
+                readings = {"steps_ms": paired["steps_ms"], "read_gbps": clock.readings}
+                payload["results"][key]["paired"] = readings
         payload["kv_cache_bytes"] = max(payload["kv_cache_bytes"], step_bytes.kv_per_position * positions)
         payload.update(peak_rss_bytes=peak_rss_bytes(), cuda_peak_bytes=cuda_peak_bytes(device))
         save(payload)

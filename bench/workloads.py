@@ -17,8 +17,8 @@ WARMUP_TOKENS = 2  # prefill + one decode step
 WARMUP_PROMPT = 32  # understanding warm-up prompt length (positions)
 
 
-def _timed(device: torch.device, run: Any) -> tuple[float, list[float]]:
-    clock = StepClock(device)
+def _timed(device: torch.device, run: Any, clock: StepClock | None) -> tuple[float, list[float]]:
+    clock = clock or StepClock(device)
     clock.start()
     run(clock)
     total = clock.stop()
@@ -40,12 +40,18 @@ def _summary(total: float, steps: list[float], tokens: int) -> dict[str, Any]:
 
 
 def text_to_image(
-    system: System, device: torch.device, prompt_ids: list[int], n: int, tokens: int
+    system: System,
+    device: torch.device,
+    prompt_ids: list[int],
+    n: int,
+    tokens: int,
+    clock: StepClock | None = None,
 ) -> dict[str, Any]:
-    """n images (2n rows), `tokens` image tokens each (576 = a whole image)."""
+    """n images (2n rows), `tokens` image tokens each (576 = a whole image); the timed run on `clock`
+    (default: a StepClock)."""
     with torch.inference_mode():
         system.text_to_image(prompt_ids, n, min(WARMUP_TOKENS, tokens), StepClock(device))
-        total, steps = _timed(device, lambda clock: system.text_to_image(prompt_ids, n, tokens, clock))
+        total, steps = _timed(device, lambda c: system.text_to_image(prompt_ids, n, tokens, c), clock)
     return {
         "n": n,
         "rows": 2 * n,
@@ -56,11 +62,14 @@ def text_to_image(
     }
 
 
-def understand(system: System, device: torch.device, embeds: Tensor, tokens: int) -> dict[str, Any]:
-    """Prefill of the one-image prompt `embeds` [1, T, hidden], then `tokens` greedy tokens."""
+def understand(
+    system: System, device: torch.device, embeds: Tensor, tokens: int, clock: StepClock | None = None
+) -> dict[str, Any]:
+    """Prefill of the one-image prompt `embeds` [1, T, hidden], then `tokens` greedy tokens; the timed run on
+    `clock` (default: a StepClock)."""
     with torch.inference_mode():
         system.understand(embeds[:, :WARMUP_PROMPT], min(WARMUP_TOKENS, tokens), StepClock(device))
-        total, steps = _timed(device, lambda clock: system.understand(embeds, tokens, clock))
+        total, steps = _timed(device, lambda c: system.understand(embeds, tokens, c), clock)
     prompt_len = embeds.shape[1]
     summary = _summary(total, steps, tokens)
     decode = steps[1:]
