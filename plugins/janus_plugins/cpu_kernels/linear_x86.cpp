@@ -134,7 +134,7 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
     if constexpr (G == 2) {
       // Two rows of x (a decode step with guidance): the weight rows one after another in a loop kept rolled,
       // their sums passing through memory. Unrolled, every sum in a register, the tile issued the four rows'
-      // loads together and streamed weights 10-27% slower on the Zen 4 of bench/RESULTS.md (2048 -> 5632: 33.4
+      // loads together and streamed weights 10-27% slower on the Zen 4 of bench/RESULTS.md (5632 -> 2048: 33.4
       // against 42.3 GB/s where the memory read ~50 GB/s, 29.6 against 33.6 at ~34). With one row it makes no
       // difference; with more the arithmetic binds and the registers win (8 rows: 36 against 21 GB/s); the
       // int8 tile, rolled the same way, streamed a third slower.
