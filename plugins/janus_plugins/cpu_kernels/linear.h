@@ -102,7 +102,7 @@ void matmul(const X& x, int64_t M, const std::vector<Weight<W>>& weights, const 
     for (int64_t n = w.N / R * R; n < w.N; ++n) weight_rows<Tiles, 1>(x, M, w.data + n * x.K, w.y + n, w.N);
 }
 
-// The same for one weight.
+// The same for one weight (how the NEON tiles' test harness, tests/plugins/native, drives them).
 template <typename Tiles, typename X, typename W, typename Parallel>
 void matmul(const X& x, int64_t M, const W* w, int64_t N, float* y, const Parallel& parallel) {
   matmul<Tiles>(x, M, std::vector<Weight<W>>{{w, N, y}}, parallel);
