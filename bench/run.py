@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=600.0,
         help="seconds after which a VQ decode is stopped and reported as a lower bound",
     )
+    parser.add_argument(
+        "--no-floor-between-steps",
+        dest="floor_between_steps",
+        action="store_false",
+        help="skip the second run of each decode workload of ours that reads the memory between its steps "
+        "(it doubles our decode time: minutes per workload for --tokens 576 on a CPU)",
+    )
     parser.add_argument("--attention", default=None, help="our attention backend (default: the config's)")
     parser.add_argument(
         "--linear",
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
             vq_repeats=args.vq_repeats,
             vq_images=args.vq_images,
             vq_budget_s=args.vq_budget,
+            floor_between_steps=args.floor_between_steps,
             attention=args.attention,
             linear=args.linear,
             params=component_params(args),

@@ -58,6 +58,7 @@ class WorkerSpec:
     vq_repeats: int
     vq_budget_s: float
     vq_images: int = 1
+    floor_between_steps: bool = True  # ours: a second run of each decode workload, reading between its steps
     attention: str | None = None
     linear: str | None = None  # our linear backend (None: the config's "auto"); peers always get torch's
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # config slot -> params over ours' own
@@ -199,12 +200,12 @@ def run_worker(spec: WorkerSpec, save: Callable[[dict[str, Any]], None]) -> None
         if beside and "error" not in payload["results"][key]:
             payload["results"][key]["floor_beside_gbps"] = [before, beside()]
             payload["results"][key]["step_weight_bytes"] = module_bytes(step_modules)
-            # a second run with the memory read between its steps: each step beside its own reading
-            clock = ReadingClock(device, partial(read_in_place_gbps, largest, device, repeats=1))
-            paired = _attempt(partial(run, clock=clock))
-            if "error" not in paired:
-                readings = {"steps_ms": paired["steps_ms"], "read_gbps": clock.readings}
-                payload["results"][key]["paired"] = readings
+            if spec.floor_between_steps:  # a second run, each step beside a reading of its own
+                clock = ReadingClock(device, partial(read_in_place_gbps, largest, device, repeats=1))
+                paired = _attempt(partial(run, clock=clock))
+                if "error" not in paired:
+                    readings = {"steps_ms": paired["steps_ms"], "read_gbps": clock.readings}
+                    payload["results"][key]["paired"] = readings
         payload["kv_cache_bytes"] = max(payload["kv_cache_bytes"], step_bytes.kv_per_position * positions)
         payload.update(peak_rss_bytes=peak_rss_bytes(), cuda_peak_bytes=cuda_peak_bytes(device))
         save(payload)
