@@ -36,10 +36,14 @@ class FakeNeonModule:
     def wide_supported(self) -> bool:
         return False
 
-    def linear(self, x: Tensor, weight: Tensor, scale: Tensor, bias: Tensor, wide: bool) -> Tensor:
+    def linear_many(
+        self, x: Tensor, weights: list[Tensor], scales: list[Tensor], biases: list[Tensor], wide: bool
+    ) -> list[Tensor]:
         self.calls.append((tuple(x.shape), wide))
-        y = torch.nn.functional.linear(x.float(), weight.float(), bias.float() if bias.numel() else None)
-        return y.to(x.dtype)
+        return [
+            torch.nn.functional.linear(x.float(), w.float(), b.float() if b.numel() else None).to(x.dtype)
+            for w, b in zip(weights, biases, strict=True)
+        ]
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@
 #include "common.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("linear", &janus_kernels::linear, "y = x @ weight.T * scale + bias for few rows of x (`wide`: the widest tiles)");
-  m.def("linear_many", &janus_kernels::linear_many, "linear for several weights of one x in one pass (q, k, v; gate, up)");
+  m.def("linear_many", &janus_kernels::linear_many, "x @ weight.T * scale + bias for few rows of x and each weight, in one pass (`wide`: the widest tiles)");
   m.def("wide_supported", &janus_kernels::wide_supported, "whether this CPU runs the widest tiles (x86: AVX-512 BF16/VNNI)");
   m.def("decode_attention", &janus_kernels::decode_attention, "softmax(q k^T * scale) v for one query position");
   m.def("rms_norm", &janus_kernels::rms_norm, "transformers' LlamaRMSNorm of every row");

@@ -26,8 +26,6 @@ struct TorchThreads {
 };
 
 // linear.cpp
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
-                  bool wide);
 std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::Tensor>& weights,
                                     const std::vector<at::Tensor>& scales, const std::vector<at::Tensor>& biases,
                                     bool wide);

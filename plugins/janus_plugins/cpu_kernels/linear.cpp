@@ -52,9 +52,4 @@ std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::T
   return outs;
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale, const at::Tensor& bias,
-                  bool wide) {
-  return linear_many(x, {weight}, {scale}, {bias}, wide).front();
-}
-
 }  // namespace janus_kernels

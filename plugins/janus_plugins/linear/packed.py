@@ -90,14 +90,7 @@ class PackedLinear(nn.Module):
             ):
                 return None
             layers.append(other)
-        ys: list[Tensor] = load_kernels().linear_many(
-            x.reshape(rows, self.in_features),
-            [layer.weight for layer in layers],
-            [_EMPTY if layer.scale is None else layer.scale for layer in layers],
-            [_EMPTY if layer.bias is None else layer.bias for layer in layers],
-            build == AVX512,
-        )
-        return [y.view(*x.shape[:-1], layer.out_features) for y, layer in zip(ys, layers, strict=True)]
+        return _stream(x, layers, build)
 
     def route(self, rows: int, dtype: torch.dtype) -> str | None:
         """The kernel build that computes `rows` rows of `dtype` here, or None for torch's GEMM."""
@@ -117,15 +110,7 @@ class PackedLinear(nn.Module):
 
     def kernel(self, x: Tensor, isa: str) -> Tensor:
         """The kernel's `isa` build: reads each weight once for all rows."""
-        rows = x.numel() // self.in_features
-        y: Tensor = load_kernels().linear(
-            x.reshape(rows, self.in_features),
-            self.weight,
-            _EMPTY if self.scale is None else self.scale,
-            _EMPTY if self.bias is None else self.bias,
-            isa == AVX512,
-        )
-        return y.view(*x.shape[:-1], self.out_features)
+        return _stream(x, [self], isa)[0]
 
     def gemm(self, x: Tensor) -> Tensor:
         """torch's own path: nn.functional.linear in the compute dtype (a dequantizing one for int8), on x as
@@ -192,6 +177,19 @@ class PackedLinear(nn.Module):
         kind = "int8 + scale" if self.scale is not None else str(self.weight.dtype).removeprefix("torch.")
         builds = "+".join(self.isas) or "none"
         return f"in={self.in_features}, out={self.out_features}, weight={kind}, kernels={builds}"
+
+
+def _stream(x: Tensor, layers: Sequence[PackedLinear], isa: str) -> list[Tensor]:
+    """x through each of `layers` (x's width, one weight kind) in one call of the kernel's `isa` build."""
+    rows = x.numel() // layers[0].in_features
+    ys: list[Tensor] = load_kernels().linear_many(
+        x.reshape(rows, layers[0].in_features),
+        [layer.weight for layer in layers],
+        [_EMPTY if layer.scale is None else layer.scale for layer in layers],
+        [_EMPTY if layer.bias is None else layer.bias for layer in layers],
+        isa == AVX512,
+    )
+    return [y.view(*x.shape[:-1], layer.out_features) for y, layer in zip(ys, layers, strict=True)]
 
 
 def _groups(weight: Tensor) -> tuple[int, int]:
