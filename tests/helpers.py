@@ -1,6 +1,6 @@
 """What tests share besides fixtures (conftest.py): the janus-tiny fixture's paths, the example plugin's,
-the environment of a subprocess that sees a pip target folder, and `Pause`, which holds a pipeline call at a
-step."""
+a tuner's fake timer, the environment of a subprocess that sees a pip target folder, and `Pause`, which holds
+a pipeline call at a step."""
 
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ EXAMPLE_DISTRIBUTION = "janus-example-encoder"
 
 Pin = Callable[[str], tuning.Tuner]
 """`pinned(pins)` (conftest.py): the process-wide tuner takes those choices until the test ends."""
+
+
+def fake_timer(seconds: dict[str, float], calls: list[str] | None = None) -> tuning.Timer:
+    """A timer that runs each candidate once and reports the given seconds for it."""
+
+    def timer(candidate: str, run: Callable[[], object], limit: float) -> float:
+        run()
+        if calls is not None:
+            calls.append(candidate)
+        return seconds[candidate]
+
+    return timer
 
 
 def env_seeing(site: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CHECKPOINT
+from helpers import CHECKPOINT, fake_timer
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, KernelLayerOps
 from janus_plugins.deepseek_llm.model import DeepSeekLLM
@@ -24,18 +24,6 @@ from janus_sdk.cli.main import main
 from janus_sdk.errors import BackendUnavailableError, ConfigError
 
 BASELINES = {"torch", "bfloat16"}  # torch's own path in every family (bfloat16 weights: a bfloat16 GEMM)
-
-
-def fake_timer(seconds: dict[str, float], calls: list[str] | None = None) -> tuning.Timer:
-    """A timer that runs each candidate once and reports the given seconds for it."""
-
-    def timer(candidate: str, run: Callable[[], object], limit: float) -> float:
-        run()
-        if calls is not None:
-            calls.append(candidate)
-        return seconds[candidate]
-
-    return timer
 
 
 def speeds(*, torch: float, kernels: float, winograd: float) -> dict[str, float]:

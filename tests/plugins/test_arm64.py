@@ -130,7 +130,12 @@ def test_x86_backends_pinned_on_arm64_name_what_they_need(arm64: FakeNeonModule)
 
 def test_attention_and_layer_ops_run_the_neon_build(arm64: FakeNeonModule) -> None:
     assert choose_attention_backend(CPU, torch.bfloat16) == "neon"
-    KernelAttention("neon", NEON).check(CPU, torch.bfloat16)
+    attention = KernelAttention("neon", NEON)
+    attention.check(CPU, torch.bfloat16)
+    # a prompt: SDPA's (the prompt kernel is x86's; the fake module has none to call)
+    q, k, v = (torch.randn(1, 2, 9, 64).to(torch.bfloat16) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(attention.attend(q, k, v, causal=True), expected)
     assert kernel_module.kernels_usable(CPU, torch.bfloat16, "the kernels serve")
     pinned = tuning.Tuner(Path(os.environ[tuning.CACHE_ENV]) / "t.json", pins="layer-ops=kernel")
     with tuning.use_tuner(pinned):

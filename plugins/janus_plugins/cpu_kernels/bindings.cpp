@@ -8,6 +8,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_many", &janus_kernels::linear_many, "x @ weight.T * scale + bias for few rows of x and each weight, in one pass (`wide`: the widest tiles)");
   m.def("wide_supported", &janus_kernels::wide_supported, "whether this CPU runs the widest tiles (x86: AVX-512 BF16/VNNI)");
   m.def("decode_attention", &janus_kernels::decode_attention, "softmax(q k^T * scale) v for one query position");
+  m.def("prompt_attention", &janus_kernels::prompt_attention, "softmax(q k^T * scale) v for many query positions (AVX512-BF16 only)");
   m.def("rms_norm", &janus_kernels::rms_norm, "transformers' LlamaRMSNorm of every row");
   m.def("add_rms_norm", &janus_kernels::add_rms_norm, "(x + delta, rms_norm(x + delta))");
   m.def("rotary_into_cache", &janus_kernels::rotary_into_cache, "rotary embedding of q in place, of k into the key cache");

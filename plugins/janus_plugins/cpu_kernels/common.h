@@ -2,7 +2,8 @@
 // own: linear.cpp (the weight-streaming matmul's entry) with one source of tiles per architecture
 // (linear_x86.cpp, linear_arm.cpp) and its torch-free drivers (linear.h); attention.cpp (one query position over
 // a KV cache) and layer_ops.cpp (RMSNorm, rotary, SiLU gate), written once over the architecture's float32 lanes
-// (lanes.h: x86.h's AVX2 or neon.h's). bindings.cpp is the Python module.
+// (lanes.h: x86.h's AVX2 or neon.h's); prompt_attention.cpp (many query positions, x86 with AVX512-BF16 only).
+// bindings.cpp is the Python module.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -48,6 +49,10 @@ std::vector<Weight<W>> weights_as(const std::vector<at::Tensor>& weights, const 
 
 // attention.cpp
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+
+// prompt_attention.cpp (x86 with AVX512-BF16 only: wide_supported())
+at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                            bool causal);
 
 // layer_ops.cpp
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -12,20 +12,6 @@ namespace {
 // sum or an exp's last float32 bit). Rows are multiples of 8 elements.
 
 constexpr int64_t W = Lanes::kWidth;
-using Vec = decltype(Lanes::zero());
-
-// e^x for x in [-87, 88] (clamped), relative error ~2e-7: Cephes' polynomial on x - n ln2, times 2^n.
-inline Vec exp_lanes(Vec x) {
-  x = Lanes::min(Lanes::max(x, Lanes::splat(-87.f)), Lanes::splat(88.f));
-  const Vec n = Lanes::round_nearest(Lanes::mul(x, Lanes::splat(1.44269504088896341f)));
-  Vec r = Lanes::fnma(n, Lanes::splat(0.693359375f), x);
-  r = Lanes::fnma(n, Lanes::splat(-2.12194440e-4f), r);
-  Vec p = Lanes::splat(1.9875691500e-4f);
-  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    p = Lanes::fma(p, r, Lanes::splat(c));
-  p = Lanes::fma(Lanes::mul(p, r), r, Lanes::add(r, Lanes::splat(1.f)));
-  return Lanes::mul(p, Lanes::pow2(n));
-}
 
 // transformers' LlamaRMSNorm of one row: x * rsqrt(mean(x^2) + eps) in float32, rounded to T, times the
 // weight, rounded to T.
