@@ -94,13 +94,17 @@ struct Avx2Tiles {
 // ~24-26 GB/s of weights held in cache (bench/linear_kernels.py --resident), which the tiles, prefetching the
 // next tile while they compute, nearly stream (bench/RESULTS.md). Compiled for these extensions here only; called
 // only where the CPU reports them (`wide_supported`), and chosen by measurement against the others.
-// x's int16 values as two unsigned bytes each, q = 256 * (hi - 128) + lo (for the AVX-512 int8 tiles).
+// x's int16 values as two bytes each, q = 256 * hi + lo with lo unsigned and hi signed, and per scale block
+// the 16 lanes' sums of 128 * hi as `vpdpbusd` groups them (for the AVX-512 int8 tiles).
 struct BytePairRows {
   const uint8_t* lo;
-  const uint8_t* hi;
+  const int8_t* hi;
+  const int32_t* hi_sums;  // [rows][blocks][16]
   const float* scale;
   int64_t K, blocks;
-  BytePairRows from(int64_t m) const { return {lo + m * K, hi + m * K, scale + m * blocks, K, blocks}; }
+  BytePairRows from(int64_t m) const {
+    return {lo + m * K, hi + m * K, hi_sums + m * blocks * 16, scale + m * blocks, K, blocks};
+  }
 };
 
 #if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
@@ -148,10 +152,12 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
     for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
 }
 
-// int8 weights against x's int16 values split into bytes, q = 256 * (hi - 128) + lo with lo, hi unsigned:
-// `vpdpbusd` multiplies 64 unsigned x bytes by 64 signed weights per instruction with no widening, two passes
-// (lo, hi) per row of x, and one shared pass of 128s per weight vector takes the +128 of hi back out. Per scale
-// block every int32 sum is below 255 * 127 * 512 (exact); they are combined in float32.
+// int8 weights against x's int16 values split into bytes, q = 256 * hi + lo: `vpdpbusd` multiplies 64 unsigned
+// bytes by 64 signed ones per instruction with no widening: lo (unsigned) by the weights, and the weights made
+// unsigned (w + 128, one xor) by hi (signed). Two passes per row of x, where a third per weight vector took out
+// an offset; the hi sums carry 128 * sum(hi) instead, which depends on x alone and is subtracted lane by lane
+// per scale block (hi_sums). Per scale block every int32 sum is below 255 * 128 * 32 per lane (exact), the same
+// integers as before the change (bit-identical results); they are combined in float32.
 // vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
 inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
@@ -161,16 +167,14 @@ inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 template <int G, int R>
 inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
-  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 total[G][R];
   for (int m = 0; m < G; ++m)
     for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < x.blocks; ++b) {
-    __m512i lo[G][R], hi[G][R], shift[R];
-    for (int r = 0; r < R; ++r) {
-      shift[r] = _mm512_setzero_si512();
-      for (int m = 0; m < G; ++m) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
-    }
+    __m512i lo[G][R], hi[G][R];
+    for (int m = 0; m < G; ++m)
+      for (int r = 0; r < R; ++r) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
     const int64_t end = std::min(K, (b + 1) * kScaleBlock);
     for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {
       __m512i xl[G], xh[G];
@@ -181,17 +185,18 @@ inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ld
       for (int r = 0; r < R; ++r) {
         const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
         _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
-        shift[r] = dpbusd(shift[r], offset, wv);
+        const __m512i unsigned_w = _mm512_xor_si512(wv, flip);
         for (int m = 0; m < G; ++m) {
           lo[m][r] = dpbusd(lo[m][r], xl[m], wv);
-          hi[m][r] = dpbusd(hi[m][r], xh[m], wv);
+          hi[m][r] = dpbusd(hi[m][r], unsigned_w, xh[m]);
         }
       }
     }
     for (int m = 0; m < G; ++m) {
       const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
+      const __m512i offset = _mm512_loadu_si512(x.hi_sums + (m * x.blocks + b) * 16);
       for (int r = 0; r < R; ++r) {
-        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], shift[r]));
+        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], offset));
         const __m512 exact = _mm512_fmadd_ps(high, _mm512_set1_ps(256.f), _mm512_cvtepi32_ps(lo[m][r]));
         total[m][r] = _mm512_fmadd_ps(exact, scale, total[m][r]);
       }
@@ -201,23 +206,34 @@ inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ld
     for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
 }
 
-// x's int16 values as the int8 tiles take them: q = 256 * (hi - 128) + lo, 32 values at a time.
-BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<uint8_t>& hi) {
+// x's int16 values as the int8 tiles take them: q = 256 * hi + lo, 32 values at a time, and 128 * hi summed as
+// vpdpbusd sums it (byte 4i..4i + 3 of every 64 into lane i) per row and scale block.
+BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<int8_t>& hi,
+                         std::vector<int32_t>& hi_sums) {
   lo.resize(M * q.K);
   hi.resize(M * q.K);
-  const __m512i offset = _mm512_set1_epi16(128);
+  hi_sums.resize(M * q.blocks * 16);
   for (int64_t i = 0; i < M * q.K; i += kLanes512) {  // K % 64 == 0
     const __m512i v = _mm512_loadu_si512(q.data + i);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + i), _mm512_cvtepi16_epi8(v));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + i),
-                        _mm512_cvtepi16_epi8(_mm512_add_epi16(_mm512_srai_epi16(v, 8), offset)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + i), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
   }
-  return {lo.data(), hi.data(), q.scale, q.K, q.blocks};
+  const __m512i h128 = _mm512_set1_epi8(static_cast<char>(0x80));  // 128 as vpdpbusd's unsigned bytes
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < q.blocks; ++b) {
+      __m512i sums = _mm512_setzero_si512();
+      const int64_t end = std::min(q.K, (b + 1) * kScaleBlock);
+      for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512)
+        sums = dpbusd(sums, h128, _mm512_loadu_si512(hi.data() + m * q.K + k));
+      _mm512_storeu_si512(hi_sums.data() + (m * q.blocks + b) * 16, sums);
+    }
+  }
+  return {lo.data(), hi.data(), hi_sums.data(), q.scale, q.K, q.blocks};
 }
 
 // The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
-// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 4 shifts, 2 x 2 rows of x bytes
-// and a weight vector.
+// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 2 x 2 rows of x bytes, a weight
+// vector, its unsigned form and the constant that makes it.
 template <int Group, int Rows>
 struct Avx512Tiles {
   static constexpr int kGroup = Group;
@@ -273,8 +289,10 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
                                       : quantize_rows<Avx2Lanes>(x.data_ptr<at::BFloat16>(), M, K, q, q_scale);
 #ifdef JANUS_AVX512
     if (wide) {
-      std::vector<uint8_t> lo, hi;
-      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi), M, weights_as<int8_t>(weights, ys), threads);
+      std::vector<uint8_t> lo;
+      std::vector<int8_t> hi;
+      std::vector<int32_t> hi_sums;
+      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi, hi_sums), M, weights_as<int8_t>(weights, ys), threads);
       return;
     }
 #endif
