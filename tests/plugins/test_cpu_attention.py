@@ -195,6 +195,8 @@ def test_sdpa_serves_the_prompts_the_kernel_does_not_take_or_lost_to(
         (q[..., :32], k[..., :32], v[..., :32], None),  # a head size the tiles do not cover
         (q, k, v, mask.to(torch.bfloat16)),  # a mask (left-padded batches)
     ]
+    far = torch.empty_strided((1, 2, 20, 64), (64, 64, 1 << 26, 1), dtype=torch.bfloat16, device="meta")
+    assert not cpu_attention.prompt_kernel_serves(q, far, far)  # beyond the gather's 32-bit offsets
     for q_, k_, v_, mask_ in others:
         expected = torch.nn.functional.scaled_dot_product_attention(
             q_, k_, v_, attn_mask=mask_, is_causal=mask_ is None

@@ -105,17 +105,21 @@ def _measure(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) 
 
 PROMPT_DIM_MULTIPLE = 64
 """Head sizes the prompt kernel takes (its register tiles cover 64 dimensions at a time)."""
+PROMPT_MAX_KEY_STRIDE = 1 << 26
+"""Elements between two keys the prompt kernel takes (it gathers 16 keys through 32-bit byte offsets)."""
 
 
 def prompt_kernel_serves(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether the prompt kernel can compute this call: bfloat16, head size a multiple of 64, unit stride
-    along it, keys and values laid out alike, and a CPU that runs the kernels' AVX-512 build."""
+    along it, keys and values laid out alike (not absurdly far apart), and a CPU that runs the kernels'
+    AVX-512 build."""
     return (
         q.dtype == k.dtype == v.dtype == torch.bfloat16
         and q.shape[-1] % PROMPT_DIM_MULTIPLE == 0
         and q.stride(-1) == 1
         and k.stride(-1) == 1
         and k.stride() == v.stride()
+        and k.stride(-2) < PROMPT_MAX_KEY_STRIDE
         and AVX512 in kernel_isas()
     )
 

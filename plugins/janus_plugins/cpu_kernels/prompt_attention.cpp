@@ -30,6 +30,7 @@ constexpr int64_t kQueries = 32;      // query rows per task
 constexpr int kRowTile = 4;           // query rows per register tile
 constexpr int kVectorTile = 4;        // key blocks (scores) or 16-dimension chunks (values) per register tile
 constexpr int64_t kDimMultiple = kKeys * kVectorTile;  // head sizes the tiles cover (64, 128, ...)
+constexpr int64_t kMaxKeyStride = int64_t{1} << 26;     // 15 keys apart in bytes must fit the gather's int32
 
 // e^(scale * (s - max)) of one row of n scores, rounded to bfloat16 into p, zeros after them up to `padded`;
 // returns the sum of the float32 exponentials.
@@ -176,13 +177,15 @@ at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::
                             bool causal) {
 #ifdef JANUS_PROMPT_ATTENTION
   TORCH_CHECK(wide_supported(), "prompt_attention needs a CPU with AVX512-BF16");
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && k.strides() == v.strides(), "shapes do not match");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && k.strides() == v.strides(),
+              "shapes do not match");
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
                   v.scalar_type() == at::kBFloat16, "bfloat16 q, k and v expected");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1), L = k.size(2);
   TORCH_CHECK(k.size(0) == B && k.size(3) == D && H % Hkv == 0 && L >= T && D % kDimMultiple == 0,
               "shapes do not match");
   TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1, "q, k and v need unit stride along D");
+  TORCH_CHECK(k.stride(2) < kMaxKeyStride, "keys too far apart for the gather's 32-bit offsets");
   TORCH_CHECK(scale > 0, "scale must be positive");
   const int64_t blocks = (L + kKeys - 1) / kKeys, padded = blocks * kKeys, group = H / Hkv;
   at::Tensor keys = at::empty({B * Hkv, padded * D}, q.options());
