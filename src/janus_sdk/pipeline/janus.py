@@ -576,10 +576,12 @@ class JanusPipeline:
     def tune(
         self, batch_sizes: Sequence[int] = TUNED_BATCHES, prompt_length: int = 64
     ) -> dict[str, Decision]:
-        """Take now every measured choice (`janus_sdk.tuning`) that chats and image generations at
+        """Take now the measured choices (`janus_sdk.tuning`) that chats and image generations at
         `batch_sizes` rows need, rather than at their first use: a prefill of `prompt_length` random
         embeddings and one decode step per batch size through the backbone and both heads, and one VQ
-        decode. Returns every decision known for this machine (what `janus tune` prints)."""
+        decode. Choices keyed by length (attention) are taken for those lengths; longer prompts and caches
+        measure theirs at first use. Returns every decision known for this machine (what `janus tune`
+        prints)."""
         llm = self.model.language_model
         with self._lock, torch.inference_mode():
             for rows in batch_sizes:
