@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -295,8 +296,15 @@ def render_markdown(
     )
 
 
+def _stop_on_sigterm(signum: int, _: object) -> None:
+    """SIGTERM (`kill`, `timeout`) as an exit that unwinds: subprocess.run then kills the running worker,
+    which would otherwise go on computing beside whatever runs next (and skew its times)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype, device)
