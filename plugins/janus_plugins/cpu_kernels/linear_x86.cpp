@@ -154,10 +154,11 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
 
 // int8 weights against x's int16 values split into bytes, q = 256 * hi + lo: `vpdpbusd` multiplies 64 unsigned
 // bytes by 64 signed ones per instruction with no widening: lo (unsigned) by the weights, and the weights made
-// unsigned (w + 128, one xor) by hi (signed). Two passes per row of x, where a third per weight vector took out
-// an offset; the hi sums carry 128 * sum(hi) instead, which depends on x alone and is subtracted lane by lane
-// per scale block (hi_sums). Per scale block every int32 sum is below 255 * 128 * 32 per lane (exact), the same
-// integers as before the change (bit-identical results); they are combined in float32.
+// unsigned (w + 128, one xor) by hi (signed), two instructions per row of x and weight vector. The 128 * sum(hi)
+// the second adds depends on x alone: split_bytes sums it per lane and scale block once per call and the tile
+// subtracts it (hi_sums), where a third, shared pass of 128s per weight vector made the step ~4% slower
+// (docs/performance.md). Per scale block every int32 sum is below 255 * 128 * 32 per lane (exact); the blocks
+// are combined in float32.
 // vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
 inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
