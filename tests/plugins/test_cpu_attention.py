@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import Pin, fake_timer
-from janus_plugins.attention import SDPAAttention, math_attention
+from janus_plugins.attention import SDPAAttention, end_aligned_causal_mask, math_attention
 from janus_plugins.attention import cpu as cpu_attention
 from janus_plugins.attention.cpu import KernelAttention
 from janus_plugins.cpu_kernels import AVX2, AVX512, NEON, kernel_isas, load_kernels, target
@@ -34,10 +34,13 @@ def backend() -> KernelAttention:
     return attention
 
 
-def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """The reference math in float64 (softmax in float32); where causal, query i sees keys 0..L - T + i."""
     group = q.shape[1] // k.shape[1]
     k, v = (t.double().repeat_interleave(group, dim=1) for t in (k, v))
-    return math_attention(q.double(), k, v, None, None)
+    tq, tk = q.shape[-2], k.shape[-2]
+    mask = end_aligned_causal_mask(tq, tk, q.device, torch.float64) if causal else None
+    return math_attention(q.double(), k, v, mask, None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -93,18 +96,6 @@ def prompt_kernel(backend: KernelAttention) -> ModuleType:
     return load_kernels()
 
 
-def _prompt_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v in float64, query i seeing keys 0..L - T + i where causal."""
-    group = q.shape[1] // k.shape[1]
-    k, v = (t.double().repeat_interleave(group, dim=1) for t in (k, v))
-    scores = q.double() @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
-    if causal:
-        t, length = q.shape[-2], k.shape[-2]
-        seen = torch.ones(t, length, dtype=torch.bool).tril(length - t)
-        scores = scores.masked_fill(~seen, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
 def _sdpa_error(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, exact: torch.Tensor
 ) -> float:
@@ -140,7 +131,7 @@ def test_prompt_kernel_is_as_close_to_the_exact_math_as_sdpa(
     k, v = cache_k[:, :, :keys], cache_v[:, :, :keys]
     out = prompt_kernel.prompt_attention(q, k, v, dim**-0.5, causal)
     assert out.shape == q.shape and out.dtype == torch.bfloat16
-    exact = _prompt_reference(q, k, v, causal)
+    exact = _reference(q, k, v, causal)
     error = float((out.double() - exact).abs().max())
     # both round the probabilities and the output to bfloat16: the same size of error, not the same bits
     assert error <= 1.5 * _sdpa_error(q, k, v, causal, exact) + 1e-3, error
