@@ -215,6 +215,30 @@ class AttentionBackend(Protocol):
 
 
 @runtime_checkable
+class KernelDecodeAttention(Protocol):
+    """What an AttentionBackend may add: whether its decode step (one query position, no mask) over `length`
+    cached positions is the CPU kernels' `decode_attention`, so that a backbone running a decode step's layers
+    as one kernel call (deepseek_llm's `native_step`) may call that kernel in its place."""
+
+    def decodes_with_kernel(
+        self, dtype: torch.dtype, rows: int, heads: int, dim: int, length: int
+    ) -> bool: ...
+
+
+@runtime_checkable
+class KernelLinearModule(Protocol):
+    """What a module a LinearBackend converts to may add: the CPU kernels' `linear_many` operands for its
+    weight, and which build of that kernel its forward calls for `rows` rows (None: another path), so that a
+    backbone running a decode step's layers as one kernel call may make those calls itself."""
+
+    def route(self, rows: int, dtype: torch.dtype) -> str | None: ...
+
+    def kernel_operands(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(weight as the kernel takes it, scale per output feature or None, bias or None)."""
+        ...
+
+
+@runtime_checkable
 class LinearBackend(Protocol):
     """How the linear layers read once per generated token (LLM backbone, generation head) compute.
 

@@ -73,14 +73,27 @@ class KernelAttention(SDPAAttention):
                 return out
         return super().attend(q, k, v, causal=causal, mask=mask, scale=scale)
 
+    def decodes_with_kernel(self, dtype: torch.dtype, rows: int, heads: int, dim: int, length: int) -> bool:
+        """Whether `attend` of one query position (CPU, no mask) over `length` positions is the kernels'
+        `decode_attention` (`interfaces.KernelDecodeAttention`); never for a subclass attending otherwise."""
+        if type(self).attend is not KernelAttention.attend:
+            return False
+        return dim % 8 == 0 and decode_kernel_wins(dtype, rows, heads, dim, length)
+
 
 def kernel_wins(q: Tensor, k: Tensor) -> bool:
     """Whether the kernel measured faster than SDPA's decode step here, for q's shape and dtype and k's
-    length rounded up to a power of two (measured on first use, then a dictionary look-up)."""
+    length (`decode_kernel_wins`)."""
     batch, heads, _, dim = q.shape
-    length = _power_of_two(k.shape[-2])
-    key = ("decode-attention", q.dtype, batch, heads, dim, length, torch.get_num_threads())
-    return tuning.remembered(key, lambda: _measure(q.dtype, batch, heads, dim, length))
+    return decode_kernel_wins(q.dtype, batch, heads, dim, k.shape[-2])
+
+
+def decode_kernel_wins(dtype: torch.dtype, batch: int, heads: int, dim: int, length: int) -> bool:
+    """Whether the kernel measured faster than SDPA's decode step for this shape, the cache length rounded up
+    to a power of two (measured on first use, then a dictionary look-up)."""
+    length = _power_of_two(length)
+    key = ("decode-attention", dtype, batch, heads, dim, length, torch.get_num_threads())
+    return tuning.remembered(key, lambda: _measure(dtype, batch, heads, dim, length))
 
 
 def _power_of_two(n: int) -> int:

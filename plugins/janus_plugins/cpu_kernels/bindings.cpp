@@ -13,4 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("add_rms_norm", &janus_kernels::add_rms_norm, "(x + delta, rms_norm(x + delta))");
   m.def("rotary_into_cache", &janus_kernels::rotary_into_cache, "rotary embedding of q in place, of k into the key cache");
   m.def("silu_mul", &janus_kernels::silu_mul, "silu(gate) * up");
+  pybind11::class_<janus_kernels::DecoderStack>(m, "DecoderStack", "a decode step's decoder layers in one call")
+      .def(pybind11::init<const std::vector<std::vector<at::Tensor>>&, const std::vector<std::vector<at::Tensor>>&,
+                          const std::vector<std::vector<at::Tensor>>&, const std::vector<double>&, int64_t, int64_t>())
+      .def("run", &janus_kernels::DecoderStack::run, "x at position start through every layer, writing the cache");
 }

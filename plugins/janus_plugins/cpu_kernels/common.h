@@ -2,8 +2,8 @@
 // own: linear.cpp (the weight-streaming matmul's entry) with one source of tiles per architecture
 // (linear_x86.cpp, linear_arm.cpp) and its torch-free drivers (linear.h); attention.cpp (one query position over
 // a KV cache) and layer_ops.cpp (RMSNorm, rotary, SiLU gate), written once over the architecture's float32 lanes
-// (lanes.h: x86.h's AVX2 or neon.h's); prompt_attention.cpp (many query positions, x86 with AVX512-BF16 only).
-// bindings.cpp is the Python module.
+// (lanes.h: x86.h's AVX2 or neon.h's); prompt_attention.cpp (many query positions, x86 with AVX512-BF16 only);
+// decoder_step.cpp (a decode step's layers as one call of the others). bindings.cpp is the Python module.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -61,5 +61,30 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
 void rotary_into_cache(at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
                        const at::Tensor& sin, at::Tensor& keys, at::Tensor& values, int64_t start);
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
+
+// decoder_step.cpp: a decode step's decoder layers in one call (weights held from construction).
+class DecoderStack {
+ public:
+  // Per layer: weights [input norm, post-attention norm, q, k, v, o, gate, up, down], the projections' 7 scales
+  // and biases (empty tensors where none), and eps of the two norms (2 per layer, in order).
+  DecoderStack(const std::vector<std::vector<at::Tensor>>& weights, const std::vector<std::vector<at::Tensor>>& scales,
+               const std::vector<std::vector<at::Tensor>>& biases, const std::vector<double>& eps, int64_t heads,
+               int64_t kv_heads);
+  at::Tensor run(at::Tensor x, at::Tensor& keys, at::Tensor& values, const at::Tensor& cos, const at::Tensor& sin,
+                 int64_t start, double scale, bool wide) const;
+
+ private:
+  struct Projections {  // linear layers that read the same rows: one linear_many call
+    std::vector<at::Tensor> weights, scales, biases;
+    std::vector<at::Tensor> operator()(const at::Tensor& x, bool wide) const;
+  };
+  struct Layer {
+    at::Tensor input_norm, post_norm;
+    double input_eps, post_eps;
+    Projections qkv, o, gate_up, down;
+  };
+  std::vector<Layer> layers_;
+  int64_t heads_, kv_heads_;
+};
 
 }  // namespace janus_kernels

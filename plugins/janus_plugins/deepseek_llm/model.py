@@ -5,13 +5,15 @@ attention block and the cache are written so that every step writes keys/values 
 no per-step allocation) and attention goes through the pipeline's AttentionBackend. The elementwise parts of
 a layer go through `layer_ops` (torch's ops, the AVX2 kernels on the CPU, compiled ones in a captured CUDA
 step). How steps run is chosen once per device and dtype (`DeepSeekLLM.prepare`), captured CUDA steps
-included, which the model keeps between calls (`captured`). Parameter names equal the official
+included, which the model keeps between calls (`captured`), and CPU decode steps whose every part is a kernel
+as one call of them (`native_step`). Parameter names equal the official
 `language_model.*` checkpoint keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +23,7 @@ from janus_plugins.deepseek_llm.cache import StaticKVCache
 from janus_plugins.deepseek_llm.captured import Capture, DecodeGraphs
 from janus_plugins.deepseek_llm.config import DeepSeekLLMConfig
 from janus_plugins.deepseek_llm.layer_ops import TORCH_OPS, Position, TorchLayerOps, layer_ops
+from janus_plugins.deepseek_llm.native_step import NativeLayers, native_layers
 from janus_sdk import cuda_graphs
 from janus_sdk.errors import InputError
 from janus_sdk.interfaces import AttentionBackend
@@ -32,13 +35,15 @@ __all__ = ["DecodePlan", "DeepSeekLLM", "StaticKVCache"]
 @dataclass(frozen=True)
 class DecodePlan:
     """How the backbone's steps run on one device in one dtype, chosen once (`DeepSeekLLM.prepare`): the
-    elementwise ops of prompts and eager steps, those of captured steps, and the kept captured steps."""
+    elementwise ops of prompts and eager steps, those of captured steps, the kept captured steps, and the
+    layers as one kernel call for the CPU decode steps that allows (`native_step`)."""
 
     device: torch.device
     dtype: torch.dtype
     ops: TorchLayerOps
     step_ops: TorchLayerOps
     graphs: DecodeGraphs | None
+    native: NativeLayers | None = None
 
 
 class Attention(nn.Module):
@@ -143,7 +148,10 @@ class DeepSeekLLM(nn.Module):
         `layer_ops`) and, on CUDA with `cuda_graphs`, a pool of captured decode steps kept with the model and
         replayed by later calls (`captured.DecodeGraphs`). The pipeline calls it when it has loaded the
         weights; hidden states of another device or dtype choose again. `capture` captures decode steps
-        elsewhere than on CUDA (the tests emulate a graph on the CPU with it)."""
+        elsewhere than on CUDA (the tests emulate a graph on the CPU with it). Modules replaced later (another
+        linear backend) need a new prepare: the plan holds the layers' weights for the one-call CPU step."""
+        cfg = self.config
+        kv_heads = cfg.num_key_value_heads or cfg.num_attention_heads
         fused = self.fuse_layer_ops
         ops = layer_ops(device, dtype, captured=False) if fused else TORCH_OPS
         if capture is None and device.type == "cuda" and self.config.cuda_graphs:
@@ -163,7 +171,11 @@ class DeepSeekLLM(nn.Module):
                 keep=self.config.kept_decode_graphs,
                 capture=capture,
             )
-        self.plan = DecodePlan(device, dtype, ops, step_ops, graphs)
+        layers = [cast(DecoderLayer, layer) for layer in self.model.layers]
+        native = native_layers(
+            layers, ops, self.attention, dtype, heads=cfg.num_attention_heads, kv_heads=kv_heads
+        )
+        self.plan = DecodePlan(device, dtype, ops, step_ops, graphs, native)
         return self.plan
 
     def plan_for(self, x: Tensor) -> DecodePlan:
@@ -230,9 +242,12 @@ class DeepSeekLLM(nn.Module):
             mask = blanks if mask is None else mask + blanks
             positions = positions - cache.padding.unsqueeze(1)
         rope = self.model.rotary_emb(inputs_embeds, positions)
-        x = inputs_embeds
-        for layer in self.model.layers:
-            x = layer(x, rope, cache, start, self.attention, mask, ops)
+        native = self.plan.native if self.plan is not None and ops is self.plan.ops else None
+        x = None if native is None else native.run(inputs_embeds, cache, start, mask, rope)
+        if x is None:
+            x = inputs_embeds
+            for layer in self.model.layers:
+                x = layer(x, rope, cache, start, self.attention, mask, ops)
         return ops.rms_norm(x, self.model.norm)
 
 

@@ -108,6 +108,10 @@ class PackedLinear(nn.Module):
         ) and self.in_features % 64 == 0
         return tuple(isa for isa in self.isas if isa != AVX512 or wide)
 
+    def kernel_operands(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """What `kernel` hands the kernel for this layer: weight (int8 packed), scale, bias."""
+        return self.weight, self.scale, self.bias
+
     def kernel(self, x: Tensor, isa: str) -> Tensor:
         """The kernel's `isa` build: reads each weight once for all rows."""
         return _stream(x, [self], isa)[0]
