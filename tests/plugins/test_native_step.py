@@ -4,6 +4,8 @@ cache bit for bit where it serves, and the Python layers wherever one of its par
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from typing import Any, cast
 
 import pytest
@@ -197,3 +199,32 @@ def test_a_layer_routed_to_another_build_keeps_the_python_layers(
     with torch.inference_mode():
         decode(llm, native, 2)
     assert recorder.calls == 0  # layer 0 streams through the AVX-512 tiles, layer 1's down_proj the AVX2 ones
+
+
+def test_the_step_lets_other_python_threads_run(attention: KernelAttention, pinned: Pin) -> None:
+    """A server's event loop keeps answering during a step: the call holds no GIL while it computes."""
+    pinned(PINS)
+    llm = backbone(attention, torch.float32)
+    assert llm.plan is not None and llm.plan.native is not None
+    native = llm.plan.native
+    calls: list[tuple[float, float]] = []
+    run = native.stack.run
+
+    class Timed:
+        def run(self, *args: Any) -> Tensor:
+            start = time.perf_counter()
+            out: Tensor = run(*args)
+            calls.append((start, time.perf_counter()))
+            return out
+
+    native.stack = Timed()
+    ticks: list[float] = []
+    worker = threading.Thread(target=lambda: [decode(llm, native, 4) for _ in range(20)])
+    with torch.inference_mode():
+        worker.start()
+        while worker.is_alive():
+            ticks.append(time.perf_counter())
+    worker.join()
+    assert len(calls) == 120
+    inside = sum(any(a < t < b for a, b in calls) for t in ticks)
+    assert inside > len(calls), (inside, len(ticks))

@@ -16,5 +16,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<janus_kernels::DecoderStack>(m, "DecoderStack", "a decode step's decoder layers in one call")
       .def(pybind11::init<const std::vector<std::vector<at::Tensor>>&, const std::vector<std::vector<at::Tensor>>&,
                           const std::vector<std::vector<at::Tensor>>&, const std::vector<double>&, int64_t, int64_t>())
-      .def("run", &janus_kernels::DecoderStack::run, "x at position start through every layer, writing the cache");
+      // without the GIL: a step takes tens of milliseconds, in which a server's event loop keeps answering
+      .def("run", &janus_kernels::DecoderStack::run, pybind11::call_guard<pybind11::gil_scoped_release>(),
+           "x at position start through every layer, writing the cache");
 }
