@@ -1,6 +1,6 @@
 """What tests share besides fixtures (conftest.py): the janus-tiny fixture's paths, the example plugin's,
-a tuner's fake timer, the environment of a subprocess that sees a pip target folder, and `Pause`, which holds
-a pipeline call at a step."""
+a tuner's fake timer, this CPU's kernel attention backend, the environment of a subprocess that sees a pip
+target folder, and `Pause`, which holds a pipeline call at a step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+import torch
+
+from janus_plugins.attention.cpu import KernelAttention
+from janus_plugins.cpu_kernels import target
 from janus_sdk import tuning
+from janus_sdk.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from janus_sdk.pipeline.decoding import Progress, ProgressCallback
@@ -36,6 +42,20 @@ def fake_timer(seconds: dict[str, float], calls: list[str] | None = None) -> tun
         return seconds[candidate]
 
     return timer
+
+
+def kernel_attention_here() -> KernelAttention:
+    """This machine's kernel attention backend (avx2 on x86, neon on ARM64); skips the test where the kernels
+    have no build or cannot run."""
+    here = target()
+    if here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    attention = KernelAttention(here.isa, here.isa)
+    try:
+        attention.check(torch.device("cpu"), torch.float32)
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    return attention
 
 
 def env_seeing(site: Path) -> dict[str, str]:

@@ -10,11 +10,11 @@ from types import ModuleType
 import pytest
 import torch
 
-from helpers import Pin, fake_timer
+from helpers import Pin, fake_timer, kernel_attention_here
 from janus_plugins.attention import SDPAAttention, end_aligned_causal_mask, math_attention
 from janus_plugins.attention import cpu as cpu_attention
 from janus_plugins.attention.cpu import KernelAttention
-from janus_plugins.cpu_kernels import AVX2, AVX512, NEON, kernel_isas, load_kernels, target
+from janus_plugins.cpu_kernels import AVX2, AVX512, NEON, kernel_isas, load_kernels
 from janus_plugins.deepseek_llm import DeepSeekLLM, DeepSeekLLMConfig
 from janus_sdk import tuning
 from janus_sdk.errors import BackendUnavailableError
@@ -23,15 +23,7 @@ from janus_sdk.errors import BackendUnavailableError
 @pytest.fixture(scope="module")
 def backend() -> KernelAttention:
     """This machine's build: avx2 on x86, neon on ARM64."""
-    here = target()
-    if here is None:
-        pytest.skip("the kernels have no build for this CPU")
-    attention = KernelAttention(here.isa, here.isa)
-    try:
-        attention.check(torch.device("cpu"), torch.float32)
-    except BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-    return attention
+    return kernel_attention_here()
 
 
 def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:

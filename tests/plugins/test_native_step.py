@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from helpers import Pin
+from helpers import Pin, kernel_attention_here
 from janus_plugins.attention import SDPAAttention
 from janus_plugins.attention.cpu import KernelAttention
 from janus_plugins.cpu_kernels import kernel_isas, target
@@ -22,7 +22,6 @@ from janus_plugins.deepseek_llm.model import DecoderLayer
 from janus_plugins.deepseek_llm.native_step import NativeLayers
 from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions
 from janus_plugins.linear.packed import PackedLinear
-from janus_sdk.errors import BackendUnavailableError
 
 CPU = torch.device("cpu")
 PINS = "decode-attention=kernel,layer-ops=kernel"
@@ -32,15 +31,7 @@ MLP = ("gate_proj", "up_proj", "down_proj")
 
 @pytest.fixture(scope="module")
 def attention() -> KernelAttention:
-    here = target()
-    if here is None:
-        pytest.skip("the kernels have no build for this CPU")
-    backend = KernelAttention(here.isa, here.isa)
-    try:
-        backend.check(CPU, torch.float32)
-    except BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-    return backend
+    return kernel_attention_here()
 
 
 class Recorder:
