@@ -91,7 +91,7 @@ def native_layers(
     kv_heads: int,
 ) -> NativeLayers | None:
     """The layers as one kernel call where each of their parts is a kernel (see the module), else None."""
-    if not isinstance(ops, KernelLayerOps) or not isinstance(attention, KernelDecodeAttention):
+    if not layers or not isinstance(ops, KernelLayerOps) or not isinstance(attention, KernelDecodeAttention):
         return None
     projections = [_projections(layer) for layer in layers]
     if not all(projections) or not _one_kind_each(projections):
@@ -101,13 +101,13 @@ def native_layers(
         return None
     operands = [[p.kernel_operands() for p in ps] for ps in projections]
     weights = [
-        [pair[0].weight, pair[1].weight, *(w for w, _, _ in ops_)]
-        for pair, ops_ in zip(norms, operands, strict=True)
+        [pair[0].weight, pair[1].weight, *(weight for weight, _, _ in layer)]
+        for pair, layer in zip(norms, operands, strict=True)
     ]
     stack = ops.kernels.DecoderStack(
         weights,
-        [[_or_empty(scale) for _, scale, _ in ops_] for ops_ in operands],
-        [[_or_empty(bias) for _, _, bias in ops_] for ops_ in operands],
+        [[_or_empty(scale) for _, scale, _ in layer] for layer in operands],
+        [[_or_empty(bias) for _, _, bias in layer] for layer in operands],
         [norm.eps for pair in norms for norm in pair],
         heads,
         kv_heads,
@@ -126,8 +126,8 @@ def _projections(layer: DecoderLayer) -> list[KernelLinearModule]:
         attn.o_proj,
         mlp.gate_proj,
         mlp.up_proj,
+        mlp.down_proj,
     ]
-    modules.append(mlp.down_proj)
     kernels: list[KernelLinearModule] = [m for m in modules if isinstance(m, KernelLinearModule)]
     return kernels if len(kernels) == len(modules) else []
 
