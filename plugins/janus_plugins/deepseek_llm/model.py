@@ -43,7 +43,7 @@ class DecodePlan:
     ops: TorchLayerOps
     step_ops: TorchLayerOps
     graphs: DecodeGraphs | None
-    native: NativeLayers | None = None
+    native: NativeLayers | None
 
 
 class Attention(nn.Module):
