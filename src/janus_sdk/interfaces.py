@@ -240,7 +240,7 @@ class KernelLinearModule(Protocol):
 
 @runtime_checkable
 class LinearBackend(Protocol):
-    """How the linear layers read once per generated token (LLM backbone, generation head) compute.
+    """How the linear layers read once per generated token (LLM, generation head and aligner) compute.
 
     A decode step is a handful of rows against every weight: its speed is how fast the weights stream from
     memory. A backend may repack or quantize each layer's weights to read fewer bytes or read them faster."""

@@ -420,6 +420,9 @@ def test_int8_pipeline_stays_close_to_the_reference() -> None:
     head = pipe.model.gen_head
     assert isinstance(head, VisionHead) and isinstance(head.vision_head, PackedLinear)
     assert head.vision_head.weight.dtype == torch.int8
+    aligner = pipe.model.gen_aligner.layers  # embeds every sampled image token: per-token too
+    assert isinstance(aligner, nn.Sequential) and isinstance(aligner[-1], PackedLinear)
+    assert aligner[-1].weight.dtype == torch.int8
     embeds = golden["und_inputs_embeds"]
     with torch.inference_mode():
         logits = llm.text_logits(llm.hidden_states(embeds, llm.new_cache(1, embeds.shape[1]), 0))

@@ -124,7 +124,7 @@ class PipelineConfig(BaseModel):
     )
     linear: Annotated[ComponentSpec, _checked(ComponentKind.LINEAR_BACKEND)] = Field(
         default_factory=lambda: _spec(AUTO),
-        description="How the linear layers read once per token (LLM backbone, generation head) compute: "
+        description="How the linear layers read once per token (LLM, generation head and aligner) compute: "
         "'torch', 'avx2' / 'avx512' (weight-streaming CPU kernels), 'int8' / 'int4' (weight-only), or 'auto' "
         "(the plugins choose for the device and dtype; torch's own when none does).",
     )

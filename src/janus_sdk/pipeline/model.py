@@ -24,8 +24,9 @@ MODULE_SLOTS = {
     "gen_head": "generation_head",
     "language_model": "llm_backbone",
 }
-PER_TOKEN_MODULES = ("language_model", "gen_head")
-"""The modules whose every weight is read once per generated token: where a linear backend pays off."""
+PER_TOKEN_MODULES = ("language_model", "gen_head", "gen_aligner")
+"""The modules whose every weight is read once per generated token (the generation aligner embeds each sampled
+image token): where a linear backend pays off."""
 
 
 class JanusModel(nn.Module):
