@@ -17,7 +17,7 @@ from torch import Tensor
 from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
 from janus_plugins.attention.cpu import KernelAttention, choose_attention_backend
-from janus_plugins.cpu_kernels import NEON
+from janus_plugins.cpu_kernels import NEON, NEON_BF16
 from janus_plugins.deepseek_llm.layer_ops import KernelLayerOps, layer_ops
 from janus_plugins.linear import Int8Linear, KernelLinear
 from janus_plugins.linear.packed import PackedLinear
@@ -32,9 +32,10 @@ class FakeNeonModule:
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[int, ...], bool]] = []
+        self.bf16 = False  # whether the CPU reports BF16 (the BFDOT tiles)
 
     def wide_supported(self) -> bool:
-        return False
+        return self.bf16
 
     def linear_many(
         self, x: Tensor, weights: list[Tensor], scales: list[Tensor], biases: list[Tensor], wide: bool
@@ -111,6 +112,35 @@ def test_auto_and_int8_stream_weights_through_the_neon_build(arm64: FakeNeonModu
     x = torch.randn(2, 64)
     torch.testing.assert_close(converted(x), layer(x))
     assert arm64.calls == [((2, 64), False)], "the NEON build has no wide tiles to ask for"
+
+
+def test_cpus_with_bf16_stream_bfloat16_weights_through_the_bfdot_tiles(arm64: FakeNeonModule) -> None:
+    """Where the CPU reports BF16, `auto` is `neon-bf16`: bfloat16 layers ask for the wide (BFDOT) tiles,
+    float32 and int8 layers the NEON ones, which compute them the same."""
+    arm64.bf16 = True
+    assert kernel_module.kernel_isas() == (NEON, NEON_BF16)
+    assert linear_plugin.choose_linear_backend(CPU, torch.bfloat16) == "neon-bf16"
+    backend = linear_plugin.KernelLinear(
+        "neon-bf16", (NEON, NEON_BF16), linear_plugin.KernelOptions(measured=False)
+    )
+    backend.check(CPU, torch.bfloat16)
+    layers = {dtype: torch.nn.Linear(64, 8).to(dtype) for dtype in (torch.bfloat16, torch.float32)}
+    for dtype, layer in layers.items():
+        converted = backend.convert(layer)
+        assert isinstance(converted, PackedLinear)
+        x = torch.randn(2, 64).to(dtype)
+        torch.testing.assert_close(converted(x), layer(x))
+    int8 = Int8Linear(linear_plugin.KernelOptions(measured=False))
+    int8.check(CPU, torch.bfloat16)
+    int8.convert(torch.nn.Linear(64, 8))(torch.randn(2, 64).to(torch.bfloat16))
+    assert arm64.calls == [((2, 64), True), ((2, 64), False), ((2, 64), False)]
+
+
+def test_bfdot_pinned_where_the_cpu_lacks_bf16_names_what_it_needs(arm64: FakeNeonModule) -> None:
+    with pytest.raises(
+        BackendUnavailableError, match=r"'neon-bf16' needs an ARM64 CPU with BF16.*here: 'neon'"
+    ):
+        linear_plugin.KernelLinear("neon-bf16", (NEON, NEON_BF16)).check(CPU, torch.bfloat16)
 
 
 def test_x86_backends_pinned_on_arm64_name_what_they_need(arm64: FakeNeonModule) -> None:

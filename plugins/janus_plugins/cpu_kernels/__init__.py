@@ -2,19 +2,19 @@
 `linear`, `cpu_attention` and DeepSeek-LLM layer-op plugins import it; it imports no plugin).
 
 One source per family beside this module, compiled for this machine's architecture (`Target`): the linear
-kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON in `neon.h` and
-`linear_arm.cpp`); decode attention (`attention.cpp`) and a layer's elementwise ops (`layer_ops.cpp`), each
-written once over the architecture's vector lanes (`lanes.h`). `linear.h` and `linear.cpp` are the linear
-kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h` what they share. torch
-compiles them with the machine's C++ compiler through ninja (about a minute) into one module. The build lives
-in the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`) under `kernels/<key>`,
-the key a hash of everything the binary depends on: the sources, the compiler flags, torch's and Python's
-versions and installs (the include paths ninja records), the architecture. Clones and processes of one
-environment share one build and never rebuild each other's, whatever path reaches the cache folder (it is
-resolved first: ninja rebuilds when the recorded paths change); another virtual environment, or a changed
-source, builds once beside it. A file lock makes concurrent processes wait for one build (saying so). A failed
-build is remembered (a `FAILED` file with the reason, in the same folder): one warning, then torch's path, in
-this process and later ones, until `janus kernels build` tries again.
+kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON with BFDOT ones in
+`neon.h` and `linear_arm.cpp`); decode attention (`attention.cpp`) and a layer's elementwise ops
+(`layer_ops.cpp`), each written once over the architecture's vector lanes (`lanes.h`). `linear.h` and
+`linear.cpp` are the linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h`
+what they share. torch compiles them with the machine's C++ compiler through ninja (about a minute) into one
+module. The build lives in the janus-sdk cache folder (`$JANUS_SDK_CACHE_DIR`, default `~/.cache/janus-sdk`)
+under `kernels/<key>`, the key a hash of everything the binary depends on: the sources, the compiler flags,
+torch's and Python's versions and installs (the include paths ninja records), the architecture. Clones and
+processes of one environment share one build and never rebuild each other's, whatever path reaches the cache
+folder (it is resolved first: ninja rebuilds when the recorded paths change); another virtual environment, or
+a changed source, builds once beside it. A file lock makes concurrent processes wait for one build (saying
+so). A failed build is remembered (a `FAILED` file with the reason, in the same folder): one warning, then
+torch's path, in this process and later ones, until `janus kernels build` tries again.
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ FAILED = "FAILED"
 TORCH_BATON = "lock"
 """torch.utils.cpp_extension's own lock file in a build folder: a build killed mid-way leaves it behind, and
 every later `load` of that folder then waits for it forever."""
-AVX2, AVX512, NEON = "avx2", "avx512", "neon"
+AVX2, AVX512, NEON, NEON_BF16 = "avx2", "avx512", "neon", "neon-bf16"
 """The builds of the linear kernel (its tiles), each named as the linear backend whose widest build it is."""
+WIDE_ISAS = frozenset({AVX512, NEON_BF16})
+"""The builds that are an architecture's wider tiles: the kernel's `wide` argument asks for them."""
 AVX512_FEATURES = "AVX-512 (F, BW, VL, DQ) with AVX512-BF16 and AVX512-VNNI"
 FIX = "use linear 'torch' and attention 'sdpa'"
 
@@ -106,6 +108,7 @@ ARM64 = Target(
     cflags=("-O3", "-fopenmp", "-ffp-contract=off"),
     ldflags=("-fopenmp",),
     isa=NEON,
+    wide=NEON_BF16,
 )
 ARM64_MACOS = dataclasses.replace(
     ARM64, cflags=("-O3", "-Xclang", "-fopenmp", "-ffp-contract=off"), ldflags=("-lomp",)
@@ -114,7 +117,12 @@ ARM64_MACOS = dataclasses.replace(
 missing the build fails once, is remembered, and torch's path serves (not tried on a Mac yet)."""
 CPUS = f"{X86.cpu} or {ARM64.cpu}"
 """What the CPU must be for the kernels."""
-ISA_NEEDS = {AVX2: X86.cpu, AVX512: f"an x86 CPU with {AVX512_FEATURES}", NEON: ARM64.cpu}
+ISA_NEEDS = {
+    AVX2: X86.cpu,
+    AVX512: f"an x86 CPU with {AVX512_FEATURES}",
+    NEON: ARM64.cpu,
+    NEON_BF16: "an ARM64 CPU with BF16 (BFDOT: Graviton 3 and later, Neoverse V1/N2) under Linux, and GCC",
+}
 """What the CPU must be for each build of the kernels."""
 
 _lock = threading.Lock()
@@ -155,8 +163,9 @@ def kernel_isas() -> tuple[str, ...]:
     module = load_kernels()
     here = target()
     assert here is not None  # load_kernels raised otherwise
-    wide = here.wide == AVX512 and cpu_has_avx512() and module.wide_supported()
-    return (here.isa, AVX512) if wide else (here.isa,)
+    if here.wide is None or not module.wide_supported() or (here.wide == AVX512 and not cpu_has_avx512()):
+        return (here.isa,)
+    return (here.isa, here.wide)
 
 
 def _this_target() -> Target:

@@ -1,18 +1,42 @@
-// The ARM64 side of the linear kernel (linear.h has the drivers, neon.h the tiles, linear.cpp the entry). No
-// wider tiles yet: BFDOT/BFMMLA (bfloat16 pairs, Apple M2 and later, Graviton 3) and SDOT would be them.
+// The ARM64 side of the linear kernel (linear.h has the drivers, neon.h the tiles, linear.cpp the entry). The
+// wider tiles are BFDOT's for bfloat16 weights and rows (neon.h); int8 weights keep the NEON tiles (SDOT and
+// BFMMLA would be further ones).
 
 #include "common.h"
 #include "neon.h"
 
+#if defined(JANUS_NEON_BF16) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
+#endif
+
 namespace janus_kernels {
 
-bool wide_supported() { return false; }
+// Whether this CPU runs the BFDOT tiles: Linux reports BF16 in the auxiliary vector; elsewhere, or where the
+// compiler built without them, it does not.
+bool wide_supported() {
+#if defined(JANUS_NEON_BF16) && defined(__linux__)
+  return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#else
+  return false;
+#endif
+}
 
-void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights, bool,
+// `wide`: the BFDOT tiles for bfloat16 x against bfloat16 weights (the NEON ones for the rest).
+void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights, bool wide,
                     const std::vector<float*>& ys) {
   const int64_t M = x.size(0), K = x.size(1);
   const at::ScalarType kind = weights.front().scalar_type();
   const TorchThreads threads;
+  if (wide && kind == at::kBFloat16 && x.scalar_type() == at::kBFloat16) {
+#ifdef JANUS_NEON_BF16
+    const neon::Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
+    matmul<neon::Bf16DotTiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
+#endif
+    return;
+  }
   if (kind == at::kChar) {
     std::vector<int16_t> q;
     std::vector<float> q_scale;

@@ -89,6 +89,57 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
 }
 
+// ---- BF16 (BFDOT: Armv8.6, optional from Armv8.2; Graviton 3 and later, Neoverse V1/N2 and later): bfloat16
+// weights against bfloat16 rows with no widening, `bfdot` summing 4 lanes of 2 bfloat16 products each into
+// float32 (8 weights per instruction where the widening tile takes a shift and two FMAs). Compiled with GCC's
+// per-function target (its arm_neon.h declares the BF16 intrinsics for armv8.2-a+bf16) or where the flags
+// enable BF16; Apple's clang builds without it. Called only where the CPU reports BF16 (`wide_supported`) and
+// chosen by measurement against the other tiles and torch.
+#if defined(__ARM_FEATURE_BF16) || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10)
+#define JANUS_NEON_BF16 1
+#if defined(__ARM_FEATURE_BF16)
+#define JANUS_BF16_TARGET
+#else
+#define JANUS_BF16_TARGET __attribute__((target("arch=armv8.2-a+bf16")))
+#endif
+
+// Rows of x in bfloat16 (for bfloat16 weights).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t K;
+  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
+};
+
+// y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), 8 bfloat16 pairs at a time.
+template <int G, int R>
+JANUS_BF16_TARGET void tile_bfdot(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  float32x4_t acc[G][R];
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = vdupq_n_f32(0.f);
+  for (int64_t k = 0; k < K; k += 8) {
+    bfloat16x8_t xv[G];
+    for (int m = 0; m < G; ++m) xv[m] = vreinterpretq_bf16_u16(vld1q_u16(x.data + m * K + k));
+    for (int r = 0; r < R; ++r) {
+      const bfloat16x8_t wv = vreinterpretq_bf16_u16(vld1q_u16(w + r * K + k));
+      __builtin_prefetch(w + (R + r) * K + k, 0, 2);
+      for (int m = 0; m < G; ++m) acc[m][r] = vbfdotq_f32(acc[m][r], xv[m], wv);
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(acc[m][r]);
+}
+
+// The BFDOT tiles as a policy for linear.h's drivers: 4 x 4 accumulators, 4 rows of x and a weight vector (21
+// of 32 registers).
+struct Bf16DotTiles {
+  static constexpr int kGroup = 4;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R>
+  static void run(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) { tile_bfdot<G, R>(x, w, y, ldy); }
+};
+#endif
+
 // Four float32 lanes as the portable kernels take them (lanes.h). T: float32, or any 16-bit type holding
 // bfloat16 bits (c10::BFloat16 in the module); bfloat16 is stored rounded to nearest even, as torch rounds.
 struct Lanes {

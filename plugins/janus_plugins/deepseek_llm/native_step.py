@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from janus_plugins.cpu_kernels import AVX512
+from janus_plugins.cpu_kernels import WIDE_ISAS
 from janus_plugins.deepseek_llm.cache import StaticKVCache
 from janus_plugins.deepseek_llm.layer_ops import KernelLayerOps, Position, TorchLayerOps
 from janus_sdk.interfaces import AttentionBackend, KernelDecodeAttention, KernelLinearModule
@@ -64,7 +64,7 @@ class NativeLayers:
             return None
         cos, sin = (table.contiguous() for table in rope)
         out: Tensor = self.stack.run(
-            x, cache.keys, cache.values, cos, sin, start, self.dim**-0.5, build == AVX512
+            x, cache.keys, cache.values, cos, sin, start, self.dim**-0.5, build in WIDE_ISAS
         )
         return out
 

@@ -8,6 +8,8 @@
   `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
 - `neon`: as `avx2` on ARM64 CPUs (Apple Silicon, Graviton, Ampere), with the kernel's NEON tiles;
+- `neon-bf16`: as `neon`, with the kernel's BFDOT tiles as a further candidate for bfloat16 (ARM64 CPUs with
+  BF16 under Linux: Graviton 3 and later; built by GCC);
 - `int8`: weight-only int8 (one symmetric scale per output feature): half the bytes of bfloat16 to read per
   token, through the kernel on AVX2 and ARM64 CPUs (integer multiply-adds against x rounded to int16,
   relative error ~1e-5; VNNI where the CPU has it; weights packed for it, in-features a multiple of 64) and a
@@ -15,9 +17,9 @@
 - `int4`: weight-only int4, group-wise (`int4.py`): a quarter of bfloat16's bytes, through torch's int4 CPU
   kernel.
 
-"auto" picks the kernel's widest build this CPU runs (`avx512`, `avx2` or `neon`) for float32/bfloat16 when
-the kernel compiles here (measured per layer and row count against torch's GEMM, which serves wherever it is
-faster), else `torch`.
+"auto" picks the kernel's widest build this CPU runs (`avx512`, `avx2`, `neon-bf16` or `neon`) for
+float32/bfloat16 when the kernel compiles here (measured per layer and row count against torch's GEMM, which
+serves wherever it is faster), else `torch`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from janus_plugins.cpu_kernels import (
     AVX2,
     AVX512,
     NEON,
+    NEON_BF16,
     kernel_isas,
     kernels_usable,
     require_kernels,
@@ -149,6 +152,10 @@ def register_linear_backends(register: Register) -> None:
         """Weights as loaded, streamed by the kernel's NEON tiles where they measure faster (ARM64 CPUs)."""
         return KernelLinear("neon", (NEON,), options)
 
+    def neon_bf16(options: KernelOptions, __: BuildContext) -> KernelLinear:
+        """As neon, with BFDOT tiles as a further candidate for bfloat16 (ARM64 CPUs with BF16)."""
+        return KernelLinear("neon-bf16", (NEON, NEON_BF16), options)
+
     def int8(options: KernelOptions, __: BuildContext) -> Int8Linear:
         """Weight-only int8, one scale per output feature: half of bfloat16's bytes per token."""
         return Int8Linear(options)
@@ -161,6 +168,7 @@ def register_linear_backends(register: Register) -> None:
     register("avx2", avx2, config=KernelOptions)
     register("avx512", avx512, config=KernelOptions)
     register("neon", neon, config=KernelOptions)
+    register("neon-bf16", neon_bf16, config=KernelOptions)
     register("int8", int8, config=KernelOptions, aliases=("int8-weight-only",))
     register("int4", int4, config=Int4Options, aliases=("int4-weight-only",))
 

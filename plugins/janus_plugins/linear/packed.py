@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from janus_plugins.cpu_kernels import AVX512, load_kernels, source_key
+from janus_plugins.cpu_kernels import AVX512, NEON_BF16, WIDE_ISAS, load_kernels, source_key
 from janus_sdk import tuning
 from janus_sdk.compute import compute_dtype
 
@@ -101,12 +101,12 @@ class PackedLinear(nn.Module):
 
     def builds(self, dtype: torch.dtype) -> tuple[str, ...]:
         """The kernel builds that compute differently for `dtype` inputs: the AVX-512 tiles take bfloat16 x
-        against bfloat16 weights and int8 weights (else the kernel runs its AVX2 tiles), with in_features a
-        multiple of 64."""
-        wide = (
-            self.scale is not None or self.weight.dtype == dtype == torch.bfloat16
-        ) and self.in_features % 64 == 0
-        return tuple(isa for isa in self.isas if isa != AVX512 or wide)
+        against bfloat16 weights and int8 weights, with in_features a multiple of 64 (else the kernel runs its
+        AVX2 tiles); the BFDOT tiles bfloat16 x against bfloat16 weights (else the NEON tiles)."""
+        bfloat16 = self.weight.dtype == dtype == torch.bfloat16
+        avx512 = (self.scale is not None or bfloat16) and self.in_features % 64 == 0
+        serves = {AVX512: avx512, NEON_BF16: bfloat16}
+        return tuple(isa for isa in self.isas if serves.get(isa, True))
 
     def kernel_operands(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """What `kernel` hands the kernel for this layer: weight (int8 packed), scale, bias."""
@@ -191,7 +191,7 @@ def _stream(x: Tensor, layers: Sequence[PackedLinear], isa: str) -> list[Tensor]
         [layer.weight for layer in layers],
         [_EMPTY if layer.scale is None else layer.scale for layer in layers],
         [_EMPTY if layer.bias is None else layer.bias for layer in layers],
-        isa == AVX512,
+        isa in WIDE_ISAS,
     )
     return [y.view(*x.shape[:-1], layer.out_features) for y, layer in zip(ys, layers, strict=True)]
 

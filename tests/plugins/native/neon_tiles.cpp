@@ -1,5 +1,5 @@
 // The linear kernel's ARM64 tiles (plugins/janus_plugins/cpu_kernels/neon.h) through linear.h's drivers, alone,
-// against sums in double: float32, bfloat16 and packed int8 weights, 1-9 rows of x (full groups and every
+// against sums in double: float32, bfloat16 (widened, and through BFDOT) and packed int8 weights, 1-9 rows of x (full groups and every
 // remainder), weight rows in full tiles and a remainder, several scale blocks; x's quantization to int16 for the
 // int8 tiles (exact ties included); and the stores' rounding to bfloat16. Compiled for ARM64 and run under
 // emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M failed" last.
@@ -133,6 +133,21 @@ int main() {
         compare(tally, "float32", y, M, N, K, 1e-6, dot([&](int64_t i) { return static_cast<double>(wf[i]); }));
         jk::matmul<jk::neon::Tiles>(rows, M, wb.data(), N, y.data(), serial);
         compare(tally, "bfloat16", y, M, N, K, 1e-6, dot([&](int64_t i) { return static_cast<double>(from_bf16(wb[i])); }));
+
+        // BFDOT: x rounded to bfloat16 as the module hands it; each bfdot rounds its sum to odd (Armv8.6), so the
+        // bound is looser than the FMA tiles'.
+        std::vector<uint16_t> xb(M * K);
+        for (int64_t i = 0; i < M * K; ++i) xb[i] = nearest_bf16(x[i]);
+        jk::matmul<jk::neon::Bf16DotTiles>(jk::neon::Bf16Rows{xb.data(), K}, M, wb.data(), N, y.data(), serial);
+        compare(tally, "bfloat16 bfdot", y, M, N, K, 1e-5, [&](int64_t m, int64_t n) {
+          double sum = 0, magnitude = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double term = static_cast<double>(from_bf16(xb[m * K + k])) * from_bf16(wb[n * K + k]);
+            sum += term;
+            magnitude += std::abs(term);
+          }
+          return std::make_pair(sum, magnitude);
+        });
 
         // int8: against the same int16 x in double, block by block (exact integer sums, one float rounding each).
         std::vector<int16_t> q;
