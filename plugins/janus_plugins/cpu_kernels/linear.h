@@ -43,6 +43,13 @@ struct FloatRows {
   FloatRows from(int64_t m) const { return {data + m * K, K}; }
 };
 
+// Rows of x in bfloat16 bits (for bfloat16 weights, in the tiles that multiply bfloat16 pairs).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t K;
+  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
+};
+
 // Rows of x in int16, row m block b scaled by scale[m * blocks + b] (for int8 weights).
 struct Int16Rows {
   const int16_t* data;

@@ -32,7 +32,7 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
   const TorchThreads threads;
   if (wide && kind == at::kBFloat16 && x.scalar_type() == at::kBFloat16) {
 #ifdef JANUS_NEON_BF16
-    const neon::Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
+    const Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
     matmul<neon::Bf16DotTiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
 #endif
     return;

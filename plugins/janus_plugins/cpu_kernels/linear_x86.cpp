@@ -114,13 +114,6 @@ struct BytePairRows {
 
 constexpr int64_t kLanes512 = 32;  // bfloat16 or int16 elements per register
 
-// Rows of x in bfloat16 (for bfloat16 weights).
-struct Bf16Rows {
-  const uint16_t* data;
-  int64_t K;
-  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
-};
-
 template <int G, int R>
 inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;

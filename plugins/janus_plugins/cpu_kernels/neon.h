@@ -103,13 +103,6 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
 #define JANUS_BF16_TARGET __attribute__((target("arch=armv8.2-a+bf16")))
 #endif
 
-// Rows of x in bfloat16 (for bfloat16 weights).
-struct Bf16Rows {
-  const uint16_t* data;
-  int64_t K;
-  Bf16Rows from(int64_t m) const { return {data + m * K, K}; }
-};
-
 // y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), 8 bfloat16 pairs at a time.
 template <int G, int R>
 JANUS_BF16_TARGET void tile_bfdot(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {

@@ -138,7 +138,7 @@ int main() {
         // bound is looser than the FMA tiles'.
         std::vector<uint16_t> xb(M * K);
         for (int64_t i = 0; i < M * K; ++i) xb[i] = nearest_bf16(x[i]);
-        jk::matmul<jk::neon::Bf16DotTiles>(jk::neon::Bf16Rows{xb.data(), K}, M, wb.data(), N, y.data(), serial);
+        jk::matmul<jk::neon::Bf16DotTiles>(jk::Bf16Rows{xb.data(), K}, M, wb.data(), N, y.data(), serial);
         compare(tally, "bfloat16 bfdot", y, M, N, K, 1e-5, [&](int64_t m, int64_t n) {
           double sum = 0, magnitude = 0;
           for (int64_t k = 0; k < K; ++k) {
