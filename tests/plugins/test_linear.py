@@ -186,18 +186,19 @@ def test_avx512_pinned_where_the_cpu_lacks_it_names_the_features_and_autos_pick(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _kernel_or_skip()
-    base = base_build().name  # avx2 on x86, neon on ARM64
     monkeypatch.setattr(kernel_module, "cpu_has_avx512", lambda: False)
+    here = kernel_module.kernel_isas()  # avx2 on x86; neon (and neon-bf16 with BF16) on ARM64
+    assert here[0] == base_build().name and kernel_module.AVX512 not in here
     cpu = torch.device("cpu")
     with pytest.raises(
         BackendUnavailableError,
-        match=rf"'avx512' needs an x86 CPU with AVX-512.*BF16.*VNNI.*auto' \(here: '{base}'\)",
+        match=rf"'avx512' needs an x86 CPU with AVX-512.*BF16.*VNNI.*auto' \(here: '{here[-1]}'\)",
     ):
         avx512().check(cpu, torch.bfloat16)
-    assert linear_plugin.choose_linear_backend(cpu, torch.bfloat16) == base
+    assert linear_plugin.choose_linear_backend(cpu, torch.bfloat16) == here[-1]
     int8 = Int8Linear()
     int8.check(cpu, torch.bfloat16)
-    assert int8.isas == (base,)
+    assert int8.isas == here
 
 
 def test_avx2_keeps_layers_whose_width_the_kernel_cannot_take() -> None:
@@ -264,7 +265,7 @@ def test_auto_chooses_the_kernel_only_where_it_runs(monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     _kernel_or_skip()
     widest = kernel_module.kernel_isas()[-1]
-    assert widest in {"avx512", "avx2", "neon"}
+    assert widest in {"avx512", "avx2", "neon", "neon-bf16"}
     assert choose(torch.device("cpu"), torch.bfloat16) == widest
     int8 = Int8Linear()
     int8.check(torch.device("meta"), torch.float32)  # the kernel only ever serves the CPU
