@@ -121,7 +121,7 @@ ISA_NEEDS = {
     AVX2: X86.cpu,
     AVX512: f"an x86 CPU with {AVX512_FEATURES}",
     NEON: ARM64.cpu,
-    NEON_BF16: "an ARM64 CPU with BF16 (BFDOT: Graviton 3 and later, Neoverse V1/N2) under Linux, and GCC",
+    NEON_BF16: "an ARM64 CPU with BF16 (Graviton 3 and later, Neoverse V1/N2) under Linux, built by GCC",
 }
 """What the CPU must be for each build of the kernels."""
 
