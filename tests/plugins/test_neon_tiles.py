@@ -18,10 +18,10 @@ from janus_plugins import cpu_kernels
 
 CROSS, QEMU = "aarch64-linux-gnu-g++", "qemu-aarch64"
 HARNESS = Path(__file__).parent / "native" / "neon_tiles.cpp"
-CASES = 3 * 2 * 9 * 5 + 3
+CASES = 3 * 2 * 9 * 6 + 2 * 2 + 3
 """The harness's cases: 3 in-feature counts x 2 out-feature counts x 1-9 rows x (3 weight formats, bfloat16
-through BFDOT, x's quantization to int16), and three alone: that quantization at exact ties (two checks), the
-bfloat16 stores."""
+through BFDOT, int8 through SDOT, x's quantization to int16); both int8 tiles at their largest sums, of either
+sign; and three alone: that quantization at exact ties (two checks), the bfloat16 stores."""
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CROSS) is None or shutil.which(QEMU) is None or not sys.platform.startswith("linux"),
@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(
 def test_the_neon_tiles_compute_the_exact_sums(tmp_path: Path) -> None:
     """float32, bfloat16 and packed int8 weights, 1-9 rows of x, full tiles and remainders, several int8 scale
     blocks: every output within 1e-6 of the sum of |products| of the exact sum (1e-5 through BFDOT, run on the
-    emulated CPU, which has BF16); stores round to bfloat16 as torch does."""
+    emulated CPU, which has BF16); the SDOT tile's outputs (DOTPROD, which the emulated CPU has too) equal the
+    widening int8 tile's bit for bit; stores round to bfloat16 as torch does."""
     binary = tmp_path / "neon_tiles"
     built = subprocess.run(
         [

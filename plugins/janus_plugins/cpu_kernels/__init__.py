@@ -2,8 +2,8 @@
 `linear`, `cpu_attention` and DeepSeek-LLM layer-op plugins import it; it imports no plugin).
 
 One source per family beside this module, compiled for this machine's architecture (`Target`): the linear
-kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON with BFDOT ones in
-`neon.h` and `linear_arm.cpp`); decode attention (`attention.cpp`) and a layer's elementwise ops
+kernel's tiles per architecture (AVX2 with AVX-512 BF16/VNNI ones in `linear_x86.cpp`; NEON with SDOT and
+BFDOT ones in `neon.h` and `linear_arm.cpp`); decode attention (`attention.cpp`) and a layer's elementwise ops
 (`layer_ops.cpp`), each written once over the architecture's vector lanes (`lanes.h`). `linear.h` and
 `linear.cpp` are the linear kernel's drivers and entry on both, `bindings.cpp` the Python module, `common.h`
 what they share. torch compiles them with the machine's C++ compiler through ninja (about a minute) into one

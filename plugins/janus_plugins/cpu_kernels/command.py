@@ -13,8 +13,8 @@ def register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentP
     parser = subcommands.add_parser(
         "kernels",
         help="where the CPU kernels are built, and build them now",
-        description="The CPU kernels (x86: AVX2 with AVX-512 tiles; ARM64: NEON with BFDOT tiles) compile "
-        "once per machine (source, torch and Python versions) into the janus-sdk cache folder. "
+        description="The CPU kernels (x86: AVX2 with AVX-512 tiles; ARM64: NEON with SDOT and BFDOT tiles) "
+        "compile once per machine (source, torch and Python versions) into the janus-sdk cache folder. "
         "`janus kernels` shows where and whether they are built; `janus kernels build` builds them now (e.g. "
         "in a Docker image or at install), trying again after a failed build.",
         epilog="examples:\n  janus kernels\n  janus kernels build",

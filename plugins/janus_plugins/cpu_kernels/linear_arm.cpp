@@ -1,18 +1,38 @@
 // The ARM64 side of the linear kernel (linear.h has the drivers, neon.h the tiles, linear.cpp the entry). The
-// wider tiles are BFDOT's for bfloat16 weights and rows (neon.h); int8 weights keep the NEON tiles (SDOT and
-// BFMMLA would be further ones).
+// wider tiles are BFDOT's for bfloat16 weights and rows (neon.h); int8 weights go through SDOT wherever the CPU
+// has it, in every build, since its outputs are the NEON tile's (I8MM and BFMMLA would be further tiles).
 
 #include "common.h"
 #include "neon.h"
 
-#if defined(JANUS_NEON_BF16) && defined(__linux__)
+#if (defined(JANUS_NEON_BF16) || defined(JANUS_NEON_DOTPROD)) && defined(__linux__)
 #include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 #ifndef HWCAP2_BF16
 #define HWCAP2_BF16 (1 << 14)
 #endif
 #endif
 
 namespace janus_kernels {
+
+namespace {
+
+// Whether this CPU runs the SDOT tiles: Linux reports DOTPROD in the auxiliary vector; a build whose flags
+// enable it (Apple's clang for arm64 Macs) runs only where the CPU has it.
+bool dot_supported() {
+#if defined(JANUS_NEON_DOTPROD) && defined(__ARM_FEATURE_DOTPROD)
+  return true;
+#elif defined(JANUS_NEON_DOTPROD) && defined(__linux__)
+  static const bool reported = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return reported;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
 
 // Whether this CPU runs the BFDOT tiles: Linux reports BF16 in the auxiliary vector; elsewhere, or where the
 // compiler built without them, it does not.
@@ -43,6 +63,13 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
     const Int16Rows quantized =
         x.scalar_type() == at::kFloat ? quantize_rows<neon::Lanes>(x.data_ptr<float>(), M, K, q, q_scale)
                                       : quantize_rows<neon::Lanes>(x.data_ptr<at::BFloat16>(), M, K, q, q_scale);
+#ifdef JANUS_NEON_DOTPROD
+    if (dot_supported()) {
+      std::vector<int8_t> hi, lo;
+      matmul<neon::Int8DotTiles>(neon::split_bytes(quantized, M, hi, lo), M, weights_as<int8_t>(weights, ys), threads);
+      return;
+    }
+#endif
     matmul<neon::Tiles>(quantized, M, weights_as<int8_t>(weights, ys), threads);
     return;
   }

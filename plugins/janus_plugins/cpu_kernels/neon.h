@@ -5,7 +5,8 @@
 // - float32 and bfloat16 weights in float32 FMAs: bfloat16 widened by a shift into the high half of each lane,
 //   in memory order (x needs no permutation);
 // - int8 weights against x's int16 values: widened to int16 and multiplied into exact int32 sums per scale block
-//   (`smlal`: 4 multiply-adds per instruction), scaled and added up in float32.
+//   (`smlal`: 4 multiply-adds per instruction), scaled and added up in float32; where the CPU has DOTPROD, `sdot`
+//   (16 byte products per instruction) gives the same sums, so the same outputs.
 // Each tile asks for the next tile's weights (into L2) while it computes, as the x86 tiles do.
 #pragma once
 
@@ -53,14 +54,16 @@ inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(vaddq_f32(even[m][r], odd[m][r]));
 }
 
-// The same for int16 x and (packed) int8 w: exact int32 sums per scale block (below 512 * 127 * 32767 < 2^31),
-// scaled and added up in float32.
+// A scale block's exact int32 sum from its lanes (added with wrap-around: exact wherever the sum itself fits, and
+// below 512 * 127 * 32767 < 2^31 it does), rounded to float32 once and scaled: what every int8 tile adds to a
+// row's total, so that the tiles agree bit for bit.
+inline float block_value(int32x4_t lanes, float scale) { return static_cast<float>(vaddvq_s32(lanes)) * scale; }
+
+// The same for int16 x and (packed) int8 w: exact int32 sums per scale block, scaled and added up in float32.
 template <int G, int R>
 inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
-  float32x4_t total[G][R];
-  for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) total[m][r] = vdupq_n_f32(0.f);
+  float total[G][R] = {};
   for (int64_t b = 0; b < x.blocks; ++b) {
     int32x4_t even[G][R], odd[G][R];
     for (int m = 0; m < G; ++m)
@@ -81,12 +84,11 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
     }
     for (int m = 0; m < G; ++m) {
       const float scale = x.scale[m * x.blocks + b];
-      for (int r = 0; r < R; ++r)
-        total[m][r] = vfmaq_n_f32(total[m][r], vcvtq_f32_s32(vaddq_s32(even[m][r], odd[m][r])), scale);
+      for (int r = 0; r < R; ++r) total[m][r] += block_value(vaddq_s32(even[m][r], odd[m][r]), scale);
     }
   }
   for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(total[m][r]);
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = total[m][r];
 }
 
 // ---- BF16 (BFDOT: Armv8.6, optional from Armv8.2; Graviton 3 and later, Neoverse V1/N2 and later): bfloat16
@@ -130,6 +132,94 @@ struct Bf16DotTiles {
   static constexpr int kRows = kTileRows;
   template <int G, int R>
   static void run(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) { tile_bfdot<G, R>(x, w, y, ldy); }
+};
+#endif
+
+// ---- DOTPROD (SDOT: Armv8.4, optional from Armv8.2; Apple M1 and later, Graviton 2 and later, Neoverse N1 and
+// later): int8 weights against x's int16 values split into bytes, `sdot` summing 4 lanes of 4 signed byte products
+// each (16 weights per instruction, no widening, where the NEON tile widens them and takes 4 multiply-adds per
+// instruction). Compiled with GCC's per-function target or where the flags enable DOTPROD (Apple's clang for
+// arm64 Macs does); called only where the CPU reports it (`dot_supported` in linear_arm.cpp).
+#if defined(__ARM_FEATURE_DOTPROD) || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8)
+#define JANUS_NEON_DOTPROD 1
+#if defined(__ARM_FEATURE_DOTPROD)
+#define JANUS_DOTPROD_TARGET
+#else
+#define JANUS_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+// x's int16 values q as two signed bytes each, for `sdot`, which multiplies signed bytes only: hi = q >> 8 and
+// lo = (q & 255) - 128, so that q = 256 * hi + lo + 128.
+struct SignedBytePairRows {
+  const int8_t* hi;
+  const int8_t* lo;
+  const float* scale;
+  int64_t K, blocks;
+  SignedBytePairRows from(int64_t m) const { return {hi + m * K, lo + m * K, scale + m * blocks, K, blocks}; }
+};
+
+inline SignedBytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<int8_t>& hi,
+                                      std::vector<int8_t>& lo) {
+  hi.resize(M * q.K);
+  lo.resize(M * q.K);
+  const int8x8_t flip = vdup_n_s8(-128);  // the low byte's bits xor 0x80, read as signed: the byte - 128
+  for (int64_t i = 0; i < M * q.K; i += 8) {  // K % 64 == 0 (int8 weights are packed)
+    const int16x8_t v = vld1q_s16(q.data + i);
+    vst1_s8(hi.data() + i, vshrn_n_s16(v, 8));
+    vst1_s8(lo.data() + i, veor_s8(vmovn_s16(v), flip));
+  }
+  return {hi.data(), lo.data(), q.scale, q.K, q.blocks};
+}
+
+// The int8 tile through `sdot`: per scale block, sum(q * w) = 256 * sum(hi * w) + sum(lo * w) + 128 * sum(w), the
+// weights' sum made by one more `sdot` per weight vector (against ones), shared by the G rows of x; the block's
+// exact int32 sum then as the NEON tile adds it (block_value), so both give the same outputs.
+template <int G, int R>
+JANUS_DOTPROD_TARGET void tile_sdot(const SignedBytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+  const int64_t K = x.K;
+  const int8x16_t ones = vdupq_n_s8(1);
+  float total[G][R] = {};
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    int32x4_t hi[G][R], lo[G][R], w_sum[R];
+    for (int r = 0; r < R; ++r) {
+      w_sum[r] = vdupq_n_s32(0);
+      for (int m = 0; m < G; ++m) hi[m][r] = lo[m][r] = vdupq_n_s32(0);
+    }
+    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += kBlock) {
+      int8x16_t xh[G], xl[G];
+      for (int m = 0; m < G; ++m) {
+        xh[m] = vld1q_s8(x.hi + m * K + k);
+        xl[m] = vld1q_s8(x.lo + m * K + k);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int8x16_t wv = vld1q_s8(packed_at<R>(w, r, k));
+        __builtin_prefetch(packed_at<R>(w + R * K, r, k), 0, 2);
+        w_sum[r] = vdotq_s32(w_sum[r], wv, ones);
+        for (int m = 0; m < G; ++m) {
+          hi[m][r] = vdotq_s32(hi[m][r], xh[m], wv);
+          lo[m][r] = vdotq_s32(lo[m][r], xl[m], wv);
+        }
+      }
+    }
+    for (int m = 0; m < G; ++m) {
+      const float scale = x.scale[m * x.blocks + b];
+      for (int r = 0; r < R; ++r) {
+        const int32x4_t low = vaddq_s32(lo[m][r], vshlq_n_s32(w_sum[r], 7));
+        total[m][r] += block_value(vaddq_s32(vshlq_n_s32(hi[m][r], 8), low), scale);
+      }
+    }
+  }
+  for (int m = 0; m < G; ++m)
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = total[m][r];
+}
+
+// The SDOT tiles as a policy for linear.h's drivers: 2 x 4 x 2 accumulators, 4 weight sums, 2 x 2 rows of x bytes,
+// a weight vector and the ones (26 of 32 registers).
+struct Int8DotTiles {
+  static constexpr int kGroup = 2;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R>
+  static void run(const SignedBytePairRows& x, const int8_t* w, float* y, int64_t ldy) { tile_sdot<G, R>(x, w, y, ldy); }
 };
 #endif
 

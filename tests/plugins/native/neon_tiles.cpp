@@ -1,8 +1,10 @@
 // The linear kernel's ARM64 tiles (plugins/janus_plugins/cpu_kernels/neon.h) through linear.h's drivers, alone,
-// against sums in double: float32, bfloat16 (widened, and through BFDOT) and packed int8 weights, 1-9 rows of x (full groups and every
-// remainder), weight rows in full tiles and a remainder, several scale blocks; x's quantization to int16 for the
-// int8 tiles (exact ties included); and the stores' rounding to bfloat16. Compiled for ARM64 and run under
-// emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M failed" last.
+// against sums in double: float32, bfloat16 (widened, and through BFDOT) and packed int8 weights (widened, and
+// through SDOT, which must give the widening tile's outputs bit for bit), 1-9 rows of x (full groups and every
+// remainder), weight rows in full tiles and a remainder, several scale blocks, int8 sums at their largest; x's
+// quantization to int16 for the int8 tiles (exact ties included); and the stores' rounding to bfloat16. Compiled
+// for ARM64 and run under emulation by test_neon_tiles.py; prints one line per failed case and "N passed, M
+// failed" last.
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -98,6 +100,33 @@ void check_quantized(Tally& tally, const std::vector<float>& x, int64_t M, int64
   tally.check(wrong == 0, "int16 x", M, 0, K, static_cast<double>(wrong), 0);
 }
 
+// The int8 tiles on quantized x and packed weights (`wq` unpacked) against sums in double, block by block (exact
+// integer sums, one float rounding each): the widening tile, and the SDOT tile, which must match it exactly.
+void check_int8(Tally& tally, const jk::Int16Rows& x, int64_t M, const std::vector<int8_t>& packed,
+                const std::vector<int8_t>& wq, int64_t N) {
+  const int64_t K = x.K;
+  std::vector<float> y(M * N), y_dot(M * N);
+  jk::matmul<jk::neon::Tiles>(x, M, packed.data(), N, y.data(), serial);
+  compare(tally, "int8", y, M, N, K, 1e-6, [&](int64_t m, int64_t n) {
+    double sum = 0, magnitude = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double term = static_cast<double>(x.data[m * K + k]) * wq[n * K + k] * x.scale[m * x.blocks + k / jk::kScaleBlock];
+      sum += term;
+      magnitude += std::abs(term);
+    }
+    return std::make_pair(sum, magnitude);
+  });
+  std::vector<int8_t> hi, lo;
+  jk::matmul<jk::neon::Int8DotTiles>(jk::neon::split_bytes(x, M, hi, lo), M, packed.data(), N, y_dot.data(), serial);
+  int64_t differ = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < M * N; ++i) {
+    differ += y_dot[i] != y[i];
+    worst = std::max(worst, static_cast<double>(std::abs(y_dot[i] - y[i])));
+  }
+  tally.check(differ == 0, "int8 sdot", M, N, K, worst, 0);
+}
+
 }  // namespace
 
 int main() {
@@ -154,19 +183,20 @@ int main() {
         std::vector<float> q_scale;
         const jk::Int16Rows quantized = jk::quantize_rows<jk::neon::Lanes>(x.data(), M, K, q, q_scale);
         check_quantized(tally, x, M, K, q, q_scale);
-        const std::vector<int8_t> packed = pack(wq, N, K);
-        jk::matmul<jk::neon::Tiles>(quantized, M, packed.data(), N, y.data(), serial);
-        compare(tally, "int8", y, M, N, K, 1e-6, [&](int64_t m, int64_t n) {
-          double sum = 0, magnitude = 0;
-          for (int64_t k = 0; k < K; ++k) {
-            const double term = static_cast<double>(q[m * K + k]) * wq[n * K + k] * q_scale[m * quantized.blocks + k / jk::kScaleBlock];
-            sum += term;
-            magnitude += std::abs(term);
-          }
-          return std::make_pair(sum, magnitude);
-        });
+        check_int8(tally, quantized, M, pack(wq, N, K), wq, N);
       }
     }
+  }
+  // int8 sums at their largest: every x at its block's maximum against weights of +-127 (a block's sum is
+  // 512 * 32767 * 127, just below 2^31), of either sign.
+  for (const int sign : {1, -1}) {
+    const int64_t M = 3, N = 5, K = 3 * jk::kScaleBlock;
+    std::vector<float> x(M * K, static_cast<float>(sign));
+    std::vector<int8_t> wq(N * K, 127);
+    for (int64_t k = 0; k < K; ++k) wq[K + k] = -127;  // the second row negative
+    std::vector<int16_t> q;
+    std::vector<float> q_scale;
+    check_int8(tally, jk::quantize_rows<jk::neon::Lanes>(x.data(), M, K, q, q_scale), M, pack(wq, N, K), wq, N);
   }
   // x's quantization at exact ties: a block whose largest value is 32767 scales by exactly 1.
   std::vector<float> ties(64, 0.f);
