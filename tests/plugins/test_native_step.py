@@ -60,11 +60,10 @@ def backbone(
     )
     torch.manual_seed(0)
     llm = DeepSeekLLM(config, attention).to(dtype).eval()
-    here = target()
-    assert here is not None
-    isas = (here.isa,) if here.wide is None else (here.isa, here.wide)
-    options = KernelOptions(measured=False)  # the widest build that applies, at every row count
-    linear: Int8Linear | KernelLinear = Int8Linear(options) if int8 else KernelLinear("kernel", isas, options)
+    options = KernelOptions(measured=False)  # the widest build this CPU runs that applies, at every row count
+    linear: Int8Linear | KernelLinear = (
+        Int8Linear(options) if int8 else KernelLinear("kernel", kernel_isas(), options)
+    )
     linear.check(CPU, dtype)
     for layer in llm.model.layers:
         for parent, names in ((layer.self_attn, ATTENTION), (layer.mlp, MLP)):
