@@ -74,9 +74,10 @@ def _reference(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return nn.functional.linear(x.double(), layer.weight.double(), bias)
 
 
-# Rows 1-9 cover every group size of the kernel (3 rows per pass, then 2/1); 37 and 61 out-features leave
-# tails of 1 and 1 rows after the 4-row tiles; KERNEL_MAX_ROWS + 3 goes to torch's GEMM instead.
-ROWS = [1, 2, 3, 5, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
+# Rows 1-9 cover every group size of the kernel (3 rows per pass, then 2/1; 4 and 7 rows end in two passes of
+# 2); 37 and 61 out-features leave tails of 1 and 1 rows after the 4-row tiles; KERNEL_MAX_ROWS + 3 goes to
+# torch's GEMM instead.
+ROWS = [1, 2, 3, 4, 5, 7, 8, 9, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 3]
 
 
 @pytest.mark.parametrize("rows", ROWS)
@@ -104,6 +105,32 @@ def test_kernel_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pin
     assert out.shape == (2, rows, 45) and out.dtype == torch.bfloat16
     # bfloat16 keeps 8 bits of mantissa: the result may differ by one rounding of the output
     torch.testing.assert_close(out.double(), reference, atol=1e-3, rtol=2**-8)
+
+
+@pytest.mark.parametrize("weights", ["float32", "bfloat16", "int8"])
+def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(weights: str) -> None:
+    """Every build this CPU runs, 1-9 rows: each row's outputs equal what it gives alone, bit for bit, however
+    the rows are split into passes over the weights (3 + 3 + 2, 2 + 2, ...): an image or an answer is the same
+    alone and in a batch."""
+    _kernel_or_skip()
+    dtype = torch.float32 if weights == "float32" else torch.bfloat16
+    layer = _linear(128, 37, dtype)
+    if weights == "int8":
+        int8 = Int8Linear(ALWAYS)
+        int8.check(torch.device("cpu"), dtype)
+        converted = int8.convert(layer)
+        assert isinstance(converted, PackedLinear)
+        weight, scale, bias = converted.kernel_operands()
+    else:
+        weight, bias, scale = layer.weight.detach(), layer.bias.detach(), None
+    x = torch.randn(9, 128).to(dtype)
+    builds = kernel_module.kernel_isas()
+    for n, isa in enumerate(builds):
+        packed = PackedLinear(weight, bias, scale, isas=builds[: n + 1], measured=False)
+        with torch.inference_mode():
+            alone = torch.cat([packed.kernel(x[i : i + 1], isa) for i in range(9)])
+            for rows in range(2, 10):
+                assert torch.equal(packed.kernel(x[:rows], isa), alone[:rows]), (isa, rows)
 
 
 def _spy_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
