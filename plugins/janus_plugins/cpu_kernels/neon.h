@@ -107,7 +107,7 @@ inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
 
 // y[m * ldy + r] = dot(x[m], w[r]) for G rows of x and R rows of w (rows K apart), 8 bfloat16 pairs at a time.
 template <int G, int R>
-JANUS_BF16_TARGET void tile_bfdot(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+JANUS_BF16_TARGET void tile_dot(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
   float32x4_t acc[G][R];
   for (int m = 0; m < G; ++m)
@@ -124,15 +124,6 @@ JANUS_BF16_TARGET void tile_bfdot(const Bf16Rows& x, const uint16_t* w, float* y
   for (int m = 0; m < G; ++m)
     for (int r = 0; r < R; ++r) y[m * ldy + r] = vaddvq_f32(acc[m][r]);
 }
-
-// The BFDOT tiles as a policy for linear.h's drivers: 4 x 4 accumulators, 4 rows of x and a weight vector (21
-// of 32 registers).
-struct Bf16DotTiles {
-  static constexpr int kGroup = 4;
-  static constexpr int kRows = kTileRows;
-  template <int G, int R>
-  static void run(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) { tile_bfdot<G, R>(x, w, y, ldy); }
-};
 #endif
 
 // ---- DOTPROD (SDOT: Armv8.4, optional from Armv8.2; Apple M1 and later, Graviton 2 and later, Neoverse N1 and
@@ -175,7 +166,7 @@ inline SignedBytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector
 // weights' sum made by one more `sdot` per weight vector (against ones), shared by the G rows of x; the block's
 // exact int32 sum then as the NEON tile adds it (block_value), so both give the same outputs.
 template <int G, int R>
-JANUS_DOTPROD_TARGET void tile_sdot(const SignedBytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+JANUS_DOTPROD_TARGET void tile_dot(const SignedBytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
   const int8x16_t ones = vdupq_n_s8(1);
   float total[G][R] = {};
@@ -212,15 +203,25 @@ JANUS_DOTPROD_TARGET void tile_sdot(const SignedBytePairRows& x, const int8_t* w
   for (int m = 0; m < G; ++m)
     for (int r = 0; r < R; ++r) y[m * ldy + r] = total[m][r];
 }
+#endif
 
-// The SDOT tiles as a policy for linear.h's drivers: 2 x 4 x 2 accumulators, 4 weight sums, 2 x 2 rows of x bytes,
-// a weight vector and the ones (26 of 32 registers).
-struct Int8DotTiles {
-  static constexpr int kGroup = 2;
+// The dot-product tiles as policies for linear.h's drivers: BFDOT, 4 x 4 accumulators, 4 rows of x and a weight
+// vector (21 of 32 registers); SDOT, 2 x 4 x 2 accumulators, 4 weight sums, 2 x 2 rows of x bytes, a weight vector
+// and the ones (26).
+#if defined(JANUS_NEON_BF16) || defined(JANUS_NEON_DOTPROD)
+template <int Group>
+struct DotTiles {
+  static constexpr int kGroup = Group;
   static constexpr int kRows = kTileRows;
-  template <int G, int R>
-  static void run(const SignedBytePairRows& x, const int8_t* w, float* y, int64_t ldy) { tile_sdot<G, R>(x, w, y, ldy); }
+  template <int G, int R, typename X, typename W>
+  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile_dot<G, R>(x, w, y, ldy); }
 };
+#endif
+#ifdef JANUS_NEON_BF16
+using Bf16DotTiles = DotTiles<4>;
+#endif
+#ifdef JANUS_NEON_DOTPROD
+using Int8DotTiles = DotTiles<2>;
 #endif
 
 // Four float32 lanes as the portable kernels take them (lanes.h). T: float32, or any 16-bit type holding
