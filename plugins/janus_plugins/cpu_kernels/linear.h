@@ -74,8 +74,8 @@ void remaining_rows(const X& x, int64_t left, const W* w, float* y, int64_t N) {
 // for a last pass would be fewer than kGroup - 1, the last two passes share the rows evenly instead. After the
 // first pass the weights come from cache, so a pass of one row costs nearly what a full one does: 4 rows through
 // the AVX2 tiles (kGroup 3) as 3 + 1 streamed a 2048 x 5632 bfloat16 weight at 9.4 GB/s on one Zen 3 core, as
-// 2 + 2 at 12.6, and 7 rows as 3 + 3 + 1 at 6.5 against 7.8 as 3 + 2 + 2 (on two cores, sharing the memory, 8-11%
-// faster). Which pass a row is in does not change its outputs: each output has its own accumulators, summed in
+// 2 + 2 at 12.6, and 7 rows as 3 + 3 + 1 at 6.5 against 7.8 as 3 + 2 + 2 (on two cores, sharing the memory, less:
+// 8-11% for that shape). Which pass a row is in does not change its outputs: each output has its own accumulators, summed in
 // the same order in a tile of any size.
 template <typename Tiles, int R, typename X, typename W>
 void weight_rows(const X& x, int64_t M, const W* w, float* y, int64_t N) {

@@ -19,8 +19,8 @@ namespace janus_kernels {
 
 namespace {
 
-// Whether this CPU runs the SDOT tiles: Linux reports DOTPROD in the auxiliary vector; a build whose flags
-// enable it (Apple's clang for arm64 Macs) runs only where the CPU has it.
+// Whether this CPU runs the SDOT tiles: Linux reports DOTPROD in the auxiliary vector; where the compiler's flags
+// enable DOTPROD (as Apple's clang should for arm64 Macs), every CPU the build runs on has it.
 bool dot_supported() {
 #if defined(JANUS_NEON_DOTPROD) && defined(__ARM_FEATURE_DOTPROD)
   return true;

@@ -130,7 +130,8 @@ JANUS_BF16_TARGET void tile_dot(const Bf16Rows& x, const uint16_t* w, float* y, 
 // later): int8 weights against x's int16 values split into bytes, `sdot` summing 4 lanes of 4 signed byte products
 // each (16 weights per instruction, no widening, where the NEON tile widens them and takes 4 multiply-adds per
 // instruction). Compiled with GCC's per-function target or where the flags enable DOTPROD (Apple's clang for
-// arm64 Macs does); called only where the CPU reports it (`dot_supported` in linear_arm.cpp).
+// arm64 Macs should: not verified on a Mac); called only where the CPU reports it (`dot_supported` in
+// linear_arm.cpp).
 #if defined(__ARM_FEATURE_DOTPROD) || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8)
 #define JANUS_NEON_DOTPROD 1
 #if defined(__ARM_FEATURE_DOTPROD)
