@@ -2,8 +2,8 @@
 // format, and AVX-512 tiles (BF16, VNNI) compiled for those extensions only, called where the CPU has them.
 // AVX2: float32 and bfloat16 weights in float32 FMAs (bfloat16 widened by interleaving with zeros, which permutes
 // each block of 16; x is permuted the same way once per call); int8 weights against x's int16 values through
-// `vpmaddwd` (16 multiply-adds per instruction with no conversion of the weights, where widening them to float32
-// first made int8 no faster than bfloat16 on Zen 1).
+// `vpmaddwd` (16 multiply-adds per instruction, the weights made int16 in place by shifts where widening them to
+// float32 first made int8 no faster than bfloat16 on Zen 1).
 
 #include "linear.h"
 #include "x86.h"
@@ -11,7 +11,9 @@
 namespace janus_kernels {
 namespace {
 
-constexpr int kMaxGroup = 3;  // rows of x per pass over a tile: 3 x 4 accumulators fit AVX2's 16 registers
+// Rows of x per pass over a tile: 3 x 4 accumulators and 2 operands fit AVX2's 16 registers (the int8 tile reads
+// some of its 6 x vectors from cache).
+constexpr int kMaxGroup = 3;
 
 // Loads 16 weights as two float32 vectors, in the order the (possibly permuted) x expects.
 inline void widen(const float* w, __m256& lo, __m256& hi) {
@@ -47,33 +49,71 @@ inline void tile(const FloatRows& x, const W* w, float* y, int64_t ldy) {
     for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(acc[m][r]);
 }
 
-// The same for int16 x and int8 w: exact int32 sums per scale block, scaled and added up in float32.
+// A scale block's exact int32 sum from its 8 lanes (below 512 * 127 * 32767 < 2^31), rounded to float32 once and
+// scaled: what the int8 tile adds to a row's total (as the NEON int8 tiles do, neon.h).
+inline float block_value(__m256i lanes, float scale) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<float>(_mm_cvtsi128_si32(s)) * scale;
+}
+
+// The same for int16 x and (packed) int8 w: 32 weights per load, made int16 in their lanes by shifts, the low
+// byte of each 16-bit pair (the even weights, sign-extended by a shift left and back) and the high byte (the odd
+// ones, an arithmetic shift), each against the x values of the same parity (x's blocks of 32 reordered once per
+// call, pairs_apart). On one Zen 3 core this streamed 2 rows 25-30% faster than widening 16 weights by
+// `vpmovsxbw` (which crosses the 128-bit lanes), 65% faster with the weights in cache. Exact int32 sums per
+// scale block, added up in float32 (block_value).
 template <int G, int R>
 inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
-  __m256 total[G][R];
-  for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) total[m][r] = _mm256_setzero_ps();
+  float total[G][R] = {};
   for (int64_t b = 0; b < x.blocks; ++b) {
     __m256i acc[G][R];
     for (int m = 0; m < G; ++m)
       for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
-    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += kBlock) {
-      __m256i xv[G];
-      for (int m = 0; m < G; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
+    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += 2 * kBlock) {
+      __m256i even_x[G], odd_x[G];
+      for (int m = 0; m < G; ++m) {
+        even_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
+        odd_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k + kBlock));
+      }
       for (int r = 0; r < R; ++r) {
-        const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed_at<R>(w, r, k))));
+        const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed_at<R>(w, r, k)));
         _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
-        for (int m = 0; m < G; ++m) acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
+        const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(pairs, 8), 8);
+        const __m256i odd = _mm256_srai_epi16(pairs, 8);
+        for (int m = 0; m < G; ++m)
+          acc[m][r] = _mm256_add_epi32(
+              acc[m][r], _mm256_add_epi32(_mm256_madd_epi16(even, even_x[m]), _mm256_madd_epi16(odd, odd_x[m])));
       }
     }
     for (int m = 0; m < G; ++m) {
-      const __m256 scale = _mm256_set1_ps(x.scale[m * x.blocks + b]);
-      for (int r = 0; r < R; ++r) total[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][r]), scale, total[m][r]);
+      const float scale = x.scale[m * x.blocks + b];
+      for (int r = 0; r < R; ++r) total[m][r] += block_value(acc[m][r], scale);
     }
   }
   for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) y[m * ldy + r] = horizontal_sum(total[m][r]);
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = total[m][r];
+}
+
+// x's int16 values as the AVX2 int8 tile takes them: each block of 32 as its 16 even-indexed values, then its 16
+// odd ones (K % 64 == 0 for int8 weights).
+Int16Rows pairs_apart(const Int16Rows& q, int64_t M, std::vector<int16_t>& out) {
+  out.resize(M * q.K);
+  const auto even_of = [](__m256i v) { return _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 16); };
+  for (int64_t i = 0; i < M * q.K; i += 2 * kBlock) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.data + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.data + i + kBlock));
+    // packs interleaves the 128-bit halves of its two inputs; the permute puts them back in order
+    const __m256i even =
+        _mm256_permute4x64_epi64(_mm256_packs_epi32(even_of(a), even_of(b)), _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256i odd = _mm256_permute4x64_epi64(
+        _mm256_packs_epi32(_mm256_srai_epi32(a, 16), _mm256_srai_epi32(b, 16)), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.data() + i), even);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.data() + i + kBlock), odd);
+  }
+  return {out.data(), q.scale, q.K, q.blocks};
 }
 
 // The AVX2 tiles as a policy for the drivers below: kGroup rows of x per pass over kRows weight rows.
@@ -290,7 +330,8 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
       return;
     }
 #endif
-    matmul<Avx2Tiles>(quantized, M, weights_as<int8_t>(weights, ys), threads);
+    std::vector<int16_t> apart;
+    matmul<Avx2Tiles>(pairs_apart(quantized, M, apart), M, weights_as<int8_t>(weights, ys), threads);
     return;
   }
   const bool bf16 = kind == at::kBFloat16;
