@@ -2,8 +2,8 @@
 // format, and AVX-512 tiles (BF16, VNNI) compiled for those extensions only, called where the CPU has them.
 // AVX2: float32 and bfloat16 weights in float32 FMAs (bfloat16 widened by interleaving with zeros, which permutes
 // each block of 16; x is permuted the same way once per call); int8 weights against x's int16 values through
-// `vpmaddwd` (16 multiply-adds per instruction, the weights made int16 in place by shifts where widening them to
-// float32 first made int8 no faster than bfloat16 on Zen 1).
+// `vpmaddwd` (16 multiply-adds per instruction; the weights made int16 in their lanes by shifts, never float32,
+// which made int8 no faster than bfloat16 on Zen 1).
 
 #include "linear.h"
 #include "x86.h"
