@@ -257,3 +257,34 @@ def test_the_captured_steps_form_takes_the_padding_too(backbone: LLMBackbone) ->
             captured_form.append(run_layers(steps[:, step : step + 1], cache, position)[:, -1])
     for a, b in zip(ordinary, captured_form, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["same-length", "left-padded"])
+def test_a_prompts_repeated_rows_go_through_the_layers_once(
+    backbone: LLMBackbone, padded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n images of one prompt repeat its rows (n conditional, n unconditional): the layers compute each
+    distinct row once and every row gets its keys and values, so the steps after the prompt are what they
+    are when every row goes through the layers."""
+    hidden_size = backbone.hidden_size
+    gen = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(1, t, hidden_size, generator=gen) for t in (5 if padded else 9, 9))
+    prompts, padding = left_pad([a, b, a, b, a], 0.0)
+    steps = torch.randn(5, 3, hidden_size, generator=gen)
+    widths: list[int] = []  # rows of each prompt that reaches the first layer
+
+    def record(_: object, args: tuple[Tensor, ...]) -> None:
+        if args[0].shape[1] > 1:
+            widths.append(args[0].shape[0])
+
+    hook = backbone.model.layers[0].register_forward_pre_hook(record)  # type: ignore[attr-defined]
+    try:
+        with torch.inference_mode():
+            once = run_steps(backbone, prompts, steps, padding)
+            monkeypatch.setattr("janus_plugins.deepseek_llm.model.distinct_rows", lambda *_: None)
+            every = run_steps(backbone, prompts, steps, padding)
+    finally:
+        hook.remove()
+    assert widths == [2, 5]
+    for x, y in zip(once, every, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)

@@ -222,7 +222,25 @@ class DeepSeekLLM(nn.Module):
             )
         if t == 1 and cache.captured is not None and start < cache.max_length - 1:
             return cache.captured(inputs_embeds, start)
-        return self.run_layers(inputs_embeds, cache, start, self.plan_for(inputs_embeds).ops)
+        ops = self.plan_for(inputs_embeds).ops
+        repeats = distinct_rows(inputs_embeds, cache.padding) if start == 0 and t > 1 else None
+        if repeats is None:
+            return self.run_layers(inputs_embeds, cache, start, ops)
+        return self._prompt_once(inputs_embeds, cache, ops, *repeats)
+
+    def _prompt_once(
+        self, inputs_embeds: Tensor, cache: StaticKVCache, ops: TorchLayerOps, first: Tensor, copy: Tensor
+    ) -> Tensor:
+        """A prompt whose rows repeat (n images of one prompt: n conditional and n unconditional rows alike)
+        through the layers once per distinct row (rows `first`), its keys and values then copied to every row
+        (row i from distinct row copy[i]): the prompt's arithmetic divided by n."""
+        t = inputs_embeds.shape[1]
+        once = self._allocate(len(first), t)
+        once.padding = None if cache.padding is None else cache.padding[first]
+        hidden = self.run_layers(inputs_embeds[first], once, 0, ops)
+        cache.keys[:, :, :, :t].copy_(once.keys[:, copy])
+        cache.values[:, :, :, :t].copy_(once.values[:, copy])
+        return hidden[copy]
 
     def run_layers(
         self, inputs_embeds: Tensor, cache: StaticKVCache, start: Position, ops: TorchLayerOps = TORCH_OPS
@@ -249,6 +267,24 @@ class DeepSeekLLM(nn.Module):
             for layer in self.model.layers:
                 x = layer(x, rope, cache, start, self.attention, mask, ops)
         return ops.rms_norm(x, self.model.norm)
+
+
+def distinct_rows(inputs_embeds: Tensor, padding: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """(first, copy) where some rows of a prompt [B, T, hidden] equal others, embeddings and padding alike:
+    the first row of each distinct kind, and for every row the index in `first` of its kind; None where every
+    row differs."""
+    if len(inputs_embeds) == 1:
+        return None
+    kinds, copy = torch.unique(inputs_embeds.flatten(1), dim=0, return_inverse=True)
+    if len(kinds) == len(inputs_embeds):
+        return None
+    rows = torch.arange(len(inputs_embeds), device=copy.device)
+    first = torch.full((len(kinds),), len(inputs_embeds), device=copy.device).scatter_reduce(
+        0, copy, rows, reduce="amin"
+    )
+    if padding is not None and not torch.equal(padding[first][copy], padding):
+        return None
+    return first, copy
 
 
 def visible_mask(position: Tensor, length: int, dtype: torch.dtype) -> Tensor:
