@@ -18,6 +18,7 @@ from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions, TorchL
 from janus_plugins.linear.packed import (
     KERNEL_MAX_ROWS,
     PACK_BYTES,
+    PACK_ROWS,
     PackedLinear,
     pack_int8,
     unpack_int8,
@@ -384,16 +385,18 @@ def test_int8_kernel_rounds_x_to_nearest_even(wide: bool) -> None:
     assert torch.equal(y[:, 1:].round(), torch.round(x[:, 1 : 1 + ties.numel()]))  # 2.5 -> 2, 3.5 -> 4
 
 
-@pytest.mark.parametrize("out_features", [8, 11])
+@pytest.mark.parametrize("out_features", [3, 8, 11])
 def test_int8_weights_pack_by_tiles_of_rows_and_unpack_exactly(out_features: int) -> None:
     """Rows in groups of PACK_ROWS, each as chunks of PACK_BYTES side by side; the rows past the last full
     group as they were."""
     weight = torch.arange(out_features * 128, dtype=torch.int32).remainder(251).sub(125).to(torch.int8)
     weight = weight.view(out_features, 128)
     packed = pack_int8(weight)
-    assert torch.equal(packed[0, :PACK_BYTES], weight[0, :PACK_BYTES])
-    assert torch.equal(packed[0, PACK_BYTES:], weight[1, :PACK_BYTES])  # row 1's first chunk follows row 0's
-    assert torch.equal(packed[8:], weight[8:])
+    full = out_features - out_features % PACK_ROWS
+    if full:
+        assert torch.equal(packed[0, :PACK_BYTES], weight[0, :PACK_BYTES])
+        assert torch.equal(packed[0, PACK_BYTES:], weight[1, :PACK_BYTES])  # row 1's first chunk next
+    assert torch.equal(packed[full:], weight[full:])
     assert torch.equal(unpack_int8(packed), weight)
     with pytest.raises(ValueError, match="chunks of 64 features; this one has 80"):
         pack_int8(torch.zeros(4, 80, dtype=torch.int8))
@@ -418,18 +421,49 @@ def test_bfloat16_gemm_runs_in_the_compute_dtype(
     """A prefill's GEMM runs in float32 where bfloat16 measured slower; the result stays bfloat16."""
     pinned(f"matmul-dtype={pin}")
     seen: list[torch.dtype] = []
-    linear = nn.functional.linear
+    mm = torch.mm
 
-    def recording(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def recording(x: torch.Tensor, w: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
         seen.append(w.dtype)
-        return linear(x, w)
+        return mm(x, w, out=out)
 
-    monkeypatch.setattr(nn.functional, "linear", recording)
+    monkeypatch.setattr(torch, "mm", recording)
     packed = PackedLinear(torch.randn(8, 16).to(torch.bfloat16), None, None, isas=())
     with torch.inference_mode():
         out = packed(torch.randn(KERNEL_MAX_ROWS + 1, 16).to(torch.bfloat16))
     assert seen == [gemm_dtype]
     assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
+def test_torchs_path_widens_the_weight_in_slabs_that_add_up_to_the_layer(
+    monkeypatch: pytest.MonkeyPatch, pinned: Pin, kind: str
+) -> None:
+    """Widened weights (bfloat16 computed in float32, int8 dequantized) are multiplied a slab of output rows
+    at a time, so that no whole float32 copy is made per call; the slabs cover every row once, including the
+    rows past the last full group of packed int8 rows, and carry the scale and bias of their rows."""
+    pinned("matmul-dtype=float32")
+    layer = _linear(128, 4 * 5 + 3, torch.bfloat16)
+    if kind == "int8":
+        _kernel_or_skip()
+        backend = Int8Linear(ALWAYS)
+        backend.check(torch.device("cpu"), torch.bfloat16)
+        packed = backend.convert(layer)
+        assert isinstance(packed, PackedLinear) and packed.isas  # packed by groups of PACK_ROWS rows
+        assert packed.scale is not None
+        expected_weight = packed.plain_weight().double() * packed.scale.double()[:, None]
+    else:
+        packed = KernelLinear("torch-only", ()).convert(layer)
+        assert isinstance(packed, PackedLinear)
+        expected_weight = layer.weight.double()
+    monkeypatch.setattr(linear_plugin.packed, "WIDEN_BYTES", 2 * 128 * 4)  # 2 rows -> slabs of PACK_ROWS
+    slabs = [(start, slab.shape[0]) for start, slab in packed.weight_slabs(torch.float32)]
+    assert slabs == [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 3)]
+    x = torch.randn(KERNEL_MAX_ROWS + 1, 128).to(torch.bfloat16)
+    with torch.inference_mode():
+        y = packed(x)
+    expected = nn.functional.linear(x.double(), expected_weight, layer.bias.double())
+    torch.testing.assert_close(y.double(), expected, atol=2e-2, rtol=2**-7)
 
 
 def test_int8_pipeline_stays_close_to_the_reference() -> None:
@@ -462,17 +496,17 @@ def test_int8_pipeline_stays_close_to_the_reference() -> None:
 
 
 def test_torch_path_computes_on_contiguous_rows(monkeypatch: pytest.MonkeyPatch, pinned: Pin) -> None:
-    """A [B, 1, in] slice of the last position reaches torch's linear as contiguous [B, in] rows (torch's
+    """A [B, 1, in] slice of the last position reaches torch's GEMM as contiguous [B, in] rows (torch's
     bfloat16 linear is a slow path on the strided 3-D form), and comes back in the input's shape."""
     pinned("matmul-dtype=bfloat16")
     seen: list[tuple[tuple[int, ...], bool]] = []
-    linear = nn.functional.linear
+    linear, mm = nn.functional.linear, torch.mm
 
-    def recording(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def recording(x: torch.Tensor, w: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
         seen.append((tuple(x.shape), x.is_contiguous()))
-        return linear(x, w)
+        return mm(x, w, out=out)
 
-    monkeypatch.setattr(nn.functional, "linear", recording)
+    monkeypatch.setattr(torch, "mm", recording)
     layer = _linear(32, 24, torch.bfloat16, bias=False)
     packed = PackedLinear(layer.weight.detach(), None, None, isas=())
     hidden = torch.randn(3, 5, 32).to(torch.bfloat16)

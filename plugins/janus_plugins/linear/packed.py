@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,11 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
 PROBE_BYTES = 192 << 20
 """Weights a row-count probe streams per call: past the last-level cache of current server CPUs."""
 PROBE_MAX_COPIES = 64
+WIDEN_BYTES = 4 << 20
+"""Weights torch's path widens at a time (bfloat16 -> float32 where bfloat16 GEMMs measured slower; int8 ->
+float), so that each slab is multiplied while it is in cache. A whole widened MLP weight (46 MB in float32) is
+fresh memory from the OS at every call, page faults included: on a Zen 3, 16 MLP weights of a 1B at 68 rows
+took 670 ms that way and 253 ms in slabs of 4 MB (at 631 rows 2096 against 1816 ms)."""
 PACK_ROWS, PACK_BYTES = 4, 64
 """int8 weights for the kernel are packed: each group of PACK_ROWS rows as chunks of PACK_BYTES, chunk c of
 every row before chunk c + 1 (the kernel's `packed_at`): a tile of rows streams as one contiguous run."""
@@ -117,18 +122,32 @@ class PackedLinear(nn.Module):
         return _stream(x, [self], isa)[0]
 
     def gemm(self, x: Tensor) -> Tensor:
-        """torch's own path: nn.functional.linear in the compute dtype (a dequantizing one for int8), on x as
-        rows: torch 2.13's bfloat16 linear takes ~500x as long on a non-contiguous [B, 1, in] input (a
-        slice of the last position) as on the same rows contiguous (14.8 s against 0.03 s for 8 rows through
-        a 2048 x 102400 head)."""
+        """torch's own path: a GEMM in the compute dtype (a dequantizing one for int8) against the weight one
+        slab at a time (`weight_slabs`), on x as rows: torch 2.13's bfloat16 linear takes ~500x as long on a
+        non-contiguous [B, 1, in] input (a slice of the last position) as on the same rows contiguous (14.8 s
+        against 0.03 s for 8 rows through a 2048 x 102400 head)."""
         dtype = compute_dtype(x.dtype, x.device)
         rows = x.reshape(-1, self.in_features).contiguous().to(dtype)
-        y = nn.functional.linear(rows, self.plain_weight().to(dtype))
+        y = torch.empty(rows.shape[0], self.out_features, dtype=dtype, device=x.device)
+        for start, slab in self.weight_slabs(dtype):
+            torch.mm(rows, slab.t(), out=y[:, start : start + slab.shape[0]])
         if self.scale is not None:
-            y = y * self.scale.to(dtype)
+            y.mul_(self.scale.to(dtype))
         if self.bias is not None:
-            y = y + self.bias.to(dtype)
+            y.add_(self.bias.to(dtype))
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def weight_slabs(self, dtype: torch.dtype) -> Iterator[tuple[int, Tensor]]:
+        """(first output feature, [rows, in] weight rows in `dtype`): the whole weight where it is stored in
+        `dtype`, else slabs of about WIDEN_BYTES, each widened (int8: unpacked) just before its use."""
+        if self.weight.dtype == dtype:
+            yield 0, self.weight
+            return
+        step = max(1, WIDEN_BYTES // (self.in_features * dtype.itemsize) // PACK_ROWS) * PACK_ROWS
+        packed = self.weight.dtype == torch.int8 and bool(self.isas)
+        for start in range(0, self.out_features, step):
+            slab = self.weight[start : start + step]
+            yield start, (unpack_int8(slab) if packed else slab).to(dtype)
 
     def plain_weight(self) -> Tensor:
         """The weight as [out, in] rows (int8 weights unpacked)."""
@@ -207,14 +226,14 @@ def pack_int8(weight: Tensor) -> Tensor:
     """[out, in] int8 rows in the kernel's layout (PACK_ROWS); in a multiple of PACK_BYTES."""
     full, chunks = _groups(weight)
     groups = weight[:full].reshape(full // PACK_ROWS, PACK_ROWS, chunks, PACK_BYTES).transpose(1, 2)
-    return torch.cat([groups.reshape(full, -1), weight[full:]])
+    return torch.cat([groups.reshape(full, weight.shape[1]), weight[full:]])
 
 
 def unpack_int8(weight: Tensor) -> Tensor:
     """The inverse of pack_int8."""
     full, chunks = _groups(weight)
     groups = weight[:full].reshape(full // PACK_ROWS, chunks, PACK_ROWS, PACK_BYTES).transpose(1, 2)
-    return torch.cat([groups.reshape(full, -1), weight[full:]])
+    return torch.cat([groups.reshape(full, weight.shape[1]), weight[full:]])
 
 
 def _probe_copies(layer: PackedLinear) -> list[PackedLinear]:
