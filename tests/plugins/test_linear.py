@@ -466,6 +466,15 @@ def test_torchs_path_widens_the_weight_in_slabs_that_add_up_to_the_layer(
     torch.testing.assert_close(y.double(), expected, atol=2e-2, rtol=2**-7)
 
 
+def test_off_the_cpu_the_weight_widens_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU (here the meta device) a widened weight is one slab: the caching allocator reuses its memory,
+    and slabs would each be kernel launches."""
+    monkeypatch.setattr(linear_plugin.packed, "WIDEN_BYTES", 2 * 128 * 4)
+    layer = PackedLinear(torch.empty(23, 128, dtype=torch.bfloat16, device="meta"), None, None)
+    slabs = [(start, tuple(slab.shape), slab.dtype) for start, slab in layer.weight_slabs(torch.float32)]
+    assert slabs == [(0, (23, 128), torch.float32)]
+
+
 def test_int8_pipeline_stays_close_to_the_reference() -> None:
     """Weight-only int8 on the tiny checkpoint: the prompt logits move by about what bfloat16 moves them
     (bench/quality.py measures both: mean error 0.020 for int8, 0.011 for bfloat16, logit std 2.0)."""

@@ -139,11 +139,15 @@ class PackedLinear(nn.Module):
 
     def weight_slabs(self, dtype: torch.dtype) -> Iterator[tuple[int, Tensor]]:
         """(first output feature, [rows, in] weight rows in `dtype`): the whole weight where it is stored in
-        `dtype`, else slabs of about WIDEN_BYTES, each widened (int8: unpacked) just before its use."""
+        `dtype`, else on a CPU slabs of about WIDEN_BYTES, each widened (int8: unpacked) just before its use
+        (elsewhere the whole weight widened at once: a GPU's caching allocator reuses the memory, and each
+        slab would be kernel launches of its own)."""
         if self.weight.dtype == dtype:
             yield 0, self.weight
             return
         step = max(1, WIDEN_BYTES // (self.in_features * dtype.itemsize) // PACK_ROWS) * PACK_ROWS
+        if self.weight.device.type != "cpu":
+            step = self.out_features
         packed = self.weight.dtype == torch.int8 and bool(self.isas)
         for start in range(0, self.out_features, step):
             slab = self.weight[start : start + step]
