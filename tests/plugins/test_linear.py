@@ -453,8 +453,7 @@ def test_torchs_path_widens_the_weight_in_slabs_that_add_up_to_the_layer(
         assert packed.scale is not None
         expected_weight = packed.plain_weight().double() * packed.scale.double()[:, None]
     else:
-        packed = KernelLinear("torch-only", ()).convert(layer)
-        assert isinstance(packed, PackedLinear)
+        packed = PackedLinear(layer.weight.detach(), layer.bias.detach(), None, isas=())
         expected_weight = layer.weight.double()
     monkeypatch.setattr(linear_plugin.packed, "WIDEN_BYTES", 2 * 128 * 4)  # 2 rows -> slabs of PACK_ROWS
     slabs = [(start, slab.shape[0]) for start, slab in packed.weight_slabs(torch.float32)]
