@@ -12,7 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from janus_sdk import CheckpointError, ConfigError, JanusPipeline, PipelineConfig
+from janus_plugins import cpu_kernels
+from janus_plugins.cpu_kernels import AVX2
+from janus_plugins.linear.packed import PackedLinear
+from janus_sdk import BackendUnavailableError, CheckpointError, ConfigError, JanusPipeline, PipelineConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "janus-tiny"
 CHECKPOINT = FIXTURE / "checkpoint"
@@ -166,6 +169,25 @@ def test_the_loaded_checkpoint_is_never_written_to(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="loaded from"):
             loaded.save_pretrained(target, overwrite=True)
     assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in CHECKPOINT.iterdir())
+
+
+def test_weights_a_kernel_holds_repacked_are_saved_as_the_checkpoint_holds_them(tmp_path: Path) -> None:
+    """The kernel's AVX2 build holds bfloat16 weights as panels (the same values, another layout): a save
+    writes each back in the official layout, tensor for tensor."""
+    here = cpu_kernels.target()
+    if here is None:
+        pytest.skip("the kernels have no build for this CPU")
+    try:
+        pipe = load(dtype="bfloat16", linear=here.isa)
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    held = [m.weight for m in pipe.model.modules() if isinstance(m, PackedLinear)]
+    assert held and (here.isa != AVX2 or any(weight.dim() == 3 for weight in held))
+    saved = pipe.save_pretrained(tmp_path / "saved")
+    original = load_file(str(CHECKPOINT / "model.safetensors"))
+    written = load_file(str(saved / "model.safetensors"))
+    assert written.keys() == original.keys()
+    assert all(torch.equal(written[name], tensor) for name, tensor in original.items())
 
 
 def test_weights_a_linear_backend_converted_are_refused_by_name(tmp_path: Path) -> None:

@@ -239,6 +239,18 @@ class KernelLinearModule(Protocol):
 
 
 @runtime_checkable
+class CheckpointTensors(Protocol):
+    """What a module a LinearBackend converts to may add when it holds a checkpoint tensor in another layout
+    (the same values, repacked for a kernel): that tensor as the checkpoint stores it, made on request, so
+    that saving writes the official layout one tensor at a time, never a second copy of the model."""
+
+    def checkpoint_tensor(self, name: str) -> Tensor | None:
+        """The tensor `name` of this module's own state dict in the checkpoint's layout, or None where the
+        module holds it as the checkpoint does."""
+        ...
+
+
+@runtime_checkable
 class LinearBackend(Protocol):
     """How the linear layers read once per generated token (LLM, generation head and aligner) compute.
 

@@ -19,9 +19,12 @@ from janus_plugins.linear.packed import (
     KERNEL_MAX_ROWS,
     PACK_BYTES,
     PACK_ROWS,
+    PANEL_ROWS,
     PackedLinear,
     pack_int8,
+    pack_panels,
     unpack_int8,
+    unpack_panels,
 )
 from janus_plugins.mlp import VisionHead
 from janus_sdk import tuning
@@ -94,29 +97,39 @@ def test_kernel_float32_matches_nn_linear(rows: int, in_features: int, out_featu
 
 
 @pytest.mark.parametrize("rows", ROWS)
-def test_kernel_bfloat16_matches_nn_linear_within_output_rounding(rows: int, pinned: Pin) -> None:
+@pytest.mark.parametrize("out_features", [45, 64], ids=["rows", "panels-on-avx2"])
+def test_kernel_bfloat16_matches_nn_linear_within_output_rounding(
+    rows: int, out_features: int, pinned: Pin
+) -> None:
     _kernel_or_skip()
     pinned("matmul-dtype=float32")  # beyond KERNEL_MAX_ROWS: torch's GEMM, in float32, one output rounding
-    layer = _linear(96, 45, torch.bfloat16)
+    layer = _linear(96, out_features, torch.bfloat16)
     packed = base_build(ALWAYS).convert(layer)
     x = torch.randn(2, rows, 96).to(torch.bfloat16)  # leading dims are flattened and restored
     with torch.inference_mode():
         out = packed(x)
         reference = _reference(layer, x)
-    assert out.shape == (2, rows, 45) and out.dtype == torch.bfloat16
+    assert out.shape == (2, rows, out_features) and out.dtype == torch.bfloat16
     # bfloat16 keeps 8 bits of mantissa: the result may differ by one rounding of the output
     torch.testing.assert_close(out.double(), reference, atol=1e-3, rtol=2**-8)
 
 
-@pytest.mark.parametrize("weights", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("weights", ["float32", "bfloat16", "int8", "bfloat16-panels"])
 def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(weights: str) -> None:
     """Every build this CPU runs, 1-9 rows: each row's outputs equal what it gives alone, bit for bit, however
-    the rows are split into passes over the weights (3 + 3 + 2, 2 + 2, ...): an image or an answer is the same
-    alone and in a batch."""
+    the rows are split into passes over the weights (3 + 3 + 2, 2 + 2, ...; panels: 8 + 1, 5 + 4, ... with 4,
+    2 or 1 panels at a time): an image or an answer is the same alone and in a batch."""
     _kernel_or_skip()
     dtype = torch.float32 if weights == "float32" else torch.bfloat16
-    layer = _linear(128, 37, dtype)
-    if weights == "int8":
+    layer = _linear(128, 64 if weights == "bfloat16-panels" else 37, dtype)
+    builds = kernel_module.kernel_isas()
+    bias: torch.Tensor | None
+    if weights == "bfloat16-panels":
+        if builds[0] != AVX2:
+            pytest.skip("panels are the AVX2 build's layout")
+        builds = builds[:1]
+        weight, bias, scale = pack_panels(layer.weight.detach()), layer.bias.detach(), None
+    elif weights == "int8":
         int8 = Int8Linear(ALWAYS)
         int8.check(torch.device("cpu"), dtype)
         converted = int8.convert(layer)
@@ -125,7 +138,6 @@ def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(weights: str) -> Non
     else:
         weight, bias, scale = layer.weight.detach(), layer.bias.detach(), None
     x = torch.randn(9, 128).to(dtype)
-    builds = kernel_module.kernel_isas()
     for n, isa in enumerate(builds):
         packed = PackedLinear(weight, bias, scale, isas=builds[: n + 1], measured=False)
         with torch.inference_mode():
@@ -227,6 +239,34 @@ def test_avx512_pinned_where_the_cpu_lacks_it_names_the_features_and_autos_pick(
     int8 = Int8Linear()
     int8.check(cpu, torch.bfloat16)
     assert int8.isas == here
+
+
+def test_bfloat16_panels_pack_and_unpack_exactly() -> None:
+    """Each PANEL_ROWS output rows as [in / 2, PANEL_ROWS, 2]: a pair of inputs' weights side by side, 8 rows
+    of them; unpacking a run of whole panels gives those rows back."""
+    weight = torch.arange(64 * 6, dtype=torch.float32).view(64, 6).to(torch.bfloat16)
+    panels = pack_panels(weight)
+    assert panels.shape == (64 // PANEL_ROWS, 3, 2 * PANEL_ROWS)
+    assert panels[0, 0].tolist() == [weight[r, k].item() for r in range(PANEL_ROWS) for k in (0, 1)]
+    assert panels[1, 2, :2].tolist() == weight[PANEL_ROWS, 4:6].tolist()
+    assert torch.equal(unpack_panels(panels), weight)
+    assert torch.equal(unpack_panels(panels[2:5]), weight[2 * PANEL_ROWS : 5 * PANEL_ROWS])
+    with pytest.raises(ValueError, match="multiples of 32 and even in-features; this weight is 40 x 6"):
+        pack_panels(weight[:40])
+
+
+def test_only_the_avx2_build_keeps_bfloat16_weights_as_panels() -> None:
+    """Where whole tiles of PANEL_TILE rows fit, in bfloat16; the AVX-512 and NEON builds read rows."""
+    panels = avx2().convert(_linear(64, 96, torch.bfloat16))
+    assert isinstance(panels, PackedLinear) and panels.weight.shape == (96 // PANEL_ROWS, 32, 16)
+    assert (panels.out_features, panels.in_features, panels.kind()) == (96, 64, "bfloat16-panels")
+    for rows in (
+        avx2().convert(_linear(64, 80, torch.bfloat16)),  # 80 is not a multiple of 32
+        avx2().convert(_linear(64, 96, torch.float32)),
+        avx512().convert(_linear(64, 96, torch.bfloat16)),
+        KernelLinear("neon", ("neon",)).convert(_linear(64, 96, torch.bfloat16)),
+    ):
+        assert isinstance(rows, PackedLinear) and rows.weight.dim() == 2
 
 
 def test_avx2_keeps_layers_whose_width_the_kernel_cannot_take() -> None:
@@ -455,9 +495,9 @@ def test_torchs_path_widens_the_weight_in_slabs_that_add_up_to_the_layer(
     else:
         packed = PackedLinear(layer.weight.detach(), layer.bias.detach(), None, isas=())
         expected_weight = layer.weight.double()
-    monkeypatch.setattr(linear_plugin.packed, "WIDEN_BYTES", 2 * 128 * 4)  # 2 rows -> slabs of PACK_ROWS
+    monkeypatch.setattr(linear_plugin.packed, "WIDEN_BYTES", 2 * 128 * 4)  # 2 rows -> slabs of SLAB_ROWS
     slabs = [(start, slab.shape[0]) for start, slab in packed.weight_slabs(torch.float32)]
-    assert slabs == [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 3)]
+    assert slabs == [(0, 8), (8, 8), (16, 7)]
     x = torch.randn(KERNEL_MAX_ROWS + 1, 128).to(torch.bfloat16)
     with torch.inference_mode():
         y = packed(x)

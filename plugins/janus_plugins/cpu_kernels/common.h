@@ -38,12 +38,17 @@ bool wide_supported();
 void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights, bool wide,
                     const std::vector<float*>& ys);
 
+// A weight's output features: [N, K] rows, or bfloat16 panels [N / kPanelRows, K / 2, 2 * kPanelRows] (linear.h).
+inline int64_t output_features(const at::Tensor& weight) {
+  return weight.dim() == 3 ? weight.size(0) * kPanelRows : weight.size(0);
+}
+
 // The weights of a call as linear.h's drivers take them, their elements read as W.
 template <typename W>
 std::vector<Weight<W>> weights_as(const std::vector<at::Tensor>& weights, const std::vector<float*>& ys) {
   std::vector<Weight<W>> out;
   for (size_t i = 0; i < weights.size(); ++i)
-    out.push_back({static_cast<const W*>(weights[i].data_ptr()), weights[i].size(0), ys[i]});
+    out.push_back({static_cast<const W*>(weights[i].data_ptr()), output_features(weights[i]), ys[i]});
   return out;
 }
 

@@ -8,7 +8,8 @@
 
 namespace janus_kernels {
 
-// x: [M, K] float32 or bfloat16; weights[i]: [N_i, K] float32, bfloat16 or int8 (packed), all of one dtype;
+// x: [M, K] float32 or bfloat16; weights[i]: [N_i, K] float32, bfloat16 or int8 (packed), or bfloat16 panels
+// [N_i / 8, K / 2, 16] (x86; linear.h), all of one dtype and layout;
 // scales[i]: [N_i] float32 (int8 only, else empty); biases[i]: [N_i] or empty. Returns x @ weights[i].T (* scale)
 // (+ bias) for each, [M, N_i] in x's dtype, from one pass over all the weights. `wide`: the architecture's widest
 // tiles where they apply (needs wide_supported()).
@@ -23,12 +24,19 @@ std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::T
   const int64_t M = x.size(0);
   std::vector<int64_t> offsets{0};  // where each weight's y starts in one buffer
   for (const at::Tensor& weight : weights) {
-    TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1), "shapes do not match");
+    TORCH_CHECK(weight.dim() == weights.front().dim(), "the weights of one call share a layout");
     TORCH_CHECK(weight.scalar_type() == weights.front().scalar_type(), "the weights of one call share a dtype");
-    TORCH_CHECK(weight.is_contiguous() && weight.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
+    if (weight.dim() == 3) {
+      TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.size(1) * 2 == x.size(1) &&
+                      weight.size(2) == 2 * kPanelRows && output_features(weight) % kPanelTile == 0,
+                  "panels must be bfloat16 [N / 8, K / 2, 16] (pack_panels), N % 32 == 0");
+    } else {
+      TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1), "shapes do not match");
+    }
+    TORCH_CHECK(weight.is_contiguous() && x.size(1) % kBlock == 0, "weight must be contiguous, K % 16 == 0");
     TORCH_CHECK(weight.scalar_type() != at::kChar || weight.size(1) % kChunk == 0,
                 "int8 weights must be packed (pack_int8), with K % 64 == 0");
-    offsets.push_back(offsets.back() + M * weight.size(0));
+    offsets.push_back(offsets.back() + M * output_features(weight));
   }
   const std::unique_ptr<float[]> y(new float[offsets.back()]);  // every element is written by the tiles
   std::vector<float*> ys;
@@ -36,7 +44,7 @@ std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::T
   stream_weights(x.contiguous(), weights, wide, ys);
   std::vector<at::Tensor> outs;
   for (size_t i = 0; i < weights.size(); ++i) {
-    const int64_t N = weights[i].size(0);
+    const int64_t N = output_features(weights[i]);
     const at::Tensor& bias = biases[i];
     const at::Tensor bias_f = bias.defined() && bias.numel() > 0 ? bias.to(at::kFloat).contiguous() : bias;
     const float* scale_p = scales[i].defined() && scales[i].numel() > 0 ? scales[i].data_ptr<float>() : nullptr;

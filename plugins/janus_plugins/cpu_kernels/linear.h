@@ -26,6 +26,8 @@ constexpr int64_t kScaleBlock = 512;  // int16 x: one scale per this many featur
                                       // below 4096 (16 * 2^31 / (2 * 127 * 32767))
 constexpr int kTileRows = 4;          // weight rows walked together (every architecture's tiles)
 constexpr int64_t kChunk = 64;        // int8 weights: bytes of a row stored together (see packed_at)
+constexpr int64_t kPanelRows = 8;     // bfloat16 panels: output rows per panel (see below)
+constexpr int64_t kPanelTile = 32;    // bfloat16 panels: output rows a tile walks; N must be a multiple
 
 // int8 weights are packed (packed.py, pack_int8): each group of kTileRows rows is stored as chunks of kChunk
 // bytes, chunk c of every row of the group before chunk c + 1, so that a tile reads one contiguous run (with
@@ -35,6 +37,12 @@ template <int R>
 inline const int8_t* packed_at(const int8_t* w, int64_t r, int64_t k) {
   return w + (k / kChunk) * (R * kChunk) + r * kChunk + k % kChunk;
 }
+
+// bfloat16 weights may instead be stored as panels (packed.py, pack_panels; x86 AVX2 only): each kPanelRows output
+// rows as [K / 2][kPanelRows][2], the two weights of a pair of inputs side by side, so that one 256-bit load is
+// 8 outputs' weights for inputs k and k + 1, made float32 by a shift (k) and a mask (k + 1) against x[k] and
+// x[k + 1] broadcast: no shuffle, no horizontal sum, and each of 8 outputs' sums in its own lane. Row n of a panel
+// layout is not at n * K: a tile starts at its first row * K all the same (kPanelRows rows take kPanelRows * K).
 
 // Rows of x in float32 (for float32 and bfloat16 weights).
 struct FloatRows {

@@ -49,6 +49,7 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
                     const std::vector<float*>& ys) {
   const int64_t M = x.size(0), K = x.size(1);
   const at::ScalarType kind = weights.front().scalar_type();
+  TORCH_CHECK(weights.front().dim() == 2, "bfloat16 panels are an x86 layout: pass [N, K] rows");
   const TorchThreads threads;
   if (wide && kind == at::kBFloat16 && x.scalar_type() == at::kBFloat16) {
 #ifdef JANUS_NEON_BF16

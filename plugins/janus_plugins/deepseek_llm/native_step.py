@@ -133,10 +133,11 @@ def _projections(layer: DecoderLayer) -> list[KernelLinearModule]:
 
 
 def _one_kind_each(projections: list[list[KernelLinearModule]]) -> bool:
-    """Whether each layer's weights are of one kind (dtype, scaled or not): the kernel's grouped calls take
-    one."""
+    """Whether each layer's weights are of one kind (dtype, layout, scaled or not): the kernel's grouped calls
+    take one."""
     for layer in projections:
-        kinds = {(weight.dtype, scale is None) for weight, scale, _ in (p.kernel_operands() for p in layer)}
+        operands = (p.kernel_operands() for p in layer)
+        kinds = {(weight.dtype, weight.dim(), scale is None) for weight, scale, _ in operands}
         if len(kinds) != 1:
             return False
     return True

@@ -3,7 +3,7 @@
 - `torch`: nn.Linear as it is (torch's own kernels);
 - `avx2`: the same weights streamed by a small AVX2 kernel (`janus_plugins.cpu_kernels`, compiled on first
   use) at the row counts where it measured faster than torch on this machine (`packed.py`; all of them up to
-  32 rows with `measured: false`);
+  32 rows with `measured: false`); bfloat16 ones repacked as panels where whole tiles fit (`pack_panels`);
 - `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
   `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
@@ -40,7 +40,7 @@ from janus_plugins.cpu_kernels import (
     require_kernels,
 )
 from janus_plugins.linear.int4 import Int4Backend, Int4Options
-from janus_plugins.linear.packed import PACK_BYTES, PackedLinear, pack_int8
+from janus_plugins.linear.packed import PACK_BYTES, PANEL_TILE, PackedLinear, pack_int8, pack_panels
 from janus_sdk.config import NoOptions
 from janus_sdk.hookspecs import hookimpl
 from janus_sdk.registry import BuildContext, Register
@@ -88,9 +88,10 @@ class KernelLinear:
     def convert(self, linear: nn.Linear) -> nn.Module:
         if linear.in_features % KERNEL_BLOCK:
             return linear
-        return PackedLinear(
-            linear.weight.detach(), _bias(linear), None, isas=self.isas, measured=self.measured
-        )
+        weight = linear.weight.detach()
+        if self.isas == (AVX2,) and weight.dtype == torch.bfloat16 and linear.out_features % PANEL_TILE == 0:
+            weight = pack_panels(weight)  # the AVX2 build's bfloat16 layout (packed.py)
+        return PackedLinear(weight, _bias(linear), None, isas=self.isas, measured=self.measured)
 
 
 class Int8Linear:

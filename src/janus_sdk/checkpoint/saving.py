@@ -14,20 +14,23 @@ was loaded from is never written to.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from janus_sdk.checkpoint.convert import copy_other_files, parse_size, shard_files, swap_in_directory
 from janus_sdk.checkpoint.weights import CONFIG_FILE, USABLE_DTYPES, detect_layout
 from janus_sdk.config.official import OFFICIAL_SLOTS, official_to_pipeline_dict, read_json
 from janus_sdk.config.pipeline import PipelineConfig
 from janus_sdk.errors import CheckpointError, ConfigError
+from janus_sdk.interfaces import CheckpointTensors
 from janus_sdk.registry import Registry
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -42,6 +45,35 @@ MODEL_TYPES = {
 }
 _CODES = {dtype: code for code, dtype in USABLE_DTYPES.items()}
 MAX_LISTED = 5
+
+
+class CheckpointState(Mapping[str, torch.Tensor]):
+    """`model`'s state dict with each tensor a module holds repacked (`interfaces.CheckpointTensors`) in the
+    checkpoint's layout, made when read and dropped after: one such copy at a time."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._held: dict[str, torch.Tensor] = model.state_dict()
+        self._repacked: dict[str, tuple[CheckpointTensors, str]] = {}
+        for prefix, module in model.named_modules():
+            own = itertools.chain(module.named_parameters(recurse=False), module.named_buffers(recurse=False))
+            names = [name for name, _ in own]
+            if isinstance(module, CheckpointTensors):
+                for name in names:
+                    self._repacked[f"{prefix}.{name}" if prefix else name] = (module, name)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._repacked:
+            module, own = self._repacked[name]
+            repacked = module.checkpoint_tensor(own)
+            if repacked is not None:
+                return repacked
+        return self._held[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 def save_checkpoint(

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from janus_sdk.checkpoint import load_state_into, resolve_model_source
 from janus_sdk.checkpoint.layouts import WeightSource
-from janus_sdk.checkpoint.saving import save_checkpoint
+from janus_sdk.checkpoint.saving import CheckpointState, save_checkpoint
 from janus_sdk.config import GenerationConfig, ImageGenerationConfig, PipelineConfig
 from janus_sdk.config.components import ComponentSpec
 from janus_sdk.config.generation import MAX_NEW_TOKENS
@@ -230,7 +230,9 @@ class JanusPipeline:
         Nothing is lost: the files are written into a temporary sibling that replaces `directory` only once
         complete; a non-empty `directory` is replaced only with `overwrite=True` and only when it holds a
         checkpoint; the checkpoint this pipeline was loaded from is never written to. Weights a linear backend
-        converted (int8) have no place in the layout: such a pipeline refuses, naming the backend.
+        converted (int8) have no place in the layout: such a pipeline refuses, naming the backend; weights a
+        backend only repacked (the `avx2` kernel's bfloat16 panels) are written back as the checkpoint holds
+        them, one tensor at a time.
         Settings that are not part of a checkpoint (device, backends, generation defaults) are not saved."""
         if self.config.checkpoint is None:
             raise ConfigError(
@@ -244,7 +246,7 @@ class JanusPipeline:
             layout = build_model(self.config, self.registry, context).state_dict()
             return save_checkpoint(
                 directory,
-                self.model.state_dict(),
+                CheckpointState(self.model),
                 layout,
                 self.config,
                 source=source,
