@@ -116,9 +116,6 @@ Int16Rows pairs_apart(const Int16Rows& q, int64_t M, std::vector<int16_t>& out) 
   return {out.data(), q.scale, q.K, q.blocks};
 }
 
-// bfloat16 panels (linear.h): P panels of 8 outputs against G rows of x, one float32 accumulator per row and
-// panel, x[k] and x[k + 1] broadcast against the pair's two weight vectors in that order. Each output's sum runs
-// over k in the same order whatever G and P, so a row's outputs do not depend on the rows beside it.
 constexpr int64_t kPanelPrefetch = 1024;  // elements ahead in a panel's own stream (2 KiB)
 
 // Rows of x in float32, `stride` apart: the panel tiles read 8 rows' values at the same k, which with rows K
@@ -129,6 +126,19 @@ struct StridedRows {
   StridedRows from(int64_t m) const { return {data + m * stride, K, stride}; }
 };
 
+// x [M, K] as float32 rows K + 16 apart, in `out`.
+template <typename T>
+StridedRows strided_rows(const T* x, int64_t M, int64_t K, std::vector<float>& out) {
+  const int64_t stride = K + 16;
+  out.resize(M * stride);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) out[m * stride + k] = static_cast<float>(x[m * K + k]);
+  return {out.data(), K, stride};
+}
+
+// bfloat16 panels (linear.h): P panels of 8 outputs against G rows of x, one float32 accumulator per row and
+// panel, x[k] and x[k + 1] broadcast against the pair's two weight vectors in that order. Each output's sum runs
+// over k in the same order whatever G and P, so a row's outputs do not depend on the rows beside it.
 template <int G, int P>
 inline void panels(const StridedRows& x, const uint16_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K, panel = kPanelRows * K;
@@ -392,10 +402,11 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
     matmul<Avx2Tiles>(pairs_apart(quantized, M, apart), M, weights_as<int8_t>(weights, ys), threads);
     return;
   }
-  if (weights.front().dim() == 3) {  // bfloat16 panels: x in float32, in its own order, rows K + 16 apart
-    const at::Tensor xf = at::empty({M, K + 16}, x.options().dtype(at::kFloat));
-    xf.narrow(1, 0, K).copy_(x);
-    matmul<PanelTiles>(StridedRows{xf.data_ptr<float>(), K, K + 16}, M, weights_as<uint16_t>(weights, ys), threads);
+  if (weights.front().dim() == 3) {  // bfloat16 panels: x in float32, in its own order
+    std::vector<float> xf;
+    const StridedRows rows = x.scalar_type() == at::kFloat ? strided_rows(x.data_ptr<float>(), M, K, xf)
+                                                           : strided_rows(x.data_ptr<at::BFloat16>(), M, K, xf);
+    matmul<PanelTiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
     return;
   }
   const bool bf16 = kind == at::kBFloat16;
