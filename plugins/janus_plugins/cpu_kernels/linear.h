@@ -164,13 +164,14 @@ inline Int16Rows quantize_rows(const T* x, int64_t M, int64_t K, std::vector<int
   return {q.data(), scale.data(), K, blocks};
 }
 
-// x [M, K] (float32 or bfloat16) as float32 rows for the tiles, each block of 16 in the order
-// `order(j)` gives (the AVX2 tiles widen bfloat16 weights in another order than memory's).
+// x [M, K] (float32 or bfloat16) as float32 rows for the tiles, `stride` apart (K: contiguous), each block of
+// 16 in the order `order(j)` gives (the AVX2 tiles widen bfloat16 weights in another order than memory's).
 template <typename T, typename Order>
-std::vector<float> float_rows(const T* x, int64_t M, int64_t K, const Order& order) {
-  std::vector<float> out(M * K);
-  for (int64_t i = 0; i < M * K; i += kBlock)
-    for (int64_t j = 0; j < kBlock; ++j) out[i + j] = static_cast<float>(x[i + order(j)]);
+std::vector<float> float_rows(const T* x, int64_t M, int64_t K, const Order& order, int64_t stride) {
+  std::vector<float> out(M * stride);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < K; i += kBlock)
+      for (int64_t j = 0; j < kBlock; ++j) out[m * stride + i + j] = static_cast<float>(x[m * K + i + order(j)]);
   return out;
 }
 

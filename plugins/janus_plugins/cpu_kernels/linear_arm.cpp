@@ -75,8 +75,9 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
     return;
   }
   const auto in_order = [](int64_t j) { return j; };
-  const std::vector<float> xf = x.scalar_type() == at::kFloat ? float_rows(x.data_ptr<float>(), M, K, in_order)
-                                                                 : float_rows(x.data_ptr<at::BFloat16>(), M, K, in_order);
+  const std::vector<float> xf = x.scalar_type() == at::kFloat
+                                    ? float_rows(x.data_ptr<float>(), M, K, in_order, K)
+                                    : float_rows(x.data_ptr<at::BFloat16>(), M, K, in_order, K);
   const FloatRows rows{xf.data(), K};
   switch (kind) {
     case at::kFloat: matmul<neon::Tiles>(rows, M, weights_as<float>(weights, ys), threads); break;

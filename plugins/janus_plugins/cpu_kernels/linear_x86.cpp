@@ -126,16 +126,6 @@ struct StridedRows {
   StridedRows from(int64_t m) const { return {data + m * stride, K, stride}; }
 };
 
-// x [M, K] as float32 rows K + 16 apart, in `out`.
-template <typename T>
-StridedRows strided_rows(const T* x, int64_t M, int64_t K, std::vector<float>& out) {
-  const int64_t stride = K + 16;
-  out.resize(M * stride);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) out[m * stride + k] = static_cast<float>(x[m * K + k]);
-  return {out.data(), K, stride};
-}
-
 // bfloat16 panels (linear.h): P panels of 8 outputs against G rows of x, one float32 accumulator per row and
 // panel, x[k] and x[k + 1] broadcast against the pair's two weight vectors in that order. Each output's sum runs
 // over k in the same order whatever G and P, so a row's outputs do not depend on the rows beside it.
@@ -402,16 +392,18 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
     matmul<Avx2Tiles>(pairs_apart(quantized, M, apart), M, weights_as<int8_t>(weights, ys), threads);
     return;
   }
-  if (weights.front().dim() == 3) {  // bfloat16 panels: x in float32, in its own order
-    std::vector<float> xf;
-    const StridedRows rows = x.scalar_type() == at::kFloat ? strided_rows(x.data_ptr<float>(), M, K, xf)
-                                                           : strided_rows(x.data_ptr<at::BFloat16>(), M, K, xf);
-    matmul<PanelTiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
+  const auto in_order = [](int64_t j) { return j; };
+  if (weights.front().dim() == 3) {  // bfloat16 panels: x in float32, in its own order, rows K + 16 apart
+    const int64_t stride = K + 16;
+    const std::vector<float> xf = x.scalar_type() == at::kFloat
+                                      ? float_rows(x.data_ptr<float>(), M, K, in_order, stride)
+                                      : float_rows(x.data_ptr<at::BFloat16>(), M, K, in_order, stride);
+    matmul<PanelTiles>(StridedRows{xf.data(), K, stride}, M, weights_as<uint16_t>(weights, ys), threads);
     return;
   }
   const bool bf16 = kind == at::kBFloat16;
   const auto rows_of = [&](const auto* data) {
-    return bf16 ? float_rows(data, M, K, interleaved) : float_rows(data, M, K, [](int64_t j) { return j; });
+    return bf16 ? float_rows(data, M, K, interleaved, K) : float_rows(data, M, K, in_order, K);
   };
   const std::vector<float> xf =
       x.scalar_type() == at::kFloat ? rows_of(x.data_ptr<float>()) : rows_of(x.data_ptr<at::BFloat16>());
