@@ -67,29 +67,51 @@ inline float block_value(__m256i lanes, float scale) {
 template <int G, int R>
 inline void tile(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
+  const int16_t* row[G];
+#pragma GCC unroll 8
+  for (int m = 0; m < G; ++m) row[m] = x.data + m * K;
   float total[G][R] = {};
+  const int8_t* chunk = w;  // chunk k / kChunk of the R rows (packed_at), walked in order
   for (int64_t b = 0; b < x.blocks; ++b) {
     __m256i acc[G][R];
+#pragma GCC unroll 8
     for (int m = 0; m < G; ++m)
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_si256();
-    for (int64_t k = b * kScaleBlock; k < std::min(K, (b + 1) * kScaleBlock); k += 2 * kBlock) {
-      __m256i even_x[G], odd_x[G];
-      for (int m = 0; m < G; ++m) {
-        even_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k));
-        odd_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.data + m * K + k + kBlock));
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed_at<R>(w, r, k)));
-        _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
-        const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(pairs, 8), 8);
-        const __m256i odd = _mm256_srai_epi16(pairs, 8);
-        for (int m = 0; m < G; ++m)
-          acc[m][r] = _mm256_add_epi32(
-              acc[m][r], _mm256_add_epi32(_mm256_madd_epi16(even, even_x[m]), _mm256_madd_epi16(odd, odd_x[m])));
+    const int64_t end = std::min(K, (b + 1) * kScaleBlock);
+    for (int64_t k = b * kScaleBlock; k < end; k += kChunk, chunk += R * kChunk) {
+#pragma GCC unroll 2
+      for (int64_t half = 0; half < kChunk; half += 2 * kBlock) {
+        __m256i even_x[G], odd_x[G];
+#pragma GCC unroll 8
+        for (int m = 0; m < G; ++m) {
+          even_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[m] + k + half));
+          odd_x[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[m] + k + half + kBlock));
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int8_t* at = chunk + r * kChunk + half;
+          const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at));
+          _mm_prefetch(reinterpret_cast<const char*>(at + R * K), _MM_HINT_T1);  // the next tile's, R * K ahead
+          const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(pairs, 8), 8);
+          const __m256i odd = _mm256_srai_epi16(pairs, 8);
+#pragma GCC unroll 8
+          for (int m = 0; m < G; ++m) {
+            const __m256i sum =
+                _mm256_add_epi32(_mm256_madd_epi16(even, even_x[m]), _mm256_madd_epi16(odd, odd_x[m]));
+            acc[m][r] = _mm256_add_epi32(acc[m][r], sum);
+            // Rows of x > 1: each sum added where it is made (an empty asm that holds it in a register).
+            // Free to reassociate the integer adds, GCC 12 computed every product of a step first and kept
+            // the sums on the stack: 2 rows ~15% slower on one Zen 3 core; 1 row 3-5% faster without it.
+            if constexpr (G > 1) asm("" : "+x"(acc[m][r]));
+          }
+        }
       }
     }
+#pragma GCC unroll 8
     for (int m = 0; m < G; ++m) {
       const float scale = x.scale[m * x.blocks + b];
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) total[m][r] += block_value(acc[m][r], scale);
     }
   }
@@ -127,44 +149,68 @@ struct StridedRows {
 };
 
 // bfloat16 panels (linear.h): P panels of 8 outputs against G rows of x, one float32 accumulator per row and
-// panel, x[k] and x[k + 1] broadcast against the pair's two weight vectors in that order. Each output's sum runs
-// over k in the same order whatever G and P, so a row's outputs do not depend on the rows beside it.
+// panel. Per pair of inputs the P weight vectors are widened for x[k] (a shift) and fed to every row, then again
+// for x[k + 1] (a mask), each row's value broadcast once per use. Each output's sum runs over k in the same order
+// whatever G and P, so a row's outputs do not depend on the rows beside it.
+// Written so that GCC 12 keeps every accumulator in a register: a pointer per row (x.data + m * stride + k
+// addressed each time cost an address computation per broadcast) and the small loops unrolled by pragma before
+// GCC places the arrays (unrolled later, it stored every accumulator to the stack on every step). Against the
+// earlier form (8 rows in one pass, 8 x 1), on a Zen 3 with two threads streaming 10 distinct weights: 4 rows
+// 1.44-1.71x as fast, 8 rows 0.98-1.17x, 1-2 rows 0.99-1.11x (bench/RESULTS.md).
 template <int G, int P>
 inline void panels(const StridedRows& x, const uint16_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K, panel = kPanelRows * K;
   const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const float* row[G];
+#pragma GCC unroll 8
+  for (int m = 0; m < G; ++m) row[m] = x.data + m * x.stride;
   __m256 acc[G][P];
+#pragma GCC unroll 8
   for (int m = 0; m < G; ++m)
+#pragma GCC unroll 8
     for (int p = 0; p < P; ++p) acc[m][p] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 2) {
-    for (int p = 0; p < P; ++p) {
-      const uint16_t* at = w + p * panel + k * kPanelRows;
-      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at));
-      _mm_prefetch(reinterpret_cast<const char*>(at + kPanelPrefetch), _MM_HINT_T0);
-      const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-      const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
-      for (int m = 0; m < G; ++m) {
-        acc[m][p] = _mm256_fmadd_ps(_mm256_broadcast_ss(x.data + m * x.stride + k), even, acc[m][p]);
-        acc[m][p] = _mm256_fmadd_ps(_mm256_broadcast_ss(x.data + m * x.stride + k + 1), odd, acc[m][p]);
-      }
+  const auto feed = [&](const __m256 (&weights)[P], int64_t k) {
+#pragma GCC unroll 8
+    for (int m = 0; m < G; ++m) {
+      const __m256 value = _mm256_broadcast_ss(row[m] + k);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[m][p] = _mm256_fmadd_ps(value, weights[p], acc[m][p]);
     }
+  };
+  for (int64_t k = 0; k < K; k += 2) {
+    const uint16_t* at = w + k * kPanelRows;
+    __m256 weights[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      _mm_prefetch(reinterpret_cast<const char*>(at + p * panel + kPanelPrefetch), _MM_HINT_T0);
+      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + p * panel));
+      weights[p] = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+    }
+    feed(weights, k);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + p * panel));
+      weights[p] = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+    }
+    feed(weights, k + 1);
   }
+#pragma GCC unroll 8
   for (int m = 0; m < G; ++m)
+#pragma GCC unroll 8
     for (int p = 0; p < P; ++p) _mm256_storeu_ps(y + m * ldy + p * kPanelRows, acc[m][p]);
 }
 
 // The panel tiles as a policy for the drivers: a tile is kPanelTile outputs (4 panels), walked P panels at a time
-// so that G * P chains of FMAs hide their latency (4 cycles, 2 per cycle: 8 chains) within 16 registers. On a
-// Zen 3 (two threads, 10 distinct weights streamed, the two layouts alternated 8 times) 8 rows of x computed
-// 2048 -> 5632 1.23-1.38x as fast as the row-major tile and 5632 -> 2048 1.08-1.09x, 1 and 2 rows 1.00-1.10x;
-// a four-image step of a 1B 1.04-1.31x (git after 0baff46, bench/RESULTS.md).
+// by passes of up to 4 rows of x: 4 x 2 accumulators, the 2 weight vectors and a broadcast value fit AVX2's 16
+// registers (8 rows in one pass, 8 x 1, left each accumulator 2 dependent FMAs per pair of inputs, 8 cycles of
+// latency against 8 of issue: no slack).
 struct PanelTiles {
-  static constexpr int kGroup = 8;
+  static constexpr int kGroup = 4;
   static constexpr int kRows = kPanelTile;
   template <int G, int R>
   static void run(const StridedRows& x, const uint16_t* w, float* y, int64_t ldy) {
     if constexpr (R == kRows) {
-      constexpr int P = G <= 2 ? 4 : G <= 4 ? 2 : 1;
+      constexpr int P = G <= 2 ? 4 : 2;
       for (int p = 0; p < kRows / kPanelRows; p += P)
         panels<G, P>(x, w + p * kPanelRows * x.K, y + p * kPanelRows, ldy);
     } else {
