@@ -21,9 +21,10 @@ def golden() -> dict[str, torch.Tensor]:
     return load_file(FIXTURE / "golden" / "golden.safetensors")
 
 
-def tiny_llm(attention: object) -> DeepSeekLLM:
+def tiny_llm(attention: object, **settings: object) -> DeepSeekLLM:
     params = json.loads((FIXTURE / "checkpoint" / "config.json").read_text())["language_config"]
-    config = DeepSeekLLMConfig(**{k: v for k, v in params.items() if k not in ("model_type", "torch_dtype")})
+    params = {k: v for k, v in params.items() if k not in ("model_type", "torch_dtype")} | settings
+    config = DeepSeekLLMConfig(**params)
     weights = load_file(FIXTURE / "checkpoint" / "model.safetensors")
     prefix = "language_model."
     state = {k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)}
@@ -75,12 +76,36 @@ def test_decode_at_a_device_position_equals_decode_at_an_int_position(
     caches = [llm.new_cache(1, 40), llm.new_cache(1, 40)]
     with torch.inference_mode():
         for cache in caches:
+            cache.keys.zero_(), cache.values.zero_()  # as a captured step's cache is made: it reads it all
             llm.hidden_states(embeds, cache, 0)
         for i, step in enumerate(steps):
             by_int = llm.run_layers(step, caches[0], 30 + i)
             by_tensor = llm.run_layers(step, caches[1], torch.tensor([30 + i]))
             torch.testing.assert_close(by_tensor, by_int, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(caches[1].keys[:, :, :, :34], caches[0].keys[:, :, :, :34])
+
+
+@pytest.mark.parametrize("attention", [SDPAAttention(), EagerAttention()], ids=["sdpa", "eager"])
+@pytest.mark.parametrize("fused", [True, False], ids=["kernel-ops-where-usable", "torch-ops"])
+def test_a_step_never_reads_cache_positions_not_yet_written(
+    attention: object, fused: bool, golden: dict[str, torch.Tensor]
+) -> None:
+    """new_cache leaves its memory unwritten (zeroing four images' cache cost 0.3 s): NaN there must not reach
+    a prefill or a decode step."""
+    llm = tiny_llm(attention, fused_layer_ops=fused)
+    embeds = golden["und_inputs_embeds"][:, :30]
+    steps = torch.randn(4, 1, 1, embeds.shape[-1])
+    caches = [llm.new_cache(1, 40), llm.new_cache(1, 40)]
+    caches[0].keys.fill_(float("nan")), caches[0].values.fill_(float("nan"))
+    caches[1].keys.zero_(), caches[1].values.zero_()
+    with torch.inference_mode():
+        outs = [[llm.hidden_states(embeds, cache, 0)] for cache in caches]
+        for i, step in enumerate(steps):
+            for out, cache in zip(outs, caches, strict=True):
+                out.append(llm.hidden_states(step, cache, 30 + i))
+    for dirty, clean in zip(*outs, strict=True):
+        assert torch.isfinite(dirty).all()
+        torch.testing.assert_close(dirty, clean, atol=0, rtol=0)
 
 
 def test_chunked_prefill_equals_one_shot_prefill(golden: dict[str, torch.Tensor]) -> None:

@@ -126,7 +126,8 @@ def test_backbone_steps_agree_with_and_without_kernels(kernels: KernelLayerOps, 
             ours, theirs = (m.hidden_states(x, c, start) for m, c in zip((fast, plain), caches, strict=True))
             torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
             x = theirs[:, -1:]
-    torch.testing.assert_close(caches[0].keys, caches[1].keys, rtol=tolerance, atol=tolerance)
+    written = [cache.keys[:, :, :, :12] for cache in caches]  # 9 prompt positions and 3 steps
+    torch.testing.assert_close(written[0], written[1], rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,6 +13,7 @@ as one call of them (`native_step`). Parameter names equal the official
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import torch
@@ -165,7 +166,7 @@ class DeepSeekLLM(nn.Module):
                 return self.run_layers(embeds, cache, position, step_ops)
 
             graphs = DecodeGraphs(
-                self._allocate,
+                partial(self._allocate, zeroed=True),
                 step,
                 hidden_size=self.hidden_size,
                 keep=self.config.kept_decode_graphs,
@@ -202,15 +203,20 @@ class DeepSeekLLM(nn.Module):
         cache.padding = None if padding is None else padding.to(cache.keys.device, torch.long)
         return cache
 
-    def _allocate(self, batch_size: int, max_length: int) -> StaticKVCache:
+    def _allocate(self, batch_size: int, max_length: int, *, zeroed: bool = False) -> StaticKVCache:
+        """A cache left unwritten unless `zeroed`: a step reads only the positions written before it, except
+        a captured one, which reads the whole cache under a mask (0 * NaN of unwritten memory would be NaN).
+        Zeroing four images' cache took 0.3 s on a Zen 3 (memory the OS hands out is zeroed as it is
+        touched; torch.zeros touches it all, then writes it again)."""
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         kv = cfg.num_key_value_heads or cfg.num_attention_heads
         table = self.model.embed_tokens.weight
         shape = (cfg.num_hidden_layers, batch_size, kv, max_length, head_dim)
+        make = torch.zeros if zeroed else torch.empty
         return StaticKVCache(
-            torch.zeros(shape, dtype=table.dtype, device=table.device),
-            torch.zeros(shape, dtype=table.dtype, device=table.device),
+            make(shape, dtype=table.dtype, device=table.device),
+            make(shape, dtype=table.dtype, device=table.device),
         )
 
     def hidden_states(self, inputs_embeds: Tensor, cache: StaticKVCache, start: int) -> Tensor:
