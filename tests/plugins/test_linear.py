@@ -117,8 +117,8 @@ def test_kernel_bfloat16_matches_nn_linear_within_output_rounding(
 @pytest.mark.parametrize("weights", ["float32", "bfloat16", "int8", "bfloat16-panels"])
 def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(weights: str) -> None:
     """Every build this CPU runs, 1-9 rows: each row's outputs equal what it gives alone, bit for bit, however
-    the rows are split into passes over the weights (3 + 3 + 2, 2 + 2, ...; panels: 8 + 1, 5 + 4, ... with 4,
-    2 or 1 panels at a time): an image or an answer is the same alone and in a batch."""
+    the rows are split into passes over the weights (3 + 3 + 2, 2 + 2, ...; panels: 4 + 4 + 1, 3 + 2, ... with
+    4 or 2 panels at a time): an image or an answer is the same alone and in a batch."""
     _kernel_or_skip()
     dtype = torch.float32 if weights == "float32" else torch.bfloat16
     layer = _linear(128, 64 if weights == "bfloat16-panels" else 37, dtype)
@@ -144,6 +144,49 @@ def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(weights: str) -> Non
             alone = torch.cat([packed.kernel(x[i : i + 1], isa) for i in range(9)])
             for rows in range(2, 10):
                 assert torch.equal(packed.kernel(x[:rows], isa), alone[:rows]), (isa, rows)
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8", "bfloat16-panels"])
+@pytest.mark.parametrize("rows", [1, 2, 8])
+def test_outputs_do_not_depend_on_how_many_threads_share_the_tiles(weights: str, rows: int) -> None:
+    """The threads take runs of tiles as they finish one (common.h): 1, 2 and 3 threads give the same outputs,
+    bit for bit, for three weights in one call, tiles of 4 rows with a tail of 1 (float32, int8) or panels."""
+    _kernel_or_skip()
+    if weights == "bfloat16-panels" and kernel_module.kernel_isas()[0] != AVX2:
+        pytest.skip("panels are the AVX2 build's layout")
+    dtype = torch.float32 if weights == "float32" else torch.bfloat16
+    width = 640 if weights == "bfloat16-panels" else 613
+    layers = [_linear(128, width + extra, dtype) for extra in (0, 64, 128)]
+    isa = kernel_module.kernel_isas()[0]
+    packed: list[PackedLinear] = []
+    int8 = Int8Linear(ALWAYS)
+    int8.check(torch.device("cpu"), dtype)
+    for layer in layers:
+        if weights == "int8":
+            converted = int8.convert(layer)
+            assert isinstance(converted, PackedLinear)
+            packed.append(converted)
+        else:
+            weight = layer.weight.detach()
+            weight = pack_panels(weight) if weights == "bfloat16-panels" else weight
+            packed.append(PackedLinear(weight, layer.bias.detach(), None, isas=(isa,), measured=False))
+    x = torch.randn(rows, 128).to(dtype)
+    before = torch.get_num_threads()
+    outputs = []
+    try:
+        for threads in (3, 2, 1):  # one thread last: its outputs cannot be left in memory for the others
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                together = packed[0].project_with(x, packed[1:])
+                assert together is not None  # one kernel call for the three
+                outputs.append(together)
+    finally:
+        torch.set_num_threads(before)
+    tolerance = 0.05 if weights == "int8" else 2e-3  # int8: the weights' own rounding
+    for got in outputs:
+        for out, layer in zip(got, layers, strict=True):  # every tile computed
+            torch.testing.assert_close(out.double(), _reference(layer, x), atol=tolerance, rtol=2**-7)
+        assert all(torch.equal(a, b) for a, b in zip(got, outputs[-1], strict=True))
 
 
 def _spy_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
