@@ -22,9 +22,9 @@
 namespace janus_kernels {
 
 // Runs [0, n) tiles on torch's threads (the `parallel` of linear.h's matmul), each thread taking the next run
-// of tiles as it finishes one, about 8 runs per thread: with the tiles split in halves up front, a one-image
-// int8 step on a Zen 3 VM spent 12% of its time with the first thread waiting for the other at the end of a call
-// (a thread woken late, or a core slowed by its neighbours, finishes last by its whole lateness).
+// of tiles as it finishes one, about 8 runs per thread. With the tiles split in halves up front, a thread woken
+// late or on a slower core (a VM's busy neighbour, an efficiency core) kept the others waiting for its whole
+// half; taking runs, a one-image int8 step on a Zen 3 VM ran 1.06x as fast (bench/RESULTS.md).
 struct TorchThreads {
   template <typename Body>
   void operator()(int64_t n, const Body& body) const {
