@@ -118,7 +118,16 @@ def _int8_among(layers: list[nn.Module]) -> list[nn.Module]:
     return [layers[0], int8.convert(_layer(WIDTHS[1], torch.bfloat16, bias=True)), layers[2]]
 
 
-@pytest.mark.parametrize("mix", [_plain_first, _plain_among, _int8_among])
+def _rows_among(layers: list[nn.Module]) -> list[nn.Module]:
+    """A bfloat16 layer kept as rows (61 outputs: no whole panel tile) between two held as panels."""
+    first = layers[0]
+    if not (isinstance(first, PackedLinear) and first.weight.dim() == 3):
+        pytest.skip("panels are the AVX2 build's layout")
+    backend = KernelLinear("test", first.isas, ALWAYS)
+    return [first, backend.convert(_layer(WIDTHS[1], torch.bfloat16, bias=True)), layers[2]]
+
+
+@pytest.mark.parametrize("mix", [_plain_first, _plain_among, _int8_among, _rows_among])
 def test_projections_the_kernel_cannot_take_together_are_computed_one_by_one(
     mix: Callable[[list[nn.Module]], list[nn.Module]], kernel_calls: list[int]
 ) -> None:

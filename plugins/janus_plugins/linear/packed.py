@@ -98,9 +98,7 @@ class PackedLinear(nn.Module):
             if not (
                 isinstance(other, PackedLinear)
                 and other.in_features == self.in_features
-                and other.weight.dtype == self.weight.dtype
-                and other.weight.dim() == self.weight.dim()
-                and (other.scale is None) == (self.scale is None)
+                and other.kind() == self.kind()
                 and other.route(rows, x.dtype) == build
             ):
                 return None
@@ -220,7 +218,8 @@ class PackedLinear(nn.Module):
         return plan
 
     def kind(self) -> str:
-        """What the weight holds, as measured choices name it: "int8", "bfloat16-panels", "bfloat16"..."""
+        """What the weight holds (its dtype and layout): "int8", "bfloat16-panels", "bfloat16"... Measured
+        choices are named by it, and one kernel call takes weights of one kind."""
         if self.scale is not None:
             return "int8"
         dtype = str(self.weight.dtype).removeprefix("torch.")
