@@ -40,8 +40,15 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool =
     ("rows", "heads", "kv_heads", "length"), [(2, 4, 4, 1), (2, 4, 4, 37), (3, 8, 2, 600)]
 )
 def test_decode_step_matches_the_reference_math_over_a_cache_view(
-    backend: KernelAttention, dtype: torch.dtype, rows: int, heads: int, kv_heads: int, length: int
+    backend: KernelAttention,
+    pinned: Pin,
+    dtype: torch.dtype,
+    rows: int,
+    heads: int,
+    kv_heads: int,
+    length: int,
 ) -> None:
+    pinned("decode-attention=kernel")  # the kernel, whatever this run measures (SDPA takes no grouped heads)
     torch.manual_seed(length)
     cache_k = torch.randn(rows, kv_heads, length + 9, 64).to(dtype)  # a longer cache, read up to `length`
     cache_v = torch.randn(rows, kv_heads, length + 9, 64).to(dtype)
