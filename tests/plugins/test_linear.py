@@ -265,6 +265,58 @@ def test_each_row_count_takes_the_path_measured_fastest(
     assert paths == ["avx512", "avx512", "avx512", "torch"]  # the scripted choices run nothing themselves
 
 
+def test_avx512_two_row_loop_forms_compute_the_same_values() -> None:
+    """The AVX-512 bfloat16 tile's rolled and unrolled loops for two rows of x (whichever this machine
+    measured faster) make the same sums in the same order: every row count gives the same bits either way."""
+    _avx512_or_skip()
+    kernels = kernel_module.load_kernels()
+    packed = avx512(ALWAYS).convert(_linear(192, 61, torch.bfloat16))
+    before = kernels.two_row_loop_rolled()
+    try:
+        for rows in (1, 2, 3, 5, 6, 9):
+            x = torch.randn(rows, 192).to(torch.bfloat16)
+            outs = []
+            for rolled in (True, False):
+                kernels.set_two_row_loop(rolled)
+                with torch.inference_mode():
+                    outs.append(packed(x))
+            assert torch.equal(outs[0], outs[1]), rows
+    finally:
+        kernels.set_two_row_loop(before)
+
+
+@pytest.mark.parametrize(("unrolled_seconds", "rolled"), [(0.5, False), (0.99, True)])
+def test_the_two_row_loop_is_the_form_measured_faster(
+    unrolled_seconds: float, rolled: bool, tmp_path: Path
+) -> None:
+    """A bfloat16 layer's first measurement also times the two forms of the AVX-512 tile's two-row loop (the
+    rolled one the baseline) and sets the faster in the kernels; one within the margin leaves the rolled."""
+    _avx512_or_skip()
+    kernels = kernel_module.load_kernels()
+    times = {"torch": 1.0, "avx512": 0.5, "rolled": 1.0, "unrolled": unrolled_seconds}
+    timed: dict[str, bool] = {}
+
+    def timer(name: str, run: Callable[[], object], limit: float) -> float:
+        run()
+        if name in ("rolled", "unrolled"):
+            timed[name] = kernels.two_row_loop_rolled()  # the candidate ran in its own form
+        return times.get(name, 1.0)  # the layer's other choices (torch's compute dtype) alike
+
+    before = kernels.two_row_loop_rolled()
+    try:
+        kernels.set_two_row_loop(not rolled)
+        packed = avx512().convert(_linear(128, 8, torch.bfloat16))
+        with tuning.use_tuner(tuning.Tuner(tmp_path / "t.json", timer=timer, pins="")) as tuner:
+            with torch.inference_mode():
+                packed(torch.randn(2, 128).to(torch.bfloat16))
+            decisions = {name.split("/")[0]: d.winner for name, d in tuner.decisions().items()}
+        assert timed == {"rolled": True, "unrolled": False}
+        assert decisions["two-row-loop"] == ("rolled" if rolled else "unrolled")
+        assert kernels.two_row_loop_rolled() is rolled
+    finally:
+        kernels.set_two_row_loop(before)
+
+
 def test_avx512_pinned_where_the_cpu_lacks_it_names_the_features_and_autos_pick(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

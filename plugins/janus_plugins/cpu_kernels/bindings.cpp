@@ -6,6 +6,8 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_many", &janus_kernels::linear_many, "x @ weight.T * scale + bias for few rows of x and each weight, in one pass (`wide`: the widest tiles)");
+  m.def("set_two_row_loop", &janus_kernels::set_two_row_loop, "whether tiles with two forms for two rows of x (x86: AVX-512 bfloat16) take the rolled one (the same values; measured per machine)");
+  m.def("two_row_loop_rolled", &janus_kernels::two_row_loop_rolled, "the form set_two_row_loop set (rolled: the default)");
   m.def("wide_supported", &janus_kernels::wide_supported, "whether this CPU runs the widest tiles (x86: AVX-512 BF16/VNNI)");
   m.def("decode_attention", &janus_kernels::decode_attention, "softmax(q k^T * scale) v for one query position");
   m.def("prompt_attention", &janus_kernels::prompt_attention, "softmax(q k^T * scale) v for many query positions (AVX512-BF16 only)");

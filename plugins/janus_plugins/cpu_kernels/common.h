@@ -44,6 +44,10 @@ std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<at::T
                                     const std::vector<at::Tensor>& scales, const std::vector<at::Tensor>& biases,
                                     bool wide);
 
+// The loop form of the tiles that have two for two rows of x (linear.cpp): set from a measurement per machine.
+void set_two_row_loop(bool rolled);
+bool two_row_loop_rolled();
+
 // What each architecture's linear source gives linear.cpp: whether this CPU runs its widest tiles (x86: the
 // AVX-512 BF16/VNNI ones; ARM64: none yet), and ys[i] [M, N_i] float32 = x @ weights[i].T for x's contiguous rows
 // (weights of one dtype and width).

@@ -8,6 +8,16 @@
 
 namespace janus_kernels {
 
+namespace {
+// Whether tiles with a rolled and an unrolled form for two rows of x (x86: the AVX-512 bfloat16 tile) take the
+// rolled one: which is faster differs between CPUs (a Zen 4 and a Zen 5 disagree, linear_x86.cpp), so it is
+// measured per machine (packed.py, `two_row_loop`) and set once; read at each call. Both give the same values.
+std::atomic<bool> rolled_two_rows{true};
+}  // namespace
+
+void set_two_row_loop(bool rolled) { rolled_two_rows.store(rolled, std::memory_order_relaxed); }
+bool two_row_loop_rolled() { return rolled_two_rows.load(std::memory_order_relaxed); }
+
 // x: [M, K] float32 or bfloat16; weights[i]: [N_i, K] float32, bfloat16 or int8 (packed), or bfloat16 panels
 // [N_i / 8, K / 2, 16] (x86; linear.h), all of one dtype and layout;
 // scales[i]: [N_i] float32 (int8 only, else empty); biases[i]: [N_i] or empty. Returns x @ weights[i].T (* scale)

@@ -257,7 +257,7 @@ struct BytePairRows {
 
 constexpr int64_t kLanes512 = 32;  // bfloat16 or int16 elements per register
 
-template <int G, int R>
+template <int G, int R, bool RolledPairs>
 inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
   __m512 acc[G][R];
@@ -271,13 +271,15 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
       _mm_prefetch(reinterpret_cast<const char*>(w + (R + r) * K + k), _MM_HINT_T1);
       for (int m = 0; m < G; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv[m], wv);
     };
-    if constexpr (G == 2) {
-      // Two rows of x (a decode step with guidance): the weight rows one after another in a loop kept rolled,
-      // their sums passing through memory. Unrolled, every sum in a register, the tile issued the four rows'
-      // loads together and streamed weights 10-27% slower on the Zen 4 of bench/RESULTS.md (5632 -> 2048: 33.4
-      // against 42.3 GB/s where the memory read ~50 GB/s, 29.6 against 33.6 at ~34). With one row it makes no
-      // difference; with more the arithmetic binds and the registers win (8 rows: 36 against 21 GB/s); the
-      // int8 tile, rolled the same way, streamed a third slower.
+    if constexpr (G == 2 && RolledPairs) {
+      // Two rows of x (a decode step with guidance), where this machine measured it the faster form
+      // (set_two_row_loop): the weight rows one after another in a loop kept rolled, their sums passing through
+      // memory. Unrolled, every sum in a register, the tile issued the four rows' loads together and streamed
+      // weights 10-27% slower on the Zen 4 of bench/RESULTS.md (5632 -> 2048: 33.4 against 42.3 GB/s where the
+      // memory read ~50 GB/s, 29.6 against 33.6 at ~34); on a Zen 5 the unrolled form streamed 1.20-1.28x as
+      // fast (two threads, 10 distinct weights of each MLP shape). The same sums in the same order either way.
+      // With one row it makes no difference; with more the arithmetic binds and the registers win (8 rows: 36
+      // against 21 GB/s on the Zen 4); the int8 tile, rolled the same way, streamed a third slower.
 #pragma GCC unroll 1
       for (int r = 0; r < R; ++r) weight_row(r);
     } else {
@@ -371,16 +373,21 @@ BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo
 // The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
 // accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 2 x 2 rows of x bytes, a weight
 // vector, its unsigned form and the constant that makes it.
-template <int Group, int Rows>
-struct Avx512Tiles {
-  static constexpr int kGroup = Group;
-  static constexpr int kRows = Rows;
-  template <int G, int R, typename X, typename W>
-  static void run(const X& x, const W* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+template <bool RolledPairs>
+struct Bf16Tiles {
+  static constexpr int kGroup = 4;
+  static constexpr int kRows = kTileRows;
+  template <int G, int R>
+  static void run(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy) {
+    tile512<G, R, RolledPairs>(x, w, y, ldy);
+  }
 };
-using Bf16Tiles = Avx512Tiles<4, 4>;
-using Int8Tiles = Avx512Tiles<2, 4>;
-static_assert(Bf16Tiles::kRows == kTileRows && Int8Tiles::kRows == kTileRows, "int8 weights are packed by kTileRows");
+struct Int8Tiles {
+  static constexpr int kGroup = 2;
+  static constexpr int kRows = kTileRows;  // int8 weights are packed by kTileRows rows
+  template <int G, int R>
+  static void run(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+};
 
 #pragma GCC pop_options
 #endif
@@ -415,7 +422,11 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
   if (wide && kind == at::kBFloat16 && x.scalar_type() == at::kBFloat16) {
 #ifdef JANUS_AVX512
     const Bf16Rows rows{reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), K};
-    matmul<Bf16Tiles>(rows, M, weights_as<uint16_t>(weights, ys), threads);
+    if (two_row_loop_rolled()) {
+      matmul<Bf16Tiles<true>>(rows, M, weights_as<uint16_t>(weights, ys), threads);
+    } else {
+      matmul<Bf16Tiles<false>>(rows, M, weights_as<uint16_t>(weights, ys), threads);
+    }
 #endif
     return;
   }
