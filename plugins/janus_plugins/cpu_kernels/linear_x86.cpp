@@ -229,27 +229,14 @@ struct Avx2Tiles {
 
 // ---- AVX-512 with AVX512-BF16 and AVX512-VNNI (Zen 4 and later, Cooper Lake / Sapphire Rapids and later):
 // the same weight streaming, no widening of the weights: `vdpbf16ps` multiplies 32 bfloat16 pairs into float32
-// sums (the products are exact, as in the AVX2 path), `vpdpbusd` 64 int8 weights by bytes of x's int16 values
-// (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are): no masked
-// loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
+// sums (the products are exact, as in the AVX2 path), `vpdpwssd` 32 pairs of int8 weights made int16 against
+// x's int16 values (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are):
+// no masked loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
 // feeds each weight vector to 4 rows of x. At 8 bfloat16 rows (four images with guidance) the arithmetic bounds
 // it, not the memory: a Zen 4 core issues a 512-bit vdpbf16ps about every second cycle, and two cores compute
 // ~24-26 GB/s of weights held in cache (bench/linear_kernels.py --resident), which the tiles, prefetching the
 // next tile while they compute, nearly stream (bench/RESULTS.md). Compiled for these extensions here only; called
 // only where the CPU reports them (`wide_supported`), and chosen by measurement against the others.
-// x's int16 values as two bytes each, q = 256 * hi + lo with lo unsigned and hi signed, and per scale block
-// the 16 lanes' sums of 128 * hi as `vpdpbusd` groups them (for the AVX-512 int8 tiles).
-struct BytePairRows {
-  const uint8_t* lo;
-  const int8_t* hi;
-  const int32_t* hi_sums;  // [rows][blocks][16]
-  const float* scale;
-  int64_t K, blocks;
-  BytePairRows from(int64_t m) const {
-    return {lo + m * K, hi + m * K, hi_sums + m * blocks * 16, scale + m * blocks, K, blocks};
-  }
-};
-
 #if defined(__GNUC__) && (__GNUC__ >= 11 || (defined(__clang__) && __clang_major__ >= 11))
 #define JANUS_AVX512 1
 #pragma GCC push_options
@@ -290,89 +277,60 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
     for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(acc[m][r]);
 }
 
-// int8 weights against x's int16 values split into bytes, q = 256 * hi + lo: `vpdpbusd` multiplies 64 unsigned
-// bytes by 64 signed ones per instruction with no widening: lo (unsigned) by the weights, and the weights made
-// unsigned (w + 128, one xor) by hi (signed), two instructions per row of x and weight vector. The 128 * sum(hi)
-// the second adds depends on x alone: split_bytes sums it per lane and scale block once per call and the tile
-// subtracts it (hi_sums), where a third, shared pass of 128s per weight vector made the step ~4% slower
-// (docs/performance.md). Per scale block every int32 sum is below 255 * 128 * 32 per lane (exact); the blocks
-// are combined in float32.
-// vpdpbusd through asm: GCC 12's intrinsic copies every accumulator twice per step.
-inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+// int8 weights against x's int16 values: `vpdpwssd` sums 32 int16 products in pairs into 16 int32 lanes, the
+// weights made int16 in order by `vpmovsxbw`, 32 at a time; x as quantize_rows made it. Per scale block each
+// lane's sum is exact (32 products of at most 32767 * 127: below 2^31), rounded to float32 once and scaled into
+// the total. It replaced a tile that split x into bytes for `vpdpbusd` (64 weights an instruction, but two
+// instructions per row of x, one for each byte, and a correction per block): as exact (the lanes group other
+// products, so the last bit may differ), half the accumulators, and GCC 12 no longer spills them at 2 rows of
+// x: on a Zen 5, 2 threads, 1-2 rows 1.01-1.10x as fast, 4 rows 1.08-1.21x, 8 rows 1.29-1.39x
+// (bench/RESULTS.md).
+// vpdpwssd through asm: GCC 12's intrinsic copies every accumulator twice per step (as it did vpdpbusd's).
+inline __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
   return acc;
 }
 
+inline __m512i widen32(const int8_t* w) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+}
+
 template <int G, int R>
-inline void tile512(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) {
+inline void tile512(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
   const int64_t K = x.K;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 total[G][R];
   for (int m = 0; m < G; ++m)
     for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < x.blocks; ++b) {
-    __m512i lo[G][R], hi[G][R];
+    __m512i acc[G][R];
     for (int m = 0; m < G; ++m)
-      for (int r = 0; r < R; ++r) lo[m][r] = hi[m][r] = _mm512_setzero_si512();
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_si512();
     const int64_t end = std::min(K, (b + 1) * kScaleBlock);
-    for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {
-      __m512i xl[G], xh[G];
+    for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512) {  // a packed chunk of 64 per row
+      __m512i first[G], second[G];
       for (int m = 0; m < G; ++m) {
-        xl[m] = _mm512_loadu_si512(x.lo + m * K + k);
-        xh[m] = _mm512_loadu_si512(x.hi + m * K + k);
+        first[m] = _mm512_loadu_si512(x.data + m * K + k);
+        second[m] = _mm512_loadu_si512(x.data + m * K + k + kLanes512);
       }
       for (int r = 0; r < R; ++r) {
-        const __m512i wv = _mm512_loadu_si512(packed_at<R>(w, r, k));
+        const int8_t* at = packed_at<R>(w, r, k);
         _mm_prefetch(reinterpret_cast<const char*>(packed_at<R>(w + R * K, r, k)), _MM_HINT_T1);
-        const __m512i unsigned_w = _mm512_xor_si512(wv, flip);
-        for (int m = 0; m < G; ++m) {
-          lo[m][r] = dpbusd(lo[m][r], xl[m], wv);
-          hi[m][r] = dpbusd(hi[m][r], unsigned_w, xh[m]);
-        }
+        const __m512i low = widen32(at), high = widen32(at + kLanes512);
+        for (int m = 0; m < G; ++m) acc[m][r] = dpwssd(dpwssd(acc[m][r], first[m], low), second[m], high);
       }
     }
     for (int m = 0; m < G; ++m) {
       const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
-      const __m512i offset = _mm512_loadu_si512(x.hi_sums + (m * x.blocks + b) * 16);
-      for (int r = 0; r < R; ++r) {
-        const __m512 high = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[m][r], offset));
-        const __m512 exact = _mm512_fmadd_ps(high, _mm512_set1_ps(256.f), _mm512_cvtepi32_ps(lo[m][r]));
-        total[m][r] = _mm512_fmadd_ps(exact, scale, total[m][r]);
-      }
+      for (int r = 0; r < R; ++r) total[m][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[m][r]), scale, total[m][r]);
     }
   }
   for (int m = 0; m < G; ++m)
     for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
 }
 
-// x's int16 values as the int8 tiles take them: q = 256 * hi + lo, 32 values at a time, and 128 * hi summed as
-// vpdpbusd sums it (byte 4i..4i + 3 of every 64 into lane i) per row and scale block.
-BytePairRows split_bytes(const Int16Rows& q, int64_t M, std::vector<uint8_t>& lo, std::vector<int8_t>& hi,
-                         std::vector<int32_t>& hi_sums) {
-  lo.resize(M * q.K);
-  hi.resize(M * q.K);
-  hi_sums.resize(M * q.blocks * 16);
-  for (int64_t i = 0; i < M * q.K; i += kLanes512) {  // K % 64 == 0
-    const __m512i v = _mm512_loadu_si512(q.data + i);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + i), _mm512_cvtepi16_epi8(v));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + i), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
-  }
-  const __m512i h128 = _mm512_set1_epi8(static_cast<char>(0x80));  // 128 as vpdpbusd's unsigned bytes
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t b = 0; b < q.blocks; ++b) {
-      __m512i sums = _mm512_setzero_si512();
-      const int64_t end = std::min(q.K, (b + 1) * kScaleBlock);
-      for (int64_t k = b * kScaleBlock; k < end; k += 2 * kLanes512)
-        sums = dpbusd(sums, h128, _mm512_loadu_si512(hi.data() + m * q.K + k));
-      _mm512_storeu_si512(hi_sums.data() + (m * q.blocks + b) * 16, sums);
-    }
-  }
-  return {lo.data(), hi.data(), hi_sums.data(), q.scale, q.K, q.blocks};
-}
-
-// The tiles as policies for the drivers, each filling at most 25 of the 32 registers: bfloat16, 4 x 4
-// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 x 2 accumulators, 2 x 2 rows of x bytes, a weight
-// vector, its unsigned form and the constant that makes it.
+// The tiles as policies for the drivers, each filling at most 22 of the 32 registers: bfloat16, 4 x 4
+// accumulators, 4 rows of x and a weight vector; int8, 2 x 4 accumulators and as many totals, 2 x 2 vectors of
+// x and two of weights.
 template <bool RolledPairs>
 struct Bf16Tiles {
   static constexpr int kGroup = 4;
@@ -386,7 +344,7 @@ struct Int8Tiles {
   static constexpr int kGroup = 2;
   static constexpr int kRows = kTileRows;  // int8 weights are packed by kTileRows rows
   template <int G, int R>
-  static void run(const BytePairRows& x, const int8_t* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
+  static void run(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) { tile512<G, R>(x, w, y, ldy); }
 };
 
 #pragma GCC pop_options
@@ -438,10 +396,7 @@ void stream_weights(const at::Tensor& x, const std::vector<at::Tensor>& weights,
                                       : quantize_rows<Avx2Lanes>(x.data_ptr<at::BFloat16>(), M, K, q, q_scale);
 #ifdef JANUS_AVX512
     if (wide) {
-      std::vector<uint8_t> lo;
-      std::vector<int8_t> hi;
-      std::vector<int32_t> hi_sums;
-      matmul<Int8Tiles>(split_bytes(quantized, M, lo, hi, hi_sums), M, weights_as<int8_t>(weights, ys), threads);
+      matmul<Int8Tiles>(quantized, M, weights_as<int8_t>(weights, ys), threads);
       return;
     }
 #endif

@@ -5,7 +5,7 @@
   use) at the row counts where it measured faster than torch on this machine (`packed.py`; all of them up to
   32 rows with `measured: false`); bfloat16 ones repacked as panels where whole tiles fit (`pack_panels`);
 - `avx512`: as `avx2`, with the kernel's AVX-512 tiles as a further candidate (`vdpbf16ps` for bfloat16,
-  `vpdpbusd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
+  `vpdpwssd` for int8; CPUs with AVX512-BF16 and VNNI: Zen 4 and later, Cooper Lake / Sapphire Rapids and
   later); with `measured: false` those tiles wherever they apply;
 - `neon`: as `avx2` on ARM64 CPUs (Apple Silicon, Graviton, Ampere), with the kernel's NEON tiles;
 - `neon-bf16`: as `neon`, with the kernel's BFDOT tiles as a further candidate for bfloat16 (ARM64 CPUs with
