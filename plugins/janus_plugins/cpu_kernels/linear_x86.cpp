@@ -229,8 +229,8 @@ struct Avx2Tiles {
 
 // ---- AVX-512 with AVX512-BF16 and AVX512-VNNI (Zen 4 and later, Cooper Lake / Sapphire Rapids and later):
 // the same weight streaming, no widening of the weights: `vdpbf16ps` multiplies 32 bfloat16 pairs into float32
-// sums (the products are exact, as in the AVX2 path), `vpdpwssd` 32 pairs of int8 weights made int16 against
-// x's int16 values (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are):
+// sums (the products are exact, as in the AVX2 path), `vpdpwssd` 32 int8 weights made int16 by x's int16
+// values into int32 sums (x quantized as the AVX2 path does). Rows are a multiple of 64 long (every Janus layer's are):
 // no masked loads, with which GCC 12 stores every accumulator on every step. With 32 registers a pass
 // feeds each weight vector to 4 rows of x. At 8 bfloat16 rows (four images with guidance) the arithmetic bounds
 // it, not the memory: a Zen 4 core issues a 512-bit vdpbf16ps about every second cycle, and two cores compute
