@@ -6,8 +6,9 @@ cache), with the memory's read floor measured in the same run and what `auto` pi
 The weights are Janus-Pro-1B's MLP shapes (2048 -> 5632 and 5632 -> 2048); rows 2 and 8 are one image with
 classifier-free guidance, and four. Printed per (dtype, shape, rows): GB/s at which each system streams the
 weights' bytes (best of `--repeats` passes), each over the floor's GB/s (1.0 = at the floor), and the measured
-choice (janus_sdk.tuning, from the cache when this machine already has it). int8's peer is
-`torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU);
+choice (janus_sdk.tuning, from the cache when this machine already has it), taken before the timings, so that
+the AVX-512 bfloat16 column runs the two-row loop this machine measured faster (`two-row-loop`). int8's peer
+is `torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU);
 int4 (the `int4` backend: torch's int4 kernel, groups of 64) is counted with its scales and offsets.
 Run: `python bench/linear_kernels.py [--threads N] [--dtypes bfloat16] [--resident]`.
 """
@@ -108,6 +109,7 @@ def main() -> None:
             compared = systems(plain, dtype)
             measured = KernelLinear("auto", kernel_isas()).convert(plain[0])
             assert isinstance(measured, PackedLinear)
+            measured.path(ROWS[0], dtype)  # auto's choices, the AVX-512 tile's two-row loop among them, first
             if not header_done:
                 print("| dtype | in -> out | rows | " + " | ".join(compared) + " | auto |")
                 print("|---" * (len(compared) + 4) + "|")
