@@ -8,8 +8,8 @@ classifier-free guidance, and four. Printed per (dtype, shape, rows): GB/s at wh
 weights' bytes (best of `--repeats` passes), each over the floor's GB/s (1.0 = at the floor), and the measured
 choice (janus_sdk.tuning, from the cache when this machine already has it), taken before the timings, so that
 the AVX-512 bfloat16 column runs the two-row loop this machine measured faster (`two-row-loop`). int8's peer
-is `torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on CPU);
-int4 (the `int4` backend: torch's int4 kernel, groups of 64) is counted with its scales and offsets.
+is `torch._weight_int8pack_mm`, torch's own weight-only int8 CPU kernel (what gpt-fast and torchao call on
+CPU); int4 (the `int4` backend: torch's int4 kernel, groups of 64) is counted with its scales and offsets.
 Run: `python bench/linear_kernels.py [--threads N] [--dtypes bfloat16] [--resident]`.
 """
 
