@@ -15,6 +15,7 @@ from janus_plugins import cpu_kernels as kernel_module
 from janus_plugins import linear as linear_plugin
 from janus_plugins.cpu_kernels import AVX2, AVX512
 from janus_plugins.linear import Int8Linear, KernelLinear, KernelOptions, TorchLinear, quantize_rows
+from janus_plugins.linear import packed as packed_module
 from janus_plugins.linear.packed import (
     KERNEL_MAX_ROWS,
     PACK_BYTES,
@@ -281,6 +282,34 @@ def test_avx512_two_row_loop_forms_compute_the_same_values() -> None:
                 with torch.inference_mode():
                     outs.append(packed(x))
             assert torch.equal(outs[0], outs[1]), rows
+    finally:
+        kernels.set_two_row_loop(before)
+
+
+@pytest.mark.parametrize(("unrolled_seconds", "rolled"), [(0.5, False), (0.99, True), (2.0, True)])
+def test_the_two_row_loop_choice_times_each_form_and_sets_the_winner(
+    unrolled_seconds: float, rolled: bool, tmp_path: Path
+) -> None:
+    """The choice itself, on any CPU the kernels build for: each candidate runs the probe in its own form,
+    and the winner (the rolled baseline unless the unrolled form is 3% faster) is set and remembered."""
+    _kernel_or_skip()
+    kernels = kernel_module.load_kernels()
+    probe_forms: list[bool] = []
+    times = {"rolled": 1.0, "unrolled": unrolled_seconds}
+
+    def timer(name: str, run: Callable[[], object], limit: float) -> float:
+        run()
+        return times[name]
+
+    before = kernels.two_row_loop_rolled()
+    try:
+        kernels.set_two_row_loop(not rolled)
+        with tuning.use_tuner(tuning.Tuner(tmp_path / "t.json", timer=timer, pins="")) as tuner:
+            packed_module._choose_two_row_loop(lambda: probe_forms.append(kernels.two_row_loop_rolled()))
+            (decision,) = tuner.decisions().values()
+        assert probe_forms == [True, False]
+        assert decision.winner == ("rolled" if rolled else "unrolled")
+        assert kernels.two_row_loop_rolled() is rolled
     finally:
         kernels.set_two_row_loop(before)
 
