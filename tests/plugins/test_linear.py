@@ -521,6 +521,26 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
             assert bool(((packed(x).double() - expected).abs() <= bound).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 64])
+def test_int8_builds_give_the_same_bits(dtype: torch.dtype, in_features: int) -> None:
+    """Every int8 tile sums each scale block exactly and adds the blocks up alike, so the AVX2 and AVX-512
+    builds give the same outputs at every row count: an int8 model computes the same on every x86 CPU; 50
+    outputs: whole tiles of 4 weight rows and 2 left over."""
+    _avx512_or_skip()
+    quantized = Int8Linear(ALWAYS).convert(_linear(in_features, 50, dtype))
+    assert isinstance(quantized, PackedLinear)
+    operands = (quantized.weight, quantized.bias, quantized.scale)
+    narrow = PackedLinear(*operands, isas=(AVX2,), measured=False)
+    wide = PackedLinear(*operands, isas=(AVX2, AVX512), measured=False)
+    assert (narrow.route(2, dtype), wide.route(2, dtype)) == (AVX2, AVX512)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for rows in range(1, 10):
+            x = (torch.randn(rows, in_features) * 3).to(dtype)
+            assert torch.equal(narrow(x), wide(x)), rows
+
+
 @pytest.mark.parametrize("wide", [False, True], ids=["base-build", "wide-build"])
 def test_int8_kernel_rounds_x_to_nearest_even(wide: bool) -> None:
     """x's int16 values are x * 32767 / max |x[block]| rounded half to even, as torch.round does: with a

@@ -278,12 +278,13 @@ inline void tile512(const Bf16Rows& x, const uint16_t* w, float* y, int64_t ldy)
 }
 
 // int8 weights against x's int16 values: `vpdpwssd` sums 32 int16 products in pairs into 16 int32 lanes, the
-// weights made int16 in order by `vpmovsxbw`, 32 at a time; x as quantize_rows made it. Per scale block each
-// lane's sum is exact (32 products of at most 32767 * 127: below 2^31), rounded to float32 once and scaled into
-// the total. It replaced a tile that split x into bytes for `vpdpbusd` (64 weights an instruction, but two
-// instructions per row of x, one for each byte, and a correction per block): as exact (the lanes group other
-// products, so the last bit may differ), half the accumulators, and GCC 12 no longer spills them at 2 rows of
-// x: on a Zen 5, 2 threads, 1-2 rows 1.01-1.10x as fast, 4 rows 1.08-1.21x, 8 rows 1.29-1.39x
+// weights made int16 in order by `vpmovsxbw`, 32 at a time; x as quantize_rows made it. Each scale block's sum
+// is exact (at most 512 products of 32767 * 127: below 2^31) and added up as the AVX2 and NEON tiles add theirs
+// (block_value: rounded to float32 once, scaled, summed in block order), so an int8 model gives the same bits
+// through either x86 build, and with its lanes summed four accumulators at a time (lane_sums) that costs
+// nothing measurable (a Zen 4, 1-8 rows: 0.97-1.02x). It replaced a tile that split x into bytes for
+// `vpdpbusd` (two instructions per row of x and weight vector, a correction per block; GCC 12 spilled its
+// accumulators at 2 rows): on a Zen 4 four images' steps 1.4x as fast, one image's 0.86-0.94x
 // (bench/RESULTS.md).
 // vpdpwssd through asm: GCC 12's intrinsic copies every accumulator twice per step (as it did vpdpbusd's).
 inline __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
@@ -295,12 +296,27 @@ inline __m512i widen32(const int8_t* w) {
   return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
 }
 
+// The sums of a's, b's, c's and d's 16 lanes, as 4 lanes (integers: any order of the adds is exact), in ~13
+// instructions where four separate reductions take ~32.
+inline __m128i lane_sums(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const auto halves = [](__m512i p, __m512i q) {  // [p's 256-bit halves added, q's]
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(p, q, _MM_SHUFFLE(1, 0, 1, 0)),
+                            _mm512_shuffle_i64x2(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
+  };
+  const __m512i ab = halves(a, b), cd = halves(c, d);
+  __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));  // 4 lanes each
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
+  const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, s));
+}
+
 template <int G, int R>
 inline void tile512(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) {
+  static_assert(R <= 4, "lane_sums reduces 4 accumulators at a time");
   const int64_t K = x.K;
-  __m512 total[G][R];
-  for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) total[m][r] = _mm512_setzero_ps();
+  float total[G][R] = {};
   for (int64_t b = 0; b < x.blocks; ++b) {
     __m512i acc[G][R];
     for (int m = 0; m < G; ++m)
@@ -320,12 +336,15 @@ inline void tile512(const Int16Rows& x, const int8_t* w, float* y, int64_t ldy) 
       }
     }
     for (int m = 0; m < G; ++m) {
-      const __m512 scale = _mm512_set1_ps(x.scale[m * x.blocks + b]);
-      for (int r = 0; r < R; ++r) total[m][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[m][r]), scale, total[m][r]);
+      const auto lanes = [&](int r) { return r < R ? acc[m][r] : _mm512_setzero_si512(); };
+      alignas(16) float value[4];  // block_value's float32(sum) * scale, four at a time
+      _mm_store_ps(value, _mm_mul_ps(_mm_cvtepi32_ps(lane_sums(lanes(0), lanes(1), lanes(2), lanes(3))),
+                                     _mm_set1_ps(x.scale[m * x.blocks + b])));
+      for (int r = 0; r < R; ++r) total[m][r] += value[r];
     }
   }
   for (int m = 0; m < G; ++m)
-    for (int r = 0; r < R; ++r) y[m * ldy + r] = _mm512_reduce_add_ps(total[m][r]);
+    for (int r = 0; r < R; ++r) y[m * ldy + r] = total[m][r];
 }
 
 // The tiles as policies for the drivers, each filling at most 22 of the 32 registers: bfloat16, 4 x 4
