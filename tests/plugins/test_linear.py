@@ -525,8 +525,8 @@ def test_int8_kernel_and_dequantizing_matmul_agree(
 @pytest.mark.parametrize("in_features", [128, 2 * INT16_SCALE_BLOCK + 64])
 def test_int8_builds_give_the_same_bits(dtype: torch.dtype, in_features: int) -> None:
     """Every int8 tile sums each scale block exactly and adds the blocks up alike, so the AVX2 and AVX-512
-    builds give the same outputs at every row count: an int8 model computes the same on every x86 CPU; 50
-    outputs: whole tiles of 4 weight rows and 2 left over."""
+    builds give the same outputs at every row count: which of them a CPU runs does not change an int8 model's
+    results; 50 outputs: whole tiles of 4 weight rows and 2 left over."""
     _avx512_or_skip()
     quantized = Int8Linear(ALWAYS).convert(_linear(in_features, 50, dtype))
     assert isinstance(quantized, PackedLinear)

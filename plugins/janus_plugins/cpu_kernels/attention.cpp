@@ -24,8 +24,8 @@ void score(const float* q, const T* k, int64_t l, int64_t D, int64_t row, float 
 }
 
 // The softmax of scores[0, L) in place, kWidth at a time (`padded`: L rounded up to kWidth, the room
-// `scores` has): e^x through exp_lanes, as the prompt's attention takes it; a call of the C library's exp per
-// key took most of a long cache's step.
+// `scores` has): e^x through exp_lanes, as the prompt's attention takes it, not a call of the C library's exp
+// per key.
 inline void softmax(float* scores, int64_t L, int64_t padded) {
   constexpr int64_t W = Lanes::kWidth;
   std::fill(scores + L, scores + padded, -INFINITY);
